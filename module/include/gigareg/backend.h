@@ -1,0 +1,128 @@
+/* The kernel seam: one table of fused operations, implemented by every backend
+ * (CPU/OpenMP now, CUDA in module/cuda). All float pointers passed to ops live
+ * in the backend's memory (host for CPU, device for CUDA) and come from
+ * be->alloc; grids, transforms and specs are small host structs passed by value
+ * or pointer. The registration driver only ever talks to this table, so a new
+ * backend drops in without touching it.
+ *
+ * Sign and units: every metric returns a LOSS to minimise (MSE, -NCC, -LNCC,
+ * -MI) and its gradient with respect to the moving-space physical point
+ * y = A x + t + u(x), which is also d loss / d u(x) (mm^-1 units). */
+#ifndef GIGAREG_BACKEND_H
+#define GIGAREG_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "gigareg/image.h"
+#include "gigareg/transform.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum gr_interp { GR_INTERP_LINEAR = 0, GR_INTERP_NEAREST = 1 } gr_interp;
+/* ZERO: samples outside the input grid read 0 (images).
+ * CLAMP: coordinates clamped to the grid (fields: extend the border value). */
+typedef enum gr_boundary { GR_BOUNDARY_ZERO = 0, GR_BOUNDARY_CLAMP = 1 } gr_boundary;
+
+typedef enum gr_metric_kind {
+  GR_METRIC_MSE = 0, GR_METRIC_NCC, GR_METRIC_LNCC, GR_METRIC_MI
+} gr_metric_kind;
+
+typedef struct gr_metric_spec {
+  gr_metric_kind kind;
+  int lncc_radius;        /* window is (2r+1)^3 voxels; default 2 */
+  int mi_bins;            /* default 32 */
+  double fixed_min, fixed_max;   /* MI intensity ranges (caller reduces them once) */
+  double moving_min, moving_max;
+  int want_affine_grad;   /* fill result.grad_affine */
+  int want_field_grad;    /* write grad_u */
+} gr_metric_spec;
+
+typedef struct gr_metric_result {
+  double value;           /* loss */
+  int64_t n_valid;        /* voxels that contributed */
+  double grad_affine[12]; /* d loss / d [A | t], row-major like gr_affine.m */
+} gr_metric_result;
+
+typedef struct gr_backend gr_backend;
+
+typedef struct gr_backend_ops {
+  const char *name;
+  /* memory (accounted per backend: current and peak bytes) */
+  void *(*alloc)(gr_backend *be, size_t bytes);
+  void (*free)(gr_backend *be, void *p);
+  gr_status (*upload)(gr_backend *be, void *dst, const void *src_host, size_t bytes);
+  gr_status (*download)(gr_backend *be, void *dst_host, const void *src, size_t bytes);
+  gr_status (*copy)(gr_backend *be, void *dst, const void *src, size_t bytes);
+  gr_status (*fill)(gr_backend *be, float *x, float value, int64_t n);
+
+  /* out(x) = in( A x + t + disp(x) ) for x on out_grid; ncomp planes. disp may be NULL. */
+  gr_status (*resample)(gr_backend *be, const gr_grid *out_grid, float *out,
+                        const gr_grid *in_grid, const float *in, int ncomp,
+                        const gr_affine *T, const float *disp,
+                        gr_interp interp, gr_boundary boundary);
+
+  /* Fused warp + metric: value, and optionally d loss/d u (3 planes on the fixed
+   * grid) and d loss / d[A|t], in one call without storing the warped image
+   * beyond what the metric's window needs. Masks are 0/1 floats or NULL; the
+   * moving mask is read at the warped point (nearest). */
+  gr_status (*metric)(gr_backend *be, const gr_metric_spec *spec,
+                      const gr_grid *fixed_grid, const float *fixed, const float *fixed_mask,
+                      const gr_grid *moving_grid, const float *moving, const float *moving_mask,
+                      const gr_affine *T, const float *disp,
+                      gr_metric_result *res, float *grad_u);
+
+  /* In-place separable Gaussian, sigma in voxels per axis (0 = skip axis),
+   * truncated at 3 sigma, kernel renormalised at the borders. */
+  gr_status (*smooth)(gr_backend *be, const gr_grid *g, float *data, int ncomp,
+                      const double sigma_vox[3]);
+
+  /* out(x) = s(x) + u(x + s(x)): compositive update (u read with CLAMP). out != u. */
+  gr_status (*compose)(gr_backend *be, const gr_grid *g, const float *u, const float *s, float *out);
+
+  /* Adam moments update and normalised direction:
+   * m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2; dir = mhat / (sqrt(vhat) + eps).
+   * t is the 1-based step count. Returns max over voxels of |dir| in voxel units
+   * (|p2i_linear * dir(x)|) through *max_vox (for the global step normalisation). */
+  gr_status (*adam_direction)(gr_backend *be, const gr_grid *g, const float *grad,
+                              float *m, float *v, float *dir, double b1, double b2,
+                              double eps, int t, double *max_vox);
+
+  /* y = a * x + y over n floats. */
+  gr_status (*axpy)(gr_backend *be, int64_t n, float a, const float *x, float *y);
+  /* min/max over n floats, optionally only where mask > 0.5 (mask may be NULL). */
+  gr_status (*minmax)(gr_backend *be, int64_t n, const float *x, const float *mask,
+                      double *mn, double *mx);
+  /* Jacobian determinant of x -> x + u(x) (central differences, physical space). */
+  gr_status (*jacobian_det)(gr_backend *be, const gr_grid *g, const float *u, float *out);
+  /* inv such that x + u(x) + ... : v(x) = -u(x + v(x)), fixed-point iterations. */
+  gr_status (*invert)(gr_backend *be, const gr_grid *g, const float *u, float *inv,
+                      int iterations);
+
+  void (*destroy)(gr_backend *be);
+} gr_backend_ops;
+
+struct gr_backend {
+  const gr_backend_ops *ops;
+  void *impl;              /* backend-private state */
+  size_t bytes_current;    /* accounting, updated by alloc/free */
+  size_t bytes_peak;
+  int threads;             /* CPU threads (0 = OpenMP default) */
+};
+
+typedef enum gr_device_kind { GR_DEVICE_AUTO = 0, GR_DEVICE_CPU, GR_DEVICE_CUDA } gr_device_kind;
+
+/* Create a backend. AUTO picks CUDA when compiled in and a GPU is present. */
+gr_status gr_backend_create(gr_device_kind kind, int device_index, int threads, gr_backend **out);
+void gr_backend_destroy(gr_backend *be);
+/* Parse "cpu", "cuda", "cuda:N", "auto". */
+gr_status gr_device_parse(const char *s, gr_device_kind *kind, int *index);
+
+/* CPU backend constructor (module/src/kernels/cpu_backend.c). */
+gr_status gr_backend_cpu_create(int threads, gr_backend **out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,29 @@
+/* CPU (C + OpenMP) implementations of the backend table in gigareg/backend.h.
+ * One concept per file:
+ *   cpu_backend.c  - table, accounted allocator, copy/fill/axpy/minmax, gr_backend_create dispatch
+ *   cpu_sampler.c  - cpu_resample (composite implicit grid sampler: affine + displacement, trilinear)
+ *   cpu_metric.c   - cpu_metric dispatch + shared per-voxel warp helpers
+ *   cpu_mse.c, cpu_ncc.c, cpu_lncc.c, cpu_mi.c - one metric each (value + gradient, fused)
+ *   cpu_smooth.c   - separable Gaussian
+ *   cpu_field.c    - compose, invert, jacobian_det
+ *   cpu_optim.c    - adam_direction
+ * Semantics documented in backend.h are normative: the CUDA backend must match them. */
+#ifndef GIGAREG_CPU_KERNELS_H
+#define GIGAREG_CPU_KERNELS_H
+#include "gigareg/backend.h"
+
+gr_status cpu_resample(gr_backend *be, const gr_grid *out_grid, float *out, const gr_grid *in_grid,
+                       const float *in, int ncomp, const gr_affine *T, const float *disp,
+                       gr_interp interp, gr_boundary boundary);
+gr_status cpu_metric(gr_backend *be, const gr_metric_spec *spec, const gr_grid *fixed_grid,
+                     const float *fixed, const float *fixed_mask, const gr_grid *moving_grid,
+                     const float *moving, const float *moving_mask, const gr_affine *T,
+                     const float *disp, gr_metric_result *res, float *grad_u);
+gr_status cpu_smooth(gr_backend *be, const gr_grid *g, float *data, int ncomp, const double sigma_vox[3]);
+gr_status cpu_compose(gr_backend *be, const gr_grid *g, const float *u, const float *s, float *out);
+gr_status cpu_adam_direction(gr_backend *be, const gr_grid *g, const float *grad, float *m, float *v,
+                             float *dir, double b1, double b2, double eps, int t, double *max_vox);
+gr_status cpu_jacobian_det(gr_backend *be, const gr_grid *g, const float *u, float *out);
+gr_status cpu_invert(gr_backend *be, const gr_grid *g, const float *u, float *inv, int iterations);
+
+#endif
