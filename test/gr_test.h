@@ -9,6 +9,10 @@
 #include <string.h>
 #include "gigareg/gigareg.h"
 
+#ifndef M_PI
+#define M_PI 3.14159265358979323846
+#endif
+
 static int gr_test_failures = 0;
 
 #define GR_CHECK(cond, ...)                                                   \

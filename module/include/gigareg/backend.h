@@ -5,9 +5,13 @@
  * or pointer. The registration driver only ever talks to this table, so a new
  * backend drops in without touching it.
  *
+ * Composite transform (elastix's chaining: the displacement acts first, then
+ * the affine): y = A (x + u(x)) + t, x a fixed-grid physical point, u in mm on
+ * the fixed grid, y a moving-image physical point.
+ *
  * Sign and units: every metric returns a LOSS to minimise (MSE, -NCC, -LNCC,
- * -MI) and its gradient with respect to the moving-space physical point
- * y = A x + t + u(x), which is also d loss / d u(x) (mm^-1 units). */
+ * -MI). Its field gradient is d loss / d u(x) = A^T d loss / d y (mm^-1), and
+ * its affine gradient is d loss / d [A | t] = sum_x (d loss / d y) [x + u(x), 1]^T. */
 #ifndef GIGAREG_BACKEND_H
 #define GIGAREG_BACKEND_H
 
@@ -57,7 +61,7 @@ typedef struct gr_backend_ops {
   gr_status (*copy)(gr_backend *be, void *dst, const void *src, size_t bytes);
   gr_status (*fill)(gr_backend *be, float *x, float value, int64_t n);
 
-  /* out(x) = in( A x + t + disp(x) ) for x on out_grid; ncomp planes. disp may be NULL. */
+  /* out(x) = in( A (x + disp(x)) + t ) for x on out_grid; ncomp planes. disp and T may be NULL. */
   gr_status (*resample)(gr_backend *be, const gr_grid *out_grid, float *out,
                         const gr_grid *in_grid, const float *in, int ncomp,
                         const gr_affine *T, const float *disp,

@@ -1,0 +1,222 @@
+/* gigareg: elastix-compatible registration front end over the GigaReg core. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "gigareg/gigareg.h"
+#include "gigareg/elastix_io.h"
+#include "gigareg/param_map.h"
+#include "cli_args.h"
+#include "outputs.h"
+
+typedef struct run_state {
+  gr_cli_args args;
+  gr_image *fixed, *moving, *fmask, *mmask;
+  gr_stage_config stages[GR_CLI_MAX_PARAM_FILES];
+  gr_output_config outcfg[GR_CLI_MAX_PARAM_FILES];
+  gr_stage_result results[GR_CLI_MAX_PARAM_FILES];
+  gr_affine initial;
+  int have_initial;
+  gr_backend *be;
+  gr_comm *comm;
+  gr_outdir out;
+  int out_open;
+  FILE *log;
+} run_state;
+
+static const char *stage_name(gr_stage_kind k) {
+  switch (k) {
+    case GR_STAGE_TRANSLATION: return "translation";
+    case GR_STAGE_RIGID: return "rigid";
+    case GR_STAGE_AFFINE: return "affine";
+    case GR_STAGE_GREEDY: return "greedy";
+    case GR_STAGE_SYN: return "syn";
+  }
+  return "?";
+}
+
+/* Progress on stderr: at most a few lines per level, with ETA. */
+static void print_progress(void *user, const gr_progress_info *p) {
+  (void)user;
+  const int every = p->niterations >= 20 ? p->niterations / 10 : 1;
+  if (p->iteration % every != 0 && p->iteration + 1 != p->niterations) return;
+  fprintf(stderr, "gigareg: stage %d/%d level %d/%d iteration %d/%d metric %.6g elapsed %.1fs ETA %s%.0fs\n",
+          p->stage + 1, p->nstages, p->level + 1, p->nlevels, p->iteration + 1, p->niterations, p->metric,
+          p->elapsed_s, p->eta_s < 0 ? "~" : "", p->eta_s < 0 ? 0.0 : p->eta_s);
+}
+
+static gr_status load_params(run_state *st) {
+  for (int k = 0; k < st->args.nparams; ++k) {
+    gr_param_map *m = NULL;
+    gr_status s = gr_param_map_read(st->args.params[k], &m);
+    if (s == GR_OK) s = gr_stage_config_from_params(m, st->args.params[k], &st->stages[k], &st->outcfg[k],
+                                                     st->args.quiet ? NULL : stderr);
+    gr_param_map_destroy(m);
+    if (s != GR_OK) return s;
+  }
+  return GR_OK;
+}
+
+static gr_status load_image(const char *path, const char *what, gr_image **out) {
+  gr_status s = gr_image_read(path, out);
+  if (s != GR_OK) return s;
+  if ((*out)->ncomp != 1) return gr_error(GR_ERR_UNSUPPORTED, "%s '%s' has %d components; a scalar image is required", what, path, (*out)->ncomp);
+  return gr_image_check_finite(*out, what);
+}
+
+static gr_status load_inputs(run_state *st) {
+  gr_status s = load_image(st->args.fixed, "fixed image", &st->fixed);
+  if (s == GR_OK) s = load_image(st->args.moving, "moving image", &st->moving);
+  if (s == GR_OK && st->args.fixed_mask) s = load_image(st->args.fixed_mask, "fixed mask", &st->fmask);
+  if (s == GR_OK && st->args.moving_mask) s = load_image(st->args.moving_mask, "moving mask", &st->mmask);
+  if (s == GR_OK && st->args.t0) {
+    s = gr_transform_parameters_read_affine(st->args.t0, &st->initial);
+    st->have_initial = (s == GR_OK);
+  }
+  return s;
+}
+
+static gr_status make_backend(run_state *st) {
+  gr_device_kind kind = GR_DEVICE_AUTO;
+  int index = 0;
+  if (st->args.device) {
+    gr_status s = gr_device_parse(st->args.device, &kind, &index);
+    if (s != GR_OK) return s;
+  }
+  gr_status s = gr_backend_create(kind, index, st->args.threads, &st->be);
+  if (s == GR_OK) s = gr_comm_local_create(&st->comm);
+  return s;
+}
+
+/* Resample the moving image through the chain up to stage k (inclusive). */
+static gr_status write_result_image(run_state *st, int k, const char *path) {
+  gr_backend *be = st->be;
+  gr_affine A;
+  gr_status s = gr_chain_affine(st->have_initial ? &st->initial : NULL, st->results, st->args.nparams, k + 1, &A);
+  if (s != GR_OK) return s;
+  const gr_image *field = NULL;
+  for (int j = 0; j <= k; ++j)
+    if (st->results[j].field) field = st->results[j].field;
+  gr_grid fg, mg;
+  gr_grid_from_geometry(&st->fixed->geom, &fg);
+  gr_grid_from_geometry(&st->moving->geom, &mg);
+  const int64_t nf = gr_image_nvox(st->fixed), nm = gr_image_nvox(st->moving);
+  float *dm = be->ops->alloc(be, (size_t)nm * 4), *dout = be->ops->alloc(be, (size_t)nf * 4), *dd = NULL;
+  gr_image *res = NULL;
+  s = (dm && dout) ? be->ops->upload(be, dm, st->moving->data, (size_t)nm * 4) : GR_ERR_NOMEM;
+  if (s == GR_OK && field) {
+    dd = be->ops->alloc(be, (size_t)nf * 12);
+    s = dd ? be->ops->upload(be, dd, field->data, (size_t)nf * 12) : GR_ERR_NOMEM;
+  }
+  if (s == GR_OK) s = be->ops->fill(be, dout, 0.0f, nf);
+  if (s == GR_OK)
+    s = be->ops->resample(be, &fg, dout, &mg, dm, 1, &A, dd, GR_INTERP_LINEAR, GR_BOUNDARY_ZERO);
+  if (s == GR_OK) s = gr_image_create(&st->fixed->geom, 1, &res);
+  if (s == GR_OK) s = be->ops->download(be, res->data, dout, (size_t)nf * 4);
+  if (s == GR_OK) {
+    res->src_type = st->moving->src_type;
+    s = gr_image_write(path, res, st->outcfg[k].result_pixel_type);
+  }
+  gr_image_destroy(res);
+  if (dm) be->ops->free(be, dm);
+  if (dout) be->ops->free(be, dout);
+  if (dd) be->ops->free(be, dd);
+  return s;
+}
+
+static gr_status write_outputs(run_state *st) {
+  char name[128], staged[4400], fieldpath[4400], prev[4400];
+  gr_status s = GR_OK;
+  prev[0] = '\0';
+  if (st->args.t0) snprintf(prev, sizeof prev, "%s", st->args.t0);
+  for (int k = 0; s == GR_OK && k < st->args.nparams; ++k) {
+    const gr_stage_result *r = &st->results[k];
+    const char *fp = NULL;
+    if (r->field) {
+      snprintf(name, sizeof name, "deformationField.%d.mha", k);
+      s = gr_image_write(gr_outdir_stage(&st->out, name, staged, sizeof staged), r->field, GR_PIXEL_F32);
+      fp = gr_outdir_final(&st->out, name, fieldpath, sizeof fieldpath);
+      if (s == GR_OK && r->inverse_field) {
+        snprintf(name, sizeof name, "inverseDeformationField.%d.mha", k);
+        s = gr_image_write(gr_outdir_stage(&st->out, name, staged, sizeof staged), r->inverse_field, GR_PIXEL_F32);
+      }
+    }
+    snprintf(name, sizeof name, "TransformParameters.%d.txt", k);
+    if (s == GR_OK)
+      s = gr_transform_parameters_write(gr_outdir_stage(&st->out, name, staged, sizeof staged), r, &st->fixed->geom,
+                                        prev[0] ? prev : NULL, fp, &st->outcfg[k]);
+    gr_outdir_final(&st->out, name, prev, sizeof prev);
+    if (s == GR_OK && st->outcfg[k].write_result_image) {
+      snprintf(name, sizeof name, "result.%d.%s", k, st->outcfg[k].result_format);
+      s = write_result_image(st, k, gr_outdir_stage(&st->out, name, staged, sizeof staged));
+    }
+  }
+  return s;
+}
+
+static void log_header(run_state *st) {
+  fprintf(st->log, "gigareg %s\nbackend: %s\nfixed: %s\nmoving: %s\n", GIGAREG_VERSION, st->be->ops->name,
+          st->args.fixed, st->args.moving);
+  for (int k = 0; k < st->args.nparams; ++k)
+    fprintf(st->log, "stage %d: %s (%s)\n", k, stage_name(st->stages[k].kind), st->args.params[k]);
+  fprintf(st->log, "stage\tlevel\titeration\tmetric\n");
+}
+
+static gr_status run(run_state *st) {
+  gr_status s = load_params(st);
+  if (s == GR_OK) s = load_inputs(st);
+  if (s == GR_OK) s = make_backend(st);
+  if (s == GR_OK) s = gr_outdir_open(&st->out, st->args.out);
+  if (s != GR_OK) return s;
+  st->out_open = 1;
+  char logpath[4400];
+  st->log = fopen(gr_outdir_stage(&st->out, "elastix.log", logpath, sizeof logpath), "w");
+  if (!st->log) return gr_error(GR_ERR_IO, "cannot write '%s'", logpath);
+  log_header(st);
+  gr_reg_options opt;
+  memset(&opt, 0, sizeof opt);
+  opt.progress = st->args.quiet ? NULL : print_progress;
+  opt.log = st->log;
+  opt.seed = st->args.seed;
+  s = gr_register(st->be, st->comm, st->fixed, st->moving, st->fmask, st->mmask,
+                  st->have_initial ? &st->initial : NULL, st->stages, st->args.nparams, &opt, st->results);
+  if (s == GR_OK) s = write_outputs(st);
+  if (s == GR_OK) fprintf(st->log, "peak backend memory: %zu bytes\n", st->be->bytes_peak);
+  if (fclose(st->log) != 0 && s == GR_OK) s = gr_error(GR_ERR_IO, "cannot write '%s'", logpath);
+  st->log = NULL;
+  if (s == GR_OK) s = gr_outdir_publish(&st->out);
+  return s;
+}
+
+static void cleanup(run_state *st, int failed) {
+  if (st->log) fclose(st->log);
+  if (st->out_open && failed) {
+    gr_outdir_abort(&st->out);
+    if (st->out.created_final) rmdir(st->out.final_dir);
+  }
+  for (int k = 0; k < st->args.nparams; ++k) gr_stage_result_clear(&st->results[k]);
+  gr_image_destroy(st->fixed);
+  gr_image_destroy(st->moving);
+  gr_image_destroy(st->fmask);
+  gr_image_destroy(st->mmask);
+  if (st->be) gr_backend_destroy(st->be);
+  if (st->comm) gr_comm_destroy(st->comm);
+}
+
+int main(int argc, char **argv) {
+  static run_state st; /* large; keep it off the stack */
+  memset(&st, 0, sizeof st);
+  const int rc = gr_cli_parse(argc, argv, &st.args);
+  if (rc != 0) return rc;
+  if (st.args.help) { gr_cli_usage(stdout); return 0; }
+  if (st.args.version) { printf("gigareg %s\n", GIGAREG_VERSION); return 0; }
+  gr_status s = run(&st);
+  if (s != GR_OK) {
+    const char *msg = gr_last_error();
+    fprintf(stderr, "gigareg: error: %s\n", msg[0] ? msg : gr_strerror(s));
+  } else if (!st.args.quiet) {
+    fprintf(stderr, "gigareg: done; results in %s\n", st.args.out);
+  }
+  cleanup(&st, s != GR_OK);
+  return s == GR_OK ? 0 : 1;
+}

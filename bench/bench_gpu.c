@@ -1,0 +1,475 @@
+/* bench_gpu: one greedy deformable iteration on the CUDA backend, timed like
+ * the FireANTs baseline (shared/baselines/fireants_h100.md): synthetic pair
+ * with a known smooth displacement of up to +-4 voxels, fp32, one resolution
+ * level, fixed iterations (3 warm-up + 20 timed), sizes 128^3 .. the largest
+ * that fits.
+ *
+ * One iteration is exactly what the registration driver does per iteration
+ * (greedy_stage.c + field_ops.c gr_field_update): metric (value + d loss/d u),
+ * smooth the gradient (sigma 1), Adam direction + global max, fill + axpy
+ * (scale to lr voxels), compose, smooth the field (sigma 0.5), all through the
+ * backend table. Reported per size and loss:
+ *   ms/iteration (median), ms per Gvox, modelled DRAM bytes per voxel and the
+ *   effective bandwidth against the 3.0 TB/s copy roofline, peak accounted
+ *   device bytes per voxel (be->bytes_peak over the iterations) and the whole
+ *   device's use (cudaMemGetInfo), end-point error before/after the 20
+ *   iterations, and a per-op breakdown.
+ * Plus a device-to-device copy bandwidth probe. Markdown tables on stdout,
+ * progress on stderr.
+ *
+ * Usage: bench_gpu [max_size] [timed_iterations] */
+#include <cuda_runtime_api.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "gigareg/gigareg.h"
+#include "kernels/cuda_entry.h"
+
+#define WARMUP 3
+#define MAX_ROWS 32
+#define ROOF_TBS 3.0
+
+enum { OP_METRIC = 0, OP_SMOOTH_G, OP_ADAM, OP_SCALE, OP_COMPOSE, OP_SMOOTH_U, NOPS };
+static const char *op_names[NOPS] = {"metric", "smooth grad", "adam", "fill+axpy", "compose", "smooth u"};
+
+/* Modelled DRAM bytes per voxel of each op (each input read once, each output
+ * written once, moving-image gathers counted as one 4-byte read). */
+static double op_bytes(int op, gr_metric_kind k) {
+  switch (op) {
+    case OP_METRIC: /* LNCC: warp (u 12 + M 4 + W 4) + fused (F 4 + W 4 + u 12 + M 4 + grad 12);
+                       MI: histogram (u 12 + F 4 + M 4) + gradient (u 12 + F 4 + M 4 + grad 12) */
+      return k == GR_METRIC_LNCC ? 56.0 : 52.0;
+    case OP_SMOOTH_G: return 48.0; /* 3 components x (xy pass 8 + z pass 8) */
+    case OP_ADAM: return 72.0;     /* read g, m, v; write m, v, dir */
+    case OP_SCALE: return 48.0;    /* fill 12 + axpy (read 24, write 12) */
+    case OP_COMPOSE: return 36.0;  /* read s 12, u 12 (gathered), write 12 */
+    case OP_SMOOTH_U: return 48.0;
+  }
+  return 0.0;
+}
+
+typedef struct row {
+  int n;
+  const char *loss;
+  int radius;
+  double ms_iter, ms_op[NOPS], scratch_op[NOPS];
+  double bytes_vox, peak_vox, device_vox, epe0, epe1, fireants;
+  int oom;
+} row;
+
+static row rows[MAX_ROWS];
+static int nrows = 0;
+
+static double median(double *v, int n) {
+  for (int i = 1; i < n; ++i)
+    for (int j = i; j > 0 && v[j] < v[j - 1]; --j) {
+      const double t = v[j];
+      v[j] = v[j - 1];
+      v[j - 1] = t;
+    }
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+static int cuda_ok(cudaError_t e, const char *what) {
+  if (e == cudaSuccess) return 1;
+  fprintf(stderr, "bench_gpu: %s: %s\n", what, cudaGetErrorString(e));
+  return 0;
+}
+
+#define TRY(expr)                                                                    \
+  do {                                                                               \
+    gr_status s_ = (expr);                                                           \
+    if (s_ != GR_OK) {                                                               \
+      fprintf(stderr, "bench_gpu: %s: %s: %s\n", #expr, gr_strerror(s_), gr_last_error()); \
+      goto fail;                                                                     \
+    }                                                                                \
+  } while (0)
+
+/* Deterministic uniform [0, 1) numbers. */
+static uint64_t lcg_state = 0x9e3779b97f4a7c15ull;
+static float urand(void) {
+  lcg_state = lcg_state * 6364136223846793005ull + 1442695040888963407ull;
+  return (float)((lcg_state >> 40) * (1.0 / 16777216.0));
+}
+
+/* Upload a coarse random grid of c^3 x ncomp values in [lo, hi) covering the
+ * same extent as `full`, resample it (linear, clamp) onto `full` into dst. */
+static gr_status coarse_noise(gr_backend *be, const gr_geometry *full, int c, int ncomp, float lo, float hi, float *dst) {
+  gr_geometry cg;
+  gr_geometry_shrink(full, (double)full->size[0] / (double)c, &cg);
+  const int64_t nc = gr_geometry_nvox(&cg);
+  float *h = malloc((size_t)nc * ncomp * sizeof(float));
+  if (!h) return gr_error(GR_ERR_NOMEM, "host noise");
+  for (int64_t i = 0; i < nc * ncomp; ++i) h[i] = lo + (hi - lo) * urand();
+  float *d = be->ops->alloc(be, (size_t)nc * ncomp * sizeof(float));
+  gr_status s = d ? be->ops->upload(be, d, h, (size_t)nc * ncomp * sizeof(float)) : GR_ERR_NOMEM;
+  free(h);
+  gr_grid fg, cgr;
+  gr_grid_from_geometry(full, &fg);
+  gr_grid_from_geometry(&cg, &cgr);
+  if (s == GR_OK) s = be->ops->resample(be, &fg, dst, &cgr, d, ncomp, NULL, NULL, GR_INTERP_LINEAR, GR_BOUNDARY_CLAMP);
+  if (d) be->ops->free(be, d);
+  return s;
+}
+
+/* Mean |a - b| in voxels over (a subset of) z-slices, downloading slice by slice. */
+static double mean_epe(gr_backend *be, const gr_geometry *g, const float *a, const float *b) {
+  const int64_t nxy = g->size[0] * g->size[1], nz = g->size[2], n = nxy * nz;
+  const int64_t step = nz > 64 ? nz / 64 : 1;
+  float *ha = malloc((size_t)nxy * 3 * sizeof(float)), *hb = malloc((size_t)nxy * 3 * sizeof(float));
+  double s = 0.0;
+  int64_t cnt = 0;
+  for (int64_t z = step / 2; z < nz; z += step) {
+    for (int c = 0; c < 3; ++c) {
+      be->ops->download(be, ha + c * nxy, a + c * n + z * nxy, (size_t)nxy * sizeof(float));
+      be->ops->download(be, hb + c * nxy, b + c * n + z * nxy, (size_t)nxy * sizeof(float));
+    }
+    for (int64_t i = 0; i < nxy; ++i) {
+      double e2 = 0.0;
+      for (int c = 0; c < 3; ++c) {
+        const double d = ((double)ha[c * nxy + i] - (double)hb[c * nxy + i]) / g->spacing[c];
+        e2 += d * d;
+      }
+      s += sqrt(e2);
+      ++cnt;
+    }
+  }
+  free(ha);
+  free(hb);
+  return cnt ? s / (double)cnt : 0.0;
+}
+
+static double fireants_ms(int n, gr_metric_kind k) {
+  /* shared/baselines/fireants_h100.md, fused, H100 80GB HBM3 */
+  if (k == GR_METRIC_LNCC) {
+    if (n == 128) return 5.9;
+    if (n == 256) return 37.7;
+    if (n == 512) return 289.0;
+    if (n == 768) return 1437.0;
+    if (n == 896) return 4538.0;
+  } else {
+    if (n == 256) return 82.0;
+    if (n == 512) return 630.8;
+    if (n == 768) return 1489.0;
+    if (n == 896) return 4552.0;
+  }
+  return 0.0;
+}
+
+/* One size and loss: set-up, 3 warm-up iterations (the last one probes each op's
+ * transient memory), `iters` timed iterations, end-point error. */
+static void run_size(int n, gr_metric_kind kind, int radius, int iters) {
+  row *R = &rows[nrows++];
+  memset(R, 0, sizeof *R);
+  R->n = n;
+  R->loss = kind == GR_METRIC_LNCC ? "LNCC" : "MI";
+  R->radius = radius;
+  R->fireants = fireants_ms(n, kind);
+  fprintf(stderr, "== %d^3 %s%s\n", n, R->loss, kind == GR_METRIC_LNCC ? (radius == 3 ? " r3" : " r2") : "");
+
+  size_t free0 = 0, total = 0, free_min;
+  cudaMemGetInfo(&free0, &total);
+  free_min = free0;
+  gr_backend *be = NULL;
+  float *F = NULL, *M = NULL, *u = NULL, *scratch = NULL, *grad = NULL, *m = NULL, *v = NULL, *step = NULL,
+        *w = NULL, *ut = NULL;
+  cudaEvent_t ev[NOPS + 1];
+  for (int i = 0; i <= NOPS; ++i) cudaEventCreate(&ev[i]);
+  double *t_iter = calloc((size_t)iters, sizeof(double));
+  double *t_op = calloc((size_t)iters * NOPS, sizeof(double));
+
+  gr_geometry geom;
+  gr_geometry_identity(&geom, n, n, n);
+  gr_grid g;
+  gr_grid_from_geometry(&geom, &g);
+  const int64_t nv = (int64_t)n * n * n, n3 = 3 * nv;
+  const size_t fb = (size_t)n3 * sizeof(float), ib = (size_t)nv * sizeof(float);
+  TRY(gr_backend_create(GR_DEVICE_CUDA, 0, 0, &be));
+
+  /* ---- synthetic pair: F = smooth texture, M(x) = F(x + w(x)), |w| <= 4 voxels ---- */
+  F = be->ops->alloc(be, ib);
+  M = be->ops->alloc(be, ib);
+  w = be->ops->alloc(be, fb);
+  if (!F || !M || !w) TRY(GR_ERR_NOMEM);
+  lcg_state = 0x9e3779b97f4a7c15ull + (uint64_t)n;
+  TRY(coarse_noise(be, &geom, n / 12 > 4 ? n / 12 : 4, 1, 0.0f, 1.0f, F));
+  TRY(coarse_noise(be, &geom, n / 4 > 8 ? n / 4 : 8, 1, 0.0f, 1.0f, M)); /* finer texture, M as scratch */
+  TRY(be->ops->axpy(be, nv, 0.5f, M, F));
+  TRY(coarse_noise(be, &geom, 5, 3, -4.0f, 4.0f, w));
+  TRY(be->ops->resample(be, &g, M, &g, F, 1, NULL, w, GR_INTERP_LINEAR, GR_BOUNDARY_ZERO));
+  be->ops->free(be, w);
+  w = NULL;
+
+  gr_stage_config cfg;
+  gr_stage_config_defaults(GR_STAGE_GREEDY, &cfg);
+  gr_metric_spec spec = cfg.metric;
+  spec.kind = kind;
+  spec.lncc_radius = radius;
+  spec.mi_bins = 32;
+  spec.want_field_grad = 1;
+  spec.want_affine_grad = 0;
+  TRY(be->ops->minmax(be, nv, F, NULL, &spec.fixed_min, &spec.fixed_max));
+  TRY(be->ops->minmax(be, nv, M, NULL, &spec.moving_min, &spec.moving_max));
+
+  /* ---- the driver's buffers (gr_field_opt_init + greedy_stage.c) ---- */
+  u = be->ops->alloc(be, fb);
+  scratch = be->ops->alloc(be, fb);
+  grad = be->ops->alloc(be, fb);
+  m = be->ops->alloc(be, fb);
+  v = be->ops->alloc(be, fb);
+  step = be->ops->alloc(be, fb);
+  if (!u || !scratch || !grad || !m || !v || !step) TRY(GR_ERR_NOMEM);
+  float *bufs[6] = {u, scratch, grad, m, v, step};
+  for (int i = 0; i < 6; ++i) TRY(be->ops->fill(be, bufs[i], 0.0f, n3));
+  be->bytes_peak = be->bytes_current; /* from here on: the iteration's working set */
+
+  const double gs[3] = {cfg.grad_sigma_vox, cfg.grad_sigma_vox, cfg.grad_sigma_vox};
+  const double fs[3] = {cfg.field_sigma_vox, cfg.field_sigma_vox, cfg.field_sigma_vox};
+  const double lr = cfg.learning_rate[0];
+  int t = 0;
+  double loss = 0.0;
+  for (int it = 0; it < WARMUP + iters; ++it) {
+    const int timed = it >= WARMUP, probe_mem = it == WARMUP - 1;
+    gr_metric_result res;
+    double maxv = 0.0;
+    size_t before = 0;
+    /* events between ops (timed iterations) and per-op transient memory (probe iteration) */
+#define OP_BEGIN(k)                                          \
+  do {                                                       \
+    if (timed) cudaEventRecord(ev[k], 0);                    \
+    if (probe_mem) {                                         \
+      before = be->bytes_current;                            \
+      be->bytes_peak = before;                               \
+    }                                                        \
+  } while (0)
+#define OP_END(k)                                                                     \
+  do {                                                                                \
+    if (probe_mem) {                                                                  \
+      const double sc = (double)(be->bytes_peak - before);                           \
+      if (sc > R->scratch_op[k]) R->scratch_op[k] = sc;                              \
+    }                                                                                 \
+  } while (0)
+    OP_BEGIN(OP_METRIC);
+    TRY(be->ops->metric(be, &spec, &g, F, NULL, &g, M, NULL, NULL, u, &res, grad));
+    OP_END(OP_METRIC);
+    loss = res.value;
+    OP_BEGIN(OP_SMOOTH_G);
+    TRY(be->ops->smooth(be, &g, grad, 3, gs));
+    OP_END(OP_SMOOTH_G);
+    ++t;
+    OP_BEGIN(OP_ADAM);
+    TRY(be->ops->adam_direction(be, &g, grad, m, v, step, cfg.adam_beta1, cfg.adam_beta2, cfg.adam_eps, t, &maxv));
+    OP_END(OP_ADAM);
+    OP_BEGIN(OP_SCALE);
+    if (maxv > 0.0) {
+      TRY(be->ops->fill(be, grad, 0.0f, n3));
+      TRY(be->ops->axpy(be, n3, (float)(-lr / maxv), step, grad));
+    }
+    OP_END(OP_SCALE);
+    OP_BEGIN(OP_COMPOSE);
+    if (maxv > 0.0) {
+      TRY(be->ops->compose(be, &g, u, grad, scratch));
+      float *tmp = u;
+      u = scratch;
+      scratch = tmp;
+    }
+    OP_END(OP_COMPOSE);
+    OP_BEGIN(OP_SMOOTH_U);
+    TRY(be->ops->smooth(be, &g, u, 3, fs));
+    OP_END(OP_SMOOTH_U);
+    if (timed) {
+      cudaEventRecord(ev[NOPS], 0);
+      if (!cuda_ok(cudaEventSynchronize(ev[NOPS]), "event sync")) goto fail;
+      float ms;
+      for (int k = 0; k < NOPS; ++k) {
+        cudaEventElapsedTime(&ms, ev[k], ev[k + 1]);
+        t_op[(it - WARMUP) * NOPS + k] = ms;
+      }
+      cudaEventElapsedTime(&ms, ev[0], ev[NOPS]);
+      t_iter[it - WARMUP] = ms;
+    }
+    if (probe_mem) {
+      size_t fr, tt;
+      cudaMemGetInfo(&fr, &tt);
+      free_min = fr < free_min ? fr : free_min;
+      be->bytes_peak = be->bytes_current; /* the timed iterations measure their own peak */
+    }
+#undef OP_BEGIN
+#undef OP_END
+  }
+  {
+    size_t fr, tt;
+    cudaMemGetInfo(&fr, &tt);
+    free_min = fr < free_min ? fr : free_min;
+  }
+  /* Working set of the timed iterations: be->bytes_peak was reset to the
+   * driver's buffers after the memory-probe iteration. */
+  R->peak_vox = (double)be->bytes_peak / (double)nv;
+  R->device_vox = (double)(free0 - free_min) / (double)nv;
+  R->ms_iter = median(t_iter, iters);
+  for (int k = 0; k < NOPS; ++k) {
+    double col[256];
+    const int ni = iters < 256 ? iters : 256;
+    for (int i = 0; i < ni; ++i) col[i] = t_op[i * NOPS + k];
+    R->ms_op[k] = median(col, ni);
+  }
+  R->bytes_vox = 0.0;
+  for (int k = 0; k < NOPS; ++k) R->bytes_vox += op_bytes(k, kind);
+
+  /* ---- end-point error against the true fixed->moving displacement (inverse of w) ---- */
+  be->ops->free(be, m);
+  be->ops->free(be, v);
+  be->ops->free(be, step);
+  be->ops->free(be, grad);
+  m = v = step = grad = NULL;
+  w = be->ops->alloc(be, fb);
+  ut = be->ops->alloc(be, fb);
+  if (w && ut) {
+    lcg_state = 0x9e3779b97f4a7c15ull + (uint64_t)n;
+    /* regenerate w with the same random stream (the two textures come first) */
+    TRY(coarse_noise(be, &geom, n / 12 > 4 ? n / 12 : 4, 1, 0.0f, 1.0f, scratch));
+    TRY(coarse_noise(be, &geom, n / 4 > 8 ? n / 4 : 8, 1, 0.0f, 1.0f, scratch));
+    TRY(coarse_noise(be, &geom, 5, 3, -4.0f, 4.0f, w));
+    TRY(be->ops->invert(be, &g, w, ut, 20));
+    TRY(be->ops->fill(be, scratch, 0.0f, n3));
+    R->epe0 = mean_epe(be, &geom, scratch, ut);
+    R->epe1 = mean_epe(be, &geom, u, ut);
+  }
+  fprintf(stderr, "   %.3f ms/iter, loss %.5f, EPE %.3f -> %.3f voxel, peak %.1f B/voxel\n", R->ms_iter, loss, R->epe0,
+          R->epe1, R->peak_vox);
+  goto done;
+fail:
+  R->oom = 1;
+  fprintf(stderr, "   failed (%s)\n", gr_last_error());
+done:
+  if (be) {
+    float *all[] = {F, M, u, scratch, grad, m, v, step, w, ut};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; ++i)
+      if (all[i]) be->ops->free(be, all[i]);
+    gr_backend_destroy(be);
+  }
+  for (int i = 0; i <= NOPS; ++i) cudaEventDestroy(ev[i]);
+  free(t_iter);
+  free(t_op);
+}
+
+static void copy_probe(double *tbs, double *ms_out, size_t *bytes_out) {
+  gr_backend *be = NULL;
+  *tbs = 0.0;
+  if (gr_backend_create(GR_DEVICE_CUDA, 0, 0, &be) != GR_OK) return;
+  const size_t bytes = (size_t)1 << 31;
+  float *a = be->ops->alloc(be, bytes), *b = be->ops->alloc(be, bytes);
+  if (a && b) {
+    be->ops->fill(be, a, 1.0f, (int64_t)(bytes / 4));
+    cudaEvent_t e0, e1;
+    cudaEventCreate(&e0);
+    cudaEventCreate(&e1);
+    double t[10];
+    for (int i = 0; i < 12; ++i) {
+      cudaEventRecord(e0, 0);
+      be->ops->copy(be, b, a, bytes);
+      cudaEventRecord(e1, 0);
+      cudaEventSynchronize(e1);
+      float ms;
+      cudaEventElapsedTime(&ms, e0, e1);
+      if (i >= 2) t[i - 2] = ms;
+    }
+    const double ms = median(t, 10);
+    *ms_out = ms;
+    *bytes_out = bytes;
+    *tbs = 2.0 * (double)bytes / (ms * 1e-3) / 1e12;
+    cudaEventDestroy(e0);
+    cudaEventDestroy(e1);
+  }
+  if (a) be->ops->free(be, a);
+  if (b) be->ops->free(be, b);
+  gr_backend_destroy(be);
+}
+
+int main(int argc, char **argv) {
+  const int max_n = argc > 1 ? atoi(argv[1]) : 1024;
+  const int iters = argc > 2 ? atoi(argv[2]) : 20;
+  if (gr_cuda_device_count() <= 0) {
+    fprintf(stderr, "bench_gpu: no CUDA device\n");
+    return 77;
+  }
+  struct cudaDeviceProp prop;
+  cudaGetDeviceProperties(&prop, 0);
+  int drv = 0, rt = 0;
+  cudaDriverGetVersion(&drv);
+  cudaRuntimeGetVersion(&rt);
+  size_t free0, total;
+  cudaMemGetInfo(&free0, &total);
+  double copy_tbs = 0.0, copy_ms = 0.0;
+  size_t copy_bytes = 0;
+  copy_probe(&copy_tbs, &copy_ms, &copy_bytes);
+  fprintf(stderr, "%s, %d SMs, %.1f GiB (%.1f free), CUDA driver %d runtime %d; copy %.2f TB/s\n", prop.name,
+          prop.multiProcessorCount, total / 1073741824.0, free0 / 1073741824.0, drv, rt, copy_tbs);
+
+  const int sizes[] = {128, 256, 512, 768, 896, 1024};
+  for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; ++si) {
+    const int n = sizes[si];
+    if (n > max_n) break;
+    /* ~96 bytes per voxel needed (driver buffers 80 + metric/smoothing scratch) */
+    const double need = 96.0 * (double)n * n * n;
+    if (need > 0.97 * (double)free0) {
+      fprintf(stderr, "== %d^3 skipped: needs ~%.1f GB, %.1f GB free\n", n, need / 1e9, free0 / 1e9);
+      row *R = &rows[nrows++];
+      memset(R, 0, sizeof *R);
+      R->n = n;
+      R->loss = "LNCC/MI";
+      R->oom = 2;
+      continue;
+    }
+    run_size(n, GR_METRIC_LNCC, 3, iters);
+    if (n == 256 || n == 512) run_size(n, GR_METRIC_LNCC, 2, iters);
+    run_size(n, GR_METRIC_MI, 0, iters);
+  }
+
+  printf("\n## CUDA backend on %s (driver %d.%d, runtime %d.%d, %d SMs, %.0f GiB)\n\n", prop.name, drv / 1000,
+         (drv % 1000) / 10, rt / 1000, (rt % 1000) / 10, prop.multiProcessorCount, total / 1073741824.0);
+  printf("Copy probe (device-to-device, %zu MiB, read + write): %.3f ms = %.2f TB/s\n\n", copy_bytes >> 20, copy_ms,
+         copy_tbs);
+  printf("| size | loss | ms/iter | ms/Gvox | model B/voxel | effective TB/s | %% of %.1f TB/s | peak B/voxel | device B/voxel | EPE before -> after (vox) | FireANTs fused ms/iter | speed-up |\n",
+         ROOF_TBS);
+  printf("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+  for (int i = 0; i < nrows; ++i) {
+    const row *R = &rows[i];
+    char loss[32];
+    snprintf(loss, sizeof loss, "%s%s", R->loss, strcmp(R->loss, "LNCC") == 0 ? (R->radius == 3 ? " r3" : " r2") : "");
+    if (R->oom) {
+      printf("| %d³ | %s | %s | | | | | | | | | |\n", R->n, loss, R->oom == 2 ? "does not fit" : "failed");
+      continue;
+    }
+    const double gv = (double)R->n * R->n * R->n / 1e9;
+    const double tbs = R->bytes_vox * gv * 1e9 / (R->ms_iter * 1e-3) / 1e12;
+    char fa[32] = "", su[32] = "";
+    if (R->fireants > 0 && !(strcmp(R->loss, "LNCC") == 0 && R->radius != 3)) {
+      snprintf(fa, sizeof fa, "%.1f", R->fireants);
+      snprintf(su, sizeof su, "%.1fx", R->fireants / R->ms_iter);
+    }
+    printf("| %d³ | %s | %.2f | %.1f | %.0f | %.2f | %.0f%% | %.1f | %.1f | %.2f -> %.2f | %s | %s |\n", R->n, loss,
+           R->ms_iter, R->ms_iter / gv, R->bytes_vox, tbs, 100.0 * tbs / ROOF_TBS, R->peak_vox, R->device_vox, R->epe0,
+           R->epe1, fa, su);
+  }
+  printf("\nPer-op breakdown (median ms; model bytes/voxel; effective TB/s; transient scratch bytes/voxel above the driver's buffers):\n\n");
+  printf("| size | loss |");
+  for (int k = 0; k < NOPS; ++k) printf(" %s |", op_names[k]);
+  printf("\n|---|---|");
+  for (int k = 0; k < NOPS; ++k) printf("---|");
+  printf("\n");
+  for (int i = 0; i < nrows; ++i) {
+    const row *R = &rows[i];
+    if (R->oom) continue;
+    const gr_metric_kind kind = strcmp(R->loss, "MI") == 0 ? GR_METRIC_MI : GR_METRIC_LNCC;
+    const double nv = (double)R->n * R->n * R->n;
+    printf("| %d³ | %s%s |", R->n, R->loss, kind == GR_METRIC_LNCC ? (R->radius == 3 ? " r3" : " r2") : "");
+    for (int k = 0; k < NOPS; ++k)
+      printf(" %.3f ms, %.0f B, %.2f TB/s, +%.1f B |", R->ms_op[k], op_bytes(k, kind),
+             op_bytes(k, kind) * nv / (R->ms_op[k] * 1e-3) / 1e12, R->scratch_op[k] / nv);
+    printf("\n");
+  }
+  return 0;
+}

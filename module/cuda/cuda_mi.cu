@@ -1,0 +1,299 @@
+/* Mattes mutual information (cpu_mi.c semantics; bins, kernels and gradient
+ * formulas there).
+ *
+ * Pass 1 (histogram): per voxel the shared warp, the fixed bin and the four
+ * cubic B-spline weights of the moving value, each rounded to a 64-bit
+ * fixed-point integer (llround(w * 2^S), the CPU's rounding) and added into a
+ * per-block joint histogram in shared memory with 64-bit integer atomics;
+ * blocks then add their non-zero bins into the global histogram, again with
+ * integer atomics. Integer addition is associative, so the histogram - and
+ * with it the MI value - is bitwise identical run to run, for any schedule,
+ * and equal to the CPU's (the weights are computed with the same operations,
+ * see cuda_common.cuh). Warps whose 32 voxels all fall in the same bins (flat
+ * background) are summed with shuffles first and added once, which removes the
+ * worst atomic contention.
+ * Host: the B x B histogram comes back (8 KB at 32 bins); MI and the log table
+ * L(i,j) = log(p / pm) are computed by the same code as the CPU's, and L goes
+ * back to the device.
+ * Pass 2 (gradient, when wanted): recompute the warp and W's gradient,
+ * dL/dW = -(1/(N Dm)) sum_t L(i, j_t) w_t', grad_u and affine partials.
+ * No per-voxel scratch: B^2 histogram + B^2 log table + 12 doubles per block. */
+#include <math.h>
+#include <string.h>
+#include <vector>
+#include "cuda_ops.cuh"
+#include "cuda_reduce.cuh"
+
+namespace grcu {
+
+constexpr int kMiMinBins = 6, kMiMaxBins = 1024;
+constexpr size_t kMiSmemLimit = 48 * 1024; /* per-block tables above this go to global memory */
+
+struct MiAxis {
+  double lo, inv_d; /* xi = (v - lo) * inv_d + 2 */
+  double hi_xi;     /* B - 3 */
+};
+
+struct MiSetup {
+  int bins;
+  int shift;    /* S */
+  double scale; /* 2^S */
+  MiAxis f, m;
+};
+
+static gr_status mi_axis_init(double lo, double hi, int bins, const char *which, MiAxis *a) {
+  if (!isfinite(lo) || !isfinite(hi) || hi < lo)
+    return gr_error(GR_ERR_INVALID_ARG, "cuda MI: %s intensity range [%g, %g] is not a finite, ordered range", which,
+                    lo, hi);
+  const double d = hi > lo ? (hi - lo) / (double)(bins - 5) : 1.0;
+  a->lo = lo;
+  a->inv_d = 1.0 / d;
+  a->hi_xi = (double)(bins - 3);
+  return GR_OK;
+}
+
+__device__ __forceinline__ double mi_xi(const MiAxis &a, double v, bool *inside) {
+  const double xi = dadd(dmul(dsub(v, a.lo), a.inv_d), 2.0);
+  if (xi > 2.0 && xi < a.hi_xi) {
+    *inside = true;
+    return xi;
+  }
+  *inside = false;
+  return xi > 2.0 ? a.hi_xi : 2.0; /* NaN -> 2 */
+}
+
+__device__ __forceinline__ int mi_fixed_bin(const MiSetup &s, double f) {
+  bool unused;
+  return (int)floor(dadd(mi_xi(s.f, f, &unused), 0.5));
+}
+
+__device__ __forceinline__ void mi_cubic(double r, double w[4]) {
+  const double r2 = dmul(r, r), r3 = dmul(r2, r), q = dsub(1.0, r);
+  w[0] = ddiv(dmul(dmul(q, q), q), 6.0);
+  w[1] = ddiv(dadd(dsub(dmul(3.0, r3), dmul(6.0, r2)), 4.0), 6.0);
+  w[2] = ddiv(dadd(dadd(dadd(dmul(-3.0, r3), dmul(3.0, r2)), dmul(3.0, r)), 1.0), 6.0);
+  w[3] = ddiv(r3, 6.0);
+}
+
+__device__ __forceinline__ void mi_cubic_deriv(double r, double d[4]) {
+  const double r2 = dmul(r, r), q = dsub(1.0, r);
+  d[0] = dmul(dmul(-0.5, q), q);
+  d[1] = dsub(dmul(1.5, r2), dmul(2.0, r));
+  d[2] = dadd(dadd(dmul(-1.5, r2), r), 0.5);
+  d[3] = dmul(0.5, r2);
+}
+
+template <bool SMEM>
+__global__ void __launch_bounds__(kBlock) mi_hist_kernel(const WarpMap m, const MetricImages im, const MiSetup s,
+                                                         unsigned long long *__restrict__ ghist,
+                                                         unsigned long long *__restrict__ gcount) {
+  extern __shared__ unsigned long long sh_hist[];
+  const int B = s.bins, bb = B * B;
+  const int tid = threadIdx.x + kBX * threadIdx.y;
+  unsigned long long *H = SMEM ? sh_hist : ghist;
+  if (SMEM) {
+    for (int q = tid; q < bb; q += kBlock) sh_hist[q] = 0ull;
+    __syncthreads();
+  }
+  const long long i = (long long)blockIdx.x * kBX + threadIdx.x;
+  const long long j = (long long)blockIdx.y * kBY + threadIdx.y;
+  const bool active = i < m.f.n[0] && j < m.f.n[1];
+  unsigned long long cnt = 0;
+  /* Every thread runs the same z iterations (warp-wide votes below). */
+  for (long long k = blockIdx.z; k < m.f.n[2]; k += gridDim.z) {
+    const long long v = (k * m.f.n[1] + j) * m.f.n[0] + i;
+    double w = 0.0;
+    const bool valid = active && metric_warp(m, im, i, j, k, v, &w, nullptr);
+    int base = -1;
+    unsigned long long wt[4] = {0ull, 0ull, 0ull, 0ull};
+    if (valid) {
+      bool inside;
+      const double xi = mi_xi(s.m, w, &inside);
+      const double fl = floor(xi);
+      double wd[4];
+      mi_cubic(dsub(xi, fl), wd);
+#pragma unroll
+      for (int t = 0; t < 4; ++t) wt[t] = (unsigned long long)llround(dmul(wd[t], s.scale));
+      base = mi_fixed_bin(s, __ldg(im.fixed + v)) * B + ((int)fl - 1);
+      ++cnt;
+    }
+    const int base0 = __shfl_sync(kFullMask, base, 0);
+    if (__all_sync(kFullMask, base == base0 && base0 >= 0)) {
+#pragma unroll
+      for (int t = 0; t < 4; ++t) {
+        unsigned long long x = wt[t];
+#pragma unroll
+        for (int off = 16; off > 0; off >>= 1) x += __shfl_down_sync(kFullMask, x, off);
+        if ((threadIdx.x & 31) == 0 && x) atomicAdd(H + base0 + t, x);
+      }
+    } else if (valid) {
+#pragma unroll
+      for (int t = 0; t < 4; ++t)
+        if (wt[t]) atomicAdd(H + base + t, wt[t]);
+    }
+  }
+  warp_count_add(gcount, cnt);
+  if (SMEM) {
+    __syncthreads();
+    for (int q = tid; q < bb; q += kBlock)
+      if (sh_hist[q]) atomicAdd(ghist + q, sh_hist[q]);
+  }
+}
+
+template <bool GRAD_U, bool AFF, bool SMEM>
+__global__ void __launch_bounds__(kBlock) mi_grad_kernel(const WarpMap m, const MetricImages im, const MiSetup s,
+                                                         const double *__restrict__ gL, double coef,
+                                                         double *__restrict__ part) {
+  extern __shared__ double sh_L[];
+  const int B = s.bins, bb = B * B;
+  const double *L = gL;
+  if (SMEM) {
+    const int tid = threadIdx.x + kBX * threadIdx.y;
+    for (int q = tid; q < bb; q += kBlock) sh_L[q] = gL[q];
+    __syncthreads();
+    L = sh_L;
+  }
+  double acc[12];
+#pragma unroll
+  for (int q = 0; q < 12; ++q) acc[q] = 0.0;
+  const long long i = (long long)blockIdx.x * kBX + threadIdx.x;
+  const long long j = (long long)blockIdx.y * kBY + threadIdx.y;
+  const bool active = i < m.f.n[0] && j < m.f.n[1];
+  for (long long k = blockIdx.z; k < m.f.n[2]; k += gridDim.z) {
+    if (!active) continue;
+    const long long v = (k * m.f.n[1] + j) * m.f.n[0] + i;
+    double w, g[3];
+    if (!metric_warp(m, im, i, j, k, v, &w, g)) {
+      if (GRAD_U) grad_u_zero(im.grad_u, m.f.nvox, v);
+      continue;
+    }
+    bool inside;
+    const double xi = mi_xi(s.m, w, &inside);
+    double dw = 0.0;
+    if (inside) {
+      const double fl = floor(xi);
+      double dt[4];
+      mi_cubic_deriv(dsub(xi, fl), dt);
+      const double *Lr = L + mi_fixed_bin(s, __ldg(im.fixed + v)) * B + ((int)fl - 1);
+      dw = dmul(coef, dadd(dadd(dadd(dmul(Lr[0], dt[0]), dmul(Lr[1], dt[1])), dmul(Lr[2], dt[2])), dmul(Lr[3], dt[3])));
+    }
+    const double d[3] = {dmul(dw, g[0]), dmul(dw, g[1]), dmul(dw, g[2])};
+    if (GRAD_U) grad_u_store(im.grad_u, m.f.nvox, v, d);
+    if (AFF) {
+      double x[3];
+      metric_xphys(m, i, j, k, x);
+      affine_accum(acc, d, x);
+    }
+  }
+  if (AFF) block_sum_to_partials<12>(acc, part);
+}
+
+/* MI from the histogram and the log table L (B x B); the CPU's mi_value, statement for statement. */
+static double mi_value(const int64_t *hist, int B, double *L) {
+  double total = 0.0;
+  const int64_t bb = (int64_t)B * B;
+  for (int64_t q = 0; q < bb; ++q) total += (double)hist[q];
+  std::vector<double> pf(B, 0.0), pm(B, 0.0);
+  for (int i = 0; i < B; ++i)
+    for (int j = 0; j < B; ++j) {
+      const double p = (double)hist[i * B + j] / total;
+      pf[i] += p;
+      pm[j] += p;
+    }
+  double mi = 0.0;
+  for (int i = 0; i < B; ++i)
+    for (int j = 0; j < B; ++j) {
+      const double p = (double)hist[i * B + j] / total;
+      if (p > 0.0) {
+        mi += p * log(p / (pf[i] * pm[j]));
+        L[i * B + j] = log(p / pm[j]);
+      } else {
+        L[i * B + j] = 0.0;
+      }
+    }
+  return mi;
+}
+
+static gr_status mi_setup_init(const MetricCall &c, MiSetup *s) {
+  const gr_metric_spec *sp = c.spec;
+  s->bins = sp->mi_bins > 0 ? sp->mi_bins : 32;
+  if (s->bins < kMiMinBins || s->bins > kMiMaxBins)
+    return gr_error(GR_ERR_INVALID_ARG, "cuda MI: %d histogram bins (must be %d..%d: 2 padding bins each side)",
+                    s->bins, kMiMinBins, kMiMaxBins);
+  gr_status st = mi_axis_init(sp->fixed_min, sp->fixed_max, s->bins, "fixed", &s->f);
+  if (st == GR_OK) st = mi_axis_init(sp->moving_min, sp->moving_max, s->bins, "moving", &s->m);
+  if (st != GR_OK) return st;
+  /* A bin can receive at most nvox * 2^S; keep that below 2^62 (as the CPU). */
+  s->shift = 32;
+  while (s->shift > 8 && (c.map.f.nvox >> (62 - s->shift)) != 0) --s->shift;
+  s->scale = ldexp(1.0, s->shift);
+  return GR_OK;
+}
+
+gr_status metric_mi(const MetricCall &c, gr_metric_result *res) {
+  MiSetup s;
+  gr_status st = mi_setup_init(c, &s);
+  if (st != GR_OK) return st;
+  gr_backend *be = c.be;
+  cudaStream_t stream = impl_of(be)->stream;
+  const int B = s.bins;
+  const size_t bb = (size_t)B * B;
+  const dim3 grid = voxel_grid(c.map.f.n), block(kBX, kBY);
+  const long long nb = grid_blocks(grid);
+  /* One scratch block: histogram (bb) + count (1) as u64, log table (bb) and partials (nb*12) as double. */
+  const size_t bytes = (bb + 1) * 8 + bb * 8 + (size_t)nb * 12 * 8;
+  unsigned char *mem = (unsigned char *)scratch_alloc(be, bytes, "MI histogram, log table and partials");
+  if (!mem) return GR_ERR_NOMEM;
+  unsigned long long *d_hist = (unsigned long long *)mem, *d_count = d_hist + bb;
+  double *d_L = (double *)(mem + (bb + 1) * 8), *d_part = d_L + bb;
+
+  std::vector<int64_t> hist(bb + 1);
+  const bool smem_hist = bb * 8 <= kMiSmemLimit;
+  cudaError_t e = cudaMemsetAsync(d_hist, 0, (bb + 1) * 8, stream);
+  if (e == cudaSuccess) {
+    if (smem_hist) mi_hist_kernel<true><<<grid, block, bb * 8, stream>>>(c.map, c.im, s, d_hist, d_count);
+    else mi_hist_kernel<false><<<grid, block, 0, stream>>>(c.map, c.im, s, d_hist, d_count);
+    e = cudaGetLastError();
+  }
+  if (e == cudaSuccess) e = cudaMemcpyAsync(hist.data(), d_hist, (bb + 1) * 8, cudaMemcpyDeviceToHost, stream);
+  if (e == cudaSuccess) e = cudaStreamSynchronize(stream);
+  if (e != cudaSuccess) {
+    scratch_free(be, mem);
+    return device_error(e, "MI histogram pass");
+  }
+  const int64_t count = hist[bb];
+  res->n_valid = count;
+  if (count == 0) {
+    scratch_free(be, mem);
+    return metric_empty(c);
+  }
+  std::vector<double> L(bb);
+  res->value = -mi_value(hist.data(), B, L.data());
+
+  const bool gu = c.im.grad_u != nullptr;
+  if (gu || c.want_affine) {
+    const double coef = -s.m.inv_d / (double)count; /* dL/dW = -(1/(N Dm)) sum L w' */
+    const bool smem_L = bb * 8 <= kMiSmemLimit;
+    const size_t shm = smem_L ? bb * 8 : 0;
+    e = cudaMemcpyAsync(d_L, L.data(), bb * 8, cudaMemcpyHostToDevice, stream);
+    if (e == cudaSuccess) {
+#define GRCU_MI_GRAD(G, A)                                                                       \
+  do {                                                                                           \
+    if (smem_L) mi_grad_kernel<G, A, true><<<grid, block, shm, stream>>>(c.map, c.im, s, d_L, coef, d_part); \
+    else mi_grad_kernel<G, A, false><<<grid, block, 0, stream>>>(c.map, c.im, s, d_L, coef, d_part);        \
+  } while (0)
+      if (gu && c.want_affine) GRCU_MI_GRAD(true, true);
+      else if (gu) GRCU_MI_GRAD(true, false);
+      else GRCU_MI_GRAD(false, true);
+#undef GRCU_MI_GRAD
+      e = cudaGetLastError();
+    }
+    if (e != cudaSuccess) st = device_error(e, "MI gradient pass");
+    else if (c.want_affine) st = reduce_partials(be, d_part, nb, 12, res->grad_affine);
+    else st = GR_OK; /* L's pageable host copy was staged before cudaMemcpyAsync returned */
+  }
+  scratch_free(be, mem);
+  return st;
+}
+
+}  // namespace grcu

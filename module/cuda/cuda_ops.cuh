@@ -1,0 +1,54 @@
+/* The CUDA implementations of the backend table (gigareg/backend.h), one
+ * concept per file:
+ *   cuda_backend.cu  - table, device selection, accounted caching allocator,
+ *                      transfers, fill, axpy, the two extern "C" entry points
+ *   cuda_reduce.cu   - deterministic partial-sum reduction, minmax
+ *   cuda_sampler.cu  - resample
+ *   cuda_metric.cu   - metric: argument checks and dispatch
+ *   cuda_mse.cu, cuda_ncc.cu, cuda_lncc.cu, cuda_mi.cu - one metric each
+ *   cuda_smooth.cu   - separable Gaussian
+ *   cuda_field.cu    - compose, invert, jacobian_det
+ *   cuda_optim.cu    - adam_direction
+ * Every op checks its arguments like the CPU reference, enqueues its kernels on
+ * the backend's stream and returns; ops that return a host value (metric,
+ * minmax, adam_direction's max) wait for their own result. */
+#ifndef GIGAREG_CUDA_OPS_CUH
+#define GIGAREG_CUDA_OPS_CUH
+
+#include "cuda_common.cuh"
+
+namespace grcu {
+
+gr_status resample(gr_backend *be, const gr_grid *out_grid, float *out, const gr_grid *in_grid, const float *in,
+                   int ncomp, const gr_affine *T, const float *disp, gr_interp interp, gr_boundary boundary);
+gr_status metric(gr_backend *be, const gr_metric_spec *spec, const gr_grid *fixed_grid, const float *fixed,
+                 const float *fixed_mask, const gr_grid *moving_grid, const float *moving, const float *moving_mask,
+                 const gr_affine *T, const float *disp, gr_metric_result *res, float *grad_u);
+gr_status smooth(gr_backend *be, const gr_grid *g, float *data, int ncomp, const double sigma_vox[3]);
+gr_status compose(gr_backend *be, const gr_grid *g, const float *u, const float *s, float *out);
+gr_status adam_direction(gr_backend *be, const gr_grid *g, const float *grad, float *m, float *v, float *dir,
+                         double b1, double b2, double eps, int t, double *max_vox);
+gr_status minmax(gr_backend *be, int64_t n, const float *x, const float *mask, double *mn, double *mx);
+gr_status jacobian_det(gr_backend *be, const gr_grid *g, const float *u, float *out);
+gr_status invert(gr_backend *be, const gr_grid *g, const float *u, float *inv, int iterations);
+
+/* ---- metric internals (cuda_metric.cu dispatches to these) ------------------------ */
+struct MetricCall {
+  gr_backend *be;
+  const gr_metric_spec *spec;
+  WarpMap map;
+  MetricImages im;    /* grad_u set only when spec->want_field_grad */
+  bool want_affine;
+};
+
+gr_status metric_mse(const MetricCall &c, gr_metric_result *res);
+gr_status metric_ncc(const MetricCall &c, gr_metric_result *res);
+gr_status metric_lncc(const MetricCall &c, gr_metric_result *res);
+gr_status metric_mi(const MetricCall &c, gr_metric_result *res);
+/* The GR_ERR_EMPTY report shared by all metrics (same text as the CPU's). */
+gr_status metric_empty(const MetricCall &c);
+/* grad_u *= scale (float(double(g) * scale), as the CPU's cpu_grad_u_scale). */
+gr_status grad_u_scale(const MetricCall &c, double scale);
+
+}  // namespace grcu
+#endif

@@ -1,0 +1,97 @@
+/* adam_direction (cpu_optim.c semantics): Adam moments and the bias-corrected
+ * normalised direction, element-wise over the 3 planes, plus the largest
+ * voxel-unit length of the direction. One streaming pass: reads grad, m, v and
+ * writes m, v, dir (24 bytes per component). The max is exact, so it is
+ * reduced with integer atomics on the bit patterns of the non-negative
+ * doubles (their integer order is their numeric order): deterministic. */
+#include <math.h>
+#include <string.h>
+#include "cuda_ops.cuh"
+#include "cuda_reduce.cuh"
+
+namespace grcu {
+
+struct AdamArgs {
+  double b1, b2, omb1, omb2; /* beta and 1 - beta */
+  double c1, c2;             /* bias corrections 1 / (1 - beta^t) */
+  double eps;
+  double L[9];               /* linear part of p2i: mm -> voxels */
+  long long nvox;
+};
+
+__global__ void __launch_bounds__(kBlock) adam_kernel(const AdamArgs a, const float *__restrict__ grad,
+                                                      float *__restrict__ m, float *__restrict__ v,
+                                                      float *__restrict__ dir, unsigned long long *max_bits) {
+  double mx = 0.0;
+  const long long stride = (long long)gridDim.x * blockDim.x;
+  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < a.nvox; i += stride) {
+    double d[3];
+#pragma unroll
+    for (int c = 0; c < 3; ++c) {
+      const long long k = i + c * a.nvox;
+      const double gk = __ldg(grad + k);
+      const double mk = dadd(dmul(a.b1, (double)m[k]), dmul(a.omb1, gk));
+      const double vk = dadd(dmul(a.b2, (double)v[k]), dmul(dmul(a.omb2, gk), gk));
+      m[k] = (float)mk;
+      v[k] = (float)vk;
+      d[c] = ddiv(dmul(mk, a.c1), dadd(__dsqrt_rn(dmul(vk, a.c2)), a.eps));
+      dir[k] = (float)d[c];
+    }
+    const double e0 = dot3(a.L[0], d[0], a.L[1], d[1], a.L[2], d[2]);
+    const double e1 = dot3(a.L[3], d[0], a.L[4], d[1], a.L[5], d[2]);
+    const double e2 = dot3(a.L[6], d[0], a.L[7], d[1], a.L[8], d[2]);
+    const double len = __dsqrt_rn(dadd(dadd(dmul(e0, e0), dmul(e1, e1)), dmul(e2, e2)));
+    mx = len > mx ? len : mx; /* NaN never wins, as on the CPU */
+  }
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1) {
+    const double o = __shfl_down_sync(kFullMask, mx, off);
+    mx = o > mx ? o : mx;
+  }
+  if ((threadIdx.x & 31) == 0 && mx > 0.0) atomicMax(max_bits, (unsigned long long)__double_as_longlong(mx));
+}
+
+gr_status adam_direction(gr_backend *be, const gr_grid *g, const float *grad, float *m, float *v, float *dir,
+                         double b1, double b2, double eps, int t, double *max_vox) {
+  if (!g || !grad || !m || !v || !dir || !max_vox) return gr_error(GR_ERR_INVALID_ARG, "adam_direction: NULL argument");
+  for (int ax = 0; ax < 3; ++ax)
+    if (g->n[ax] < 1)
+      return gr_error(GR_ERR_INVALID_ARG, "adam_direction: grid size %lld along axis %d", (long long)g->n[ax], ax);
+  if (!(b1 >= 0.0 && b1 < 1.0) || !(b2 >= 0.0 && b2 < 1.0))
+    return gr_error(GR_ERR_INVALID_ARG, "adam_direction: beta1 %g / beta2 %g must lie in [0, 1)", b1, b2);
+  if (!(eps > 0.0) || !isfinite(eps))
+    return gr_error(GR_ERR_INVALID_ARG, "adam_direction: epsilon %g must be finite and > 0", eps);
+  if (t < 1) return gr_error(GR_ERR_INVALID_ARG, "adam_direction: step %d (1-based, must be >= 1)", t);
+  gr_status s = enter(be);
+  if (s != GR_OK) return s;
+  AdamArgs a;
+  a.b1 = b1;
+  a.b2 = b2;
+  a.omb1 = 1.0 - b1;
+  a.omb2 = 1.0 - b2;
+  a.c1 = 1.0 / (1.0 - pow(b1, t));
+  a.c2 = 1.0 / (1.0 - pow(b2, t));
+  a.eps = eps;
+  for (int r = 0; r < 3; ++r)
+    for (int c = 0; c < 3; ++c) a.L[r * 3 + c] = g->p2i[r * 4 + c];
+  a.nvox = g->n[0] * g->n[1] * g->n[2];
+  Impl *im = impl_of(be);
+  unsigned long long *d_max = (unsigned long long *)scratch_alloc(be, sizeof(unsigned long long), "Adam max");
+  if (!d_max) return GR_ERR_NOMEM;
+  unsigned long long bits = 0;
+  cudaError_t e = cudaMemsetAsync(d_max, 0, sizeof *d_max, im->stream);
+  if (e == cudaSuccess) {
+    adam_kernel<<<flat_blocks(a.nvox), kBlock, 0, im->stream>>>(a, grad, m, v, dir, d_max);
+    e = cudaGetLastError();
+  }
+  if (e == cudaSuccess) e = cudaMemcpyAsync(&bits, d_max, sizeof bits, cudaMemcpyDeviceToHost, im->stream);
+  if (e == cudaSuccess) e = cudaStreamSynchronize(im->stream);
+  scratch_free(be, d_max);
+  if (e != cudaSuccess) return device_error(e, "adam_direction");
+  double mx;
+  memcpy(&mx, &bits, sizeof mx);
+  *max_vox = mx;
+  return GR_OK;
+}
+
+}  // namespace grcu

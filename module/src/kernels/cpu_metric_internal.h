@@ -1,0 +1,134 @@
+/* Shared machinery of the CPU fused metrics (cpu_metric.c dispatches to the
+ * per-metric files cpu_mse.c, cpu_ncc.c, cpu_lncc.c, cpu_mi.c).
+ *
+ * The per-voxel warp helper is static inline here (not an extern function in
+ * cpu_metric.c) because every metric calls it once or twice per voxel in its
+ * innermost loop and it must inline there.
+ *
+ * Warp of fixed voxel x = (i,j,k):
+ *   c = M * (i,j,k,1) + P * u(x)      M = moving.p2i * T * fixed.i2p,
+ *                                      P = linear part of moving.p2i, u in mm
+ *   (the same composite as cpu_resample), then the border snap of cpu_interp.h.
+ * Validity (MSE, NCC, MI) of fixed voxel x:
+ *   (fixed_mask == NULL or fixed_mask(x) > 0.5)
+ *   AND 0 <= c_a <= n_a - 1 on every axis a of the moving grid
+ *   AND (moving_mask == NULL or moving_mask(nearest(c)) > 0.5).
+ * W(y) and grad_idx W come from trilinear interpolation (cpu_interp.h rules),
+ * grad_phys W = P^T grad_idx W; d loss / d y = (d loss / d W) grad_phys W.
+ * LNCC uses its own rule (zero padding, see cpu_lncc.c).
+ *
+ * Affine gradient: y = A x_phys + t + u(x), so
+ *   grad_affine[r*4+c] = sum_x dL/dy_r(x) * x_phys_c   (c < 3)
+ *   grad_affine[r*4+3] = sum_x dL/dy_r(x).
+ *
+ * Determinism: every reduction goes through per-z-slice (or per-row, summed in
+ * row order) double partials that are combined in a fixed order afterwards, or
+ * through integers; per-voxel outputs are pure functions of the inputs. Results
+ * are therefore bitwise identical for any OpenMP thread count. */
+#ifndef GIGAREG_CPU_METRIC_INTERNAL_H
+#define GIGAREG_CPU_METRIC_INTERNAL_H
+
+#include <stdint.h>
+#include "gigareg/backend.h"
+#include "kernels/cpu_interp.h"
+
+/* Metric loops fork for volumes above this many voxels (per-voxel work is
+ * heavier than in the vector ops, so the threshold is lower). */
+#define CPU_METRIC_PAR_MIN ((int64_t)4096)
+
+typedef struct cpu_metric_ctx {
+  gr_backend *be;
+  const gr_metric_spec *spec;
+  int64_t fn[3], nvox; /* fixed grid */
+  int64_t mn[3];       /* moving grid */
+  int64_t mst[3];      /* moving upper-corner strides (cpu_inside_strides) */
+  double M[12];        /* fixed index -> moving continuous index */
+  double P[12];        /* moving p2i (its linear part maps mm to index offsets) */
+  double X[12];        /* fixed i2p (x_phys for the affine gradient) */
+  const float *fixed, *fmask, *moving, *mmask, *disp;
+  float *grad_u;       /* NULL unless spec->want_field_grad */
+  int want_affine;
+  int nt;              /* OpenMP team size */
+  int par;             /* fork at all (volume large enough) */
+} cpu_metric_ctx;
+
+/* Continuous moving index of the start (i = 0) of fixed row (j, k), without u. */
+static inline void cpu_metric_row(const cpu_metric_ctx *m, int64_t j, int64_t k, double row[3]) {
+  for (int r = 0; r < 3; ++r) row[r] = m->M[r * 4 + 1] * (double)j + m->M[r * 4 + 2] * (double)k + m->M[r * 4 + 3];
+}
+
+/* Physical point of fixed voxel (i, j, k). */
+static inline void cpu_metric_xphys(const cpu_metric_ctx *m, int64_t i, int64_t j, int64_t k, double x[3]) {
+  for (int r = 0; r < 3; ++r)
+    x[r] = m->X[r * 4] * (double)i + m->X[r * 4 + 1] * (double)j + m->X[r * 4 + 2] * (double)k + m->X[r * 4 + 3];
+}
+
+/* Continuous moving index of fixed voxel i of a row, u included, snapped. */
+static inline void cpu_metric_index(const cpu_metric_ctx *m, const double row[3], int64_t i, int64_t v, double c[3]) {
+  for (int r = 0; r < 3; ++r) c[r] = row[r] + m->M[r * 4] * (double)i;
+  if (m->disp) {
+    const double ux = m->disp[v], uy = m->disp[m->nvox + v], uz = m->disp[2 * m->nvox + v];
+    for (int r = 0; r < 3; ++r) c[r] += m->P[r * 4] * ux + m->P[r * 4 + 1] * uy + m->P[r * 4 + 2] * uz;
+  }
+  for (int r = 0; r < 3; ++r) c[r] = cpu_snap_index(c[r], m->mn[r]);
+}
+
+/* The shared per-voxel warp (MSE/NCC/MI rule). Returns 1 and W(y) (and, when
+ * g_phys != NULL, grad_phys W) for a valid voxel; 0 otherwise. */
+static inline int cpu_metric_warp(const cpu_metric_ctx *m, const double row[3], int64_t i, int64_t v, double *w,
+                                  double *g_phys) {
+  if (m->fmask && !(m->fmask[v] > 0.5f)) return 0;
+  double c[3];
+  cpu_metric_index(m, row, i, v, c);
+  if (!cpu_inside3(m->mn, c)) return 0;
+  if (m->mmask && !(m->mmask[cpu_nearest_offset(m->mn, c, 1)] > 0.5f)) return 0;
+  double t[3];
+  const int64_t o = cpu_inside_cell(m->mn, c, t);
+  if (!g_phys) {
+    *w = cpu_inside_value(m->moving, o, m->mst, t);
+    return 1;
+  }
+  double g_idx[3];
+  *w = cpu_inside_value_grad(m->moving, o, m->mst, t, g_idx);
+  cpu_grad_idx_to_phys(m->P, g_idx, g_phys);
+  return 1;
+}
+
+/* acc += dL/dy (x) [x_phys, 1]. */
+static inline void cpu_affine_accum(double *restrict acc, const double dldy[3], const double x[3]) {
+  for (int r = 0; r < 3; ++r) {
+    acc[r * 4 + 0] += dldy[r] * x[0];
+    acc[r * 4 + 1] += dldy[r] * x[1];
+    acc[r * 4 + 2] += dldy[r] * x[2];
+    acc[r * 4 + 3] += dldy[r];
+  }
+}
+
+static inline void cpu_grad_u_store(float *restrict gu, int64_t nvox, int64_t v, const double d[3]) {
+  gu[v] = (float)d[0];
+  gu[nvox + v] = (float)d[1];
+  gu[2 * nvox + v] = (float)d[2];
+}
+
+static inline void cpu_grad_u_zero(float *restrict gu, int64_t nvox, int64_t v) {
+  gu[v] = gu[nvox + v] = gu[2 * nvox + v] = 0.0f;
+}
+
+/* ---- helpers in cpu_metric.c ------------------------------------------------- */
+/* Accounted scratch; NULL (with gr_error recorded) on failure. */
+void *cpu_metric_alloc(const cpu_metric_ctx *m, size_t bytes, const char *what);
+void cpu_metric_free(const cpu_metric_ctx *m, void *p);
+/* out[q] = sum over s = 0..nslices-1 (in order) of part[s*K + q]. */
+void cpu_partials_sum(const double *part, int64_t nslices, int K, double *out);
+/* grad_u *= scale (the metrics that learn N only after their single pass). */
+void cpu_grad_u_scale(const cpu_metric_ctx *m, double scale);
+/* The GR_ERR_EMPTY report shared by all metrics. */
+gr_status cpu_metric_empty(const cpu_metric_ctx *m);
+
+/* ---- the metrics ---------------------------------------------------------------- */
+gr_status cpu_metric_mse(const cpu_metric_ctx *m, gr_metric_result *res);
+gr_status cpu_metric_ncc(const cpu_metric_ctx *m, gr_metric_result *res);
+gr_status cpu_metric_lncc(const cpu_metric_ctx *m, gr_metric_result *res);
+gr_status cpu_metric_mi(const cpu_metric_ctx *m, gr_metric_result *res);
+
+#endif

@@ -1,0 +1,68 @@
+/* Mean squared error (reference semantics).
+ *
+ *   V = valid fixed voxels (rule in cpu_metric_internal.h), N = |V|
+ *   loss      = (1/N) sum_{x in V} (W(x) - F(x))^2,  W(x) = moving(y(x)) trilinear
+ *   dL/dy(x)  = (2/N) (W(x) - F(x)) grad_phys W(y(x))   for x in V, 0 elsewhere
+ *   grad_affine from dL/dy as in cpu_metric_internal.h.
+ * One pass: per-z-slice double partials of sum e^2, count and the 12 affine
+ * sums, with grad_u written unnormalised (2 e grad W, rounded to float) and
+ * scaled by 1/N in a second sweep once N is known (the only extra cost is one
+ * streaming pass over grad_u).
+ * Scratch: 14 doubles per z-slice (no per-voxel scratch). */
+#include "kernels/cpu_kernels.h"
+#include "kernels/cpu_metric_internal.h"
+#include "kernels/cpu_threads.h"
+
+enum { MSE_SUM = 0, MSE_COUNT = 1, MSE_AFF = 2, MSE_K = 14 };
+
+static void mse_slice(const cpu_metric_ctx *m, int64_t k, double *restrict part) {
+  const int64_t nx = m->fn[0], ny = m->fn[1];
+  const int need_grad = m->grad_u || m->want_affine;
+  for (int q = 0; q < MSE_K; ++q) part[q] = 0.0;
+  for (int64_t j = 0; j < ny; ++j) {
+    double row[3];
+    cpu_metric_row(m, j, k, row);
+    const int64_t v0 = (k * ny + j) * nx;
+    for (int64_t i = 0; i < nx; ++i) {
+      const int64_t v = v0 + i;
+      double w, g[3];
+      if (!cpu_metric_warp(m, row, i, v, &w, need_grad ? g : NULL)) {
+        if (m->grad_u) cpu_grad_u_zero(m->grad_u, m->nvox, v);
+        continue;
+      }
+      const double e = w - (double)m->fixed[v];
+      part[MSE_SUM] += e * e;
+      part[MSE_COUNT] += 1.0;
+      if (!need_grad) continue;
+      const double d[3] = {2.0 * e * g[0], 2.0 * e * g[1], 2.0 * e * g[2]};
+      if (m->grad_u) cpu_grad_u_store(m->grad_u, m->nvox, v, d);
+      if (m->want_affine) {
+        double x[3];
+        cpu_metric_xphys(m, i, j, k, x);
+        cpu_affine_accum(part + MSE_AFF, d, x);
+      }
+    }
+  }
+}
+
+gr_status cpu_metric_mse(const cpu_metric_ctx *m, gr_metric_result *res) {
+  const int64_t nz = m->fn[2];
+  double *part = cpu_metric_alloc(m, (size_t)nz * MSE_K * sizeof(double), "MSE slice partials");
+  if (!part) return GR_ERR_NOMEM;
+
+#pragma omp parallel for schedule(static) num_threads(m->nt) if (m->par)
+  for (int64_t k = 0; k < nz; ++k) mse_slice(m, k, part + k * MSE_K);
+
+  double tot[MSE_K];
+  cpu_partials_sum(part, nz, MSE_K, tot);
+  cpu_metric_free(m, part);
+  const double n = tot[MSE_COUNT];
+  res->n_valid = (int64_t)n;
+  if (n <= 0.0) return cpu_metric_empty(m);
+  const double inv_n = 1.0 / n;
+  res->value = tot[MSE_SUM] * inv_n;
+  if (m->want_affine)
+    for (int q = 0; q < 12; ++q) res->grad_affine[q] = tot[MSE_AFF + q] * inv_n;
+  if (m->grad_u) cpu_grad_u_scale(m, inv_n);
+  return GR_OK;
+}

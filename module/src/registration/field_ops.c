@@ -1,0 +1,81 @@
+/* Deformable-stage building blocks shared by greedy and SyN. */
+#include <math.h>
+#include <string.h>
+#include "registration/reg_internal.h"
+
+static int64_t grid_nvox(const gr_grid *g) { return g->n[0] * g->n[1] * g->n[2]; }
+
+gr_status gr_field_opt_init(gr_backend *be, int64_t n, gr_field_opt *o) {
+  memset(o, 0, sizeof *o);
+  float **bufs[4] = {&o->grad, &o->m, &o->v, &o->step};
+  for (int i = 0; i < 4; ++i) {
+    *bufs[i] = be->ops->alloc(be, (size_t)n * 3 * sizeof(float));
+    if (!*bufs[i]) {
+      gr_field_opt_free(be, o);
+      return GR_ERR_NOMEM;
+    }
+    gr_status s = be->ops->fill(be, *bufs[i], 0.0f, n * 3);
+    if (s != GR_OK) {
+      gr_field_opt_free(be, o);
+      return s;
+    }
+  }
+  return GR_OK;
+}
+
+void gr_field_opt_free(gr_backend *be, gr_field_opt *o) {
+  float **bufs[4] = {&o->grad, &o->m, &o->v, &o->step};
+  for (int i = 0; i < 4; ++i) {
+    if (*bufs[i]) be->ops->free(be, *bufs[i]);
+    *bufs[i] = NULL;
+  }
+}
+
+gr_status gr_field_update(gr_reg_ctx *c, const gr_stage_config *cfg, const gr_grid *g, gr_field_opt *o,
+                          float **u, float **scratch, double lr) {
+  gr_backend *be = c->be;
+  const int64_t n = grid_nvox(g);
+  const double gs[3] = {cfg->grad_sigma_vox, cfg->grad_sigma_vox, cfg->grad_sigma_vox};
+  gr_status s = GR_OK;
+  if (cfg->grad_sigma_vox > 0) s = be->ops->smooth(be, g, o->grad, 3, gs);
+  if (s != GR_OK) return s;
+  o->t += 1;
+  double maxv = 0.0;
+  s = be->ops->adam_direction(be, g, o->grad, o->m, o->v, o->step, cfg->adam_beta1, cfg->adam_beta2,
+                              cfg->adam_eps, o->t, &maxv);
+  if (s == GR_OK) s = c->comm->ops->allreduce_max_f64(c->comm, &maxv, 1);
+  if (s != GR_OK) return s;
+  if (!(maxv > 0.0)) return GR_OK; /* zero gradient everywhere: nothing to do */
+  /* grad <- -lr/max * dir : the largest voxel moves lr voxels this iteration. */
+  s = be->ops->fill(be, o->grad, 0.0f, n * 3);
+  if (s == GR_OK) s = be->ops->axpy(be, n * 3, (float)(-lr / maxv), o->step, o->grad);
+  if (s == GR_OK) s = be->ops->compose(be, g, *u, o->grad, *scratch);
+  if (s != GR_OK) return s;
+  float *t = *u;
+  *u = *scratch;
+  *scratch = t;
+  if (cfg->field_sigma_vox > 0) {
+    const double fs[3] = {cfg->field_sigma_vox, cfg->field_sigma_vox, cfg->field_sigma_vox};
+    s = be->ops->smooth(be, g, *u, 3, fs);
+  }
+  return s;
+}
+
+gr_status gr_field_resample(gr_backend *be, const gr_grid *dst_grid, float **dst, const gr_grid *src_grid,
+                            const float *src) {
+  const int64_t n = grid_nvox(dst_grid);
+  *dst = be->ops->alloc(be, (size_t)n * 3 * sizeof(float));
+  if (!*dst) return GR_ERR_NOMEM;
+  return be->ops->resample(be, dst_grid, *dst, src_grid, src, 3, NULL, NULL, GR_INTERP_LINEAR, GR_BOUNDARY_CLAMP);
+}
+
+gr_status gr_field_download(gr_backend *be, const gr_geometry *g, const float *src, gr_image **out) {
+  gr_status s = gr_image_create(g, 3, out);
+  if (s != GR_OK) return s;
+  s = be->ops->download(be, (*out)->data, src, (size_t)gr_geometry_nvox(g) * 3 * sizeof(float));
+  if (s != GR_OK) {
+    gr_image_destroy(*out);
+    *out = NULL;
+  }
+  return s;
+}

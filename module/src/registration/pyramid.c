@@ -1,0 +1,73 @@
+#include <math.h>
+#include <string.h>
+#include "registration/reg_internal.h"
+
+void gr_geometry_shrink(const gr_geometry *g, double shrink, gr_geometry *out) {
+  *out = *g;
+  if (shrink <= 1.0) return;
+  double shift[3];
+  for (int a = 0; a < 3; ++a) {
+    int64_t n = (int64_t)floor((double)g->size[a] / shrink + 0.5);
+    if (n < 1) n = 1;
+    out->size[a] = n;
+    /* Same physical extent: voxel corners of the coarse grid coincide with the fine grid's. */
+    out->spacing[a] = g->spacing[a] * (double)g->size[a] / (double)n;
+    shift[a] = 0.5 * (out->spacing[a] - g->spacing[a]);
+  }
+  for (int r = 0; r < 3; ++r) {
+    double s = 0.0;
+    for (int a = 0; a < 3; ++a) s += g->direction[r * 3 + a] * shift[a];
+    out->origin[r] = g->origin[r] + s;
+  }
+}
+
+/* Smooth a copy of a full-resolution backend image and resample it onto `dst`. */
+static gr_status level_image(gr_backend *be, const gr_grid *src_grid, const float *src, double sigma,
+                             const gr_grid *dst_grid, gr_interp interp, float **out) {
+  const int64_t nsrc = src_grid->n[0] * src_grid->n[1] * src_grid->n[2];
+  const int64_t ndst = dst_grid->n[0] * dst_grid->n[1] * dst_grid->n[2];
+  *out = be->ops->alloc(be, (size_t)ndst * sizeof(float));
+  if (!*out) return GR_ERR_NOMEM;
+  const float *from = src;
+  float *tmp = NULL;
+  gr_status s = GR_OK;
+  if (sigma > 0.0) {
+    tmp = be->ops->alloc(be, (size_t)nsrc * sizeof(float));
+    if (!tmp) return GR_ERR_NOMEM;
+    s = be->ops->copy(be, tmp, src, (size_t)nsrc * sizeof(float));
+    const double sv[3] = {sigma, sigma, sigma};
+    if (s == GR_OK) s = be->ops->smooth(be, src_grid, tmp, 1, sv);
+    from = tmp;
+  }
+  if (s == GR_OK) s = be->ops->resample(be, dst_grid, *out, src_grid, from, 1, NULL, NULL, interp, GR_BOUNDARY_CLAMP);
+  if (tmp) be->ops->free(be, tmp);
+  return s;
+}
+
+gr_status gr_level_build(gr_reg_ctx *c, double shrink, double sigma_vox, gr_level *l) {
+  memset(l, 0, sizeof *l);
+  gr_geometry_shrink(&c->fixed->geom, shrink, &l->fgeom);
+  gr_geometry_shrink(&c->moving->geom, shrink, &l->mgeom);
+  gr_status s = gr_grid_from_geometry(&l->fgeom, &l->fgrid);
+  if (s == GR_OK) s = gr_grid_from_geometry(&l->mgeom, &l->mgrid);
+  if (s != GR_OK) return s;
+  l->nf = gr_geometry_nvox(&l->fgeom);
+  l->nm = gr_geometry_nvox(&l->mgeom);
+  gr_backend *be = c->be;
+  s = level_image(be, &c->fixed_grid, c->fixed_norm, sigma_vox, &l->fgrid, GR_INTERP_LINEAR, &l->f);
+  if (s == GR_OK) s = level_image(be, &c->moving_grid, c->moving_norm, sigma_vox, &l->mgrid, GR_INTERP_LINEAR, &l->m);
+  if (s == GR_OK && c->fixed_mask_dev)
+    s = level_image(be, &c->fixed_grid, c->fixed_mask_dev, 0.0, &l->fgrid, GR_INTERP_NEAREST, &l->fmask);
+  if (s == GR_OK && c->moving_mask_dev)
+    s = level_image(be, &c->moving_grid, c->moving_mask_dev, 0.0, &l->mgrid, GR_INTERP_NEAREST, &l->mmask);
+  if (s != GR_OK) gr_level_release(be, l);
+  return s;
+}
+
+void gr_level_release(gr_backend *be, gr_level *l) {
+  float **bufs[4] = {&l->f, &l->m, &l->fmask, &l->mmask};
+  for (int i = 0; i < 4; ++i) {
+    if (*bufs[i]) be->ops->free(be, *bufs[i]);
+    *bufs[i] = NULL;
+  }
+}

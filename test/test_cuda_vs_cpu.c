@@ -1,0 +1,627 @@
+/* CUDA backend against the CPU reference, op by op, on real data.
+ *
+ * Data: chris_t1 (fixed, 2x downsampled to 94x128x95) and chris_PD (oblique
+ * grid, 2x downsampled), intensities mapped to [0, 1] as the registration
+ * driver does, plus smooth sinusoidal displacement fields of a few voxels.
+ *
+ * Tolerances (the CUDA kernels reproduce the CPU's arithmetic operation for
+ * operation, so most results are in fact bitwise equal; the tolerances leave
+ * room only for the different summation order of reductions):
+ *   element-wise ops (resample, smooth, compose, invert, jacobian_det, Adam,
+ *     axpy): relative L2 < 1e-5; minmax exact;
+ *   metric value: |delta| <= 1e-5 |value|; n_valid equal;
+ *   metric grad_u and grad_affine: relative L2 < 1e-3 (LNCC keeps its alpha
+ *     box sums in float, ~1e-7 expected; the others ~1e-12);
+ *   determinism: two GPU runs of MI, LNCC and NCC give bitwise equal values
+ *     and gradients;
+ *   registrations (3 levels, fixed iteration counts): greedy LNCC and rigid
+ *     MI on chris_t1 at half resolution, CUDA vs CPU fields agree within 0.05
+ *     voxel mean.
+ * Exit 77 (skipped) without a CUDA build or without a GPU. */
+#include <math.h>
+#include <stdint.h>
+#include "gr_test.h"
+#include "registration/reg_internal.h"
+#ifdef GIGAREG_HAVE_CUDA
+#include "kernels/cuda_entry.h"
+#endif
+
+#define TWO_PI 6.283185307179586
+
+#ifndef GIGAREG_HAVE_CUDA
+int main(void) { GR_SKIP("built without the CUDA backend"); }
+#else
+
+/* A buffer present on both backends: h (host, CPU backend) and d (GPU). */
+typedef struct dual {
+  float *h, *d;
+  int64_t n;
+} dual;
+
+static gr_backend *g_cpu, *g_gpu;
+
+static dual dual_from_host(const float *src, int64_t n) {
+  dual x = {NULL, NULL, n};
+  x.h = malloc((size_t)n * sizeof(float));
+  memcpy(x.h, src, (size_t)n * sizeof(float));
+  x.d = g_gpu->ops->alloc(g_gpu, (size_t)n * sizeof(float));
+  GR_CHECK(x.d != NULL, "gpu alloc of %lld floats: %s", (long long)n, gr_last_error());
+  GR_CHECK_OK(g_gpu->ops->upload(g_gpu, x.d, x.h, (size_t)n * sizeof(float)));
+  return x;
+}
+
+static void dual_free(dual *x) {
+  free(x->h);
+  if (x->d) g_gpu->ops->free(g_gpu, x->d);
+  x->h = x->d = NULL;
+}
+
+static float *download(const float *d, int64_t n) {
+  float *h = malloc((size_t)n * sizeof(float));
+  GR_CHECK_OK(g_gpu->ops->download(g_gpu, h, d, (size_t)n * sizeof(float)));
+  return h;
+}
+
+/* Relative L2 difference of a against the reference b; counts NaNs and exact mismatches. */
+static double rel_l2(const float *a, const float *b, int64_t n, int64_t *ndiff, int64_t *nnan) {
+  double num = 0.0, den = 0.0;
+  int64_t nd = 0, nn = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    if (a[i] != a[i] || b[i] != b[i]) {
+      ++nn;
+      continue;
+    }
+    const double d = (double)a[i] - (double)b[i];
+    num += d * d;
+    den += (double)b[i] * (double)b[i];
+    nd += a[i] != b[i];
+  }
+  if (ndiff) *ndiff = nd;
+  if (nnan) *nnan = nn;
+  return den > 0.0 ? sqrt(num / den) : sqrt(num);
+}
+
+static void compare(const char *label, const float *gpu_dev, const float *cpu_host, int64_t n, double tol) {
+  float *g = download(gpu_dev, n);
+  int64_t nd, nn;
+  const double e = rel_l2(g, cpu_host, n, &nd, &nn);
+  fprintf(stderr, "  %-44s rel L2 %.3g  (%lld of %lld differ)\n", label, e, (long long)nd, (long long)n);
+  GR_CHECK(nn == 0, "%s: %lld NaN values (unwritten output?)", label, (long long)nn);
+  GR_CHECK(e <= tol, "%s: relative L2 %.3g > %.1g", label, e, tol);
+  free(g);
+}
+
+/* ---- data ------------------------------------------------------------------------ */
+static gr_image *load_shrunk(const char *name, double shrink) {
+  char path[512];
+  gr_test_path(path, sizeof path, GR_TEST_DATA_DIR, name);
+  gr_image *img = NULL;
+  if (!gr_test_file_exists(path) || gr_image_read(path, &img) != GR_OK) return NULL;
+  gr_geometry g;
+  gr_geometry_shrink(&img->geom, shrink, &g);
+  gr_grid src, dst;
+  gr_grid_from_geometry(&img->geom, &src);
+  gr_grid_from_geometry(&g, &dst);
+  gr_image *out = NULL;
+  gr_image_create(&g, 1, &out);
+  const double sv[3] = {0.5 * shrink, 0.5 * shrink, 0.5 * shrink};
+  g_cpu->ops->smooth(g_cpu, &src, img->data, 1, sv);
+  g_cpu->ops->resample(g_cpu, &dst, out->data, &src, img->data, 1, NULL, NULL, GR_INTERP_LINEAR, GR_BOUNDARY_CLAMP);
+  gr_image_destroy(img);
+  return out;
+}
+
+static void normalise01(gr_image *img) {
+  const int64_t n = gr_image_nvox(img);
+  float lo = img->data[0], hi = img->data[0];
+  for (int64_t i = 1; i < n; ++i) {
+    lo = img->data[i] < lo ? img->data[i] : lo;
+    hi = img->data[i] > hi ? img->data[i] : hi;
+  }
+  for (int64_t i = 0; i < n; ++i) img->data[i] = (float)((img->data[i] - lo) / (double)(hi - lo));
+}
+
+/* Smooth sinusoidal displacement of amplitude amp_vox voxels (mm planes). */
+static float *make_field(const gr_geometry *geom, double amp_vox, unsigned seed) {
+  const int64_t nx = geom->size[0], ny = geom->size[1], nz = geom->size[2], n = nx * ny * nz;
+  float *w = malloc((size_t)n * 3 * sizeof(float));
+  double ph[3][3];
+  for (int c = 0; c < 3; ++c)
+    for (int a = 0; a < 3; ++a) ph[c][a] = 0.7 * (double)((seed * 2654435761u + (unsigned)(c * 3 + a) * 40503u) % 1000) / 100.0;
+  for (int64_t z = 0; z < nz; ++z)
+    for (int64_t y = 0; y < ny; ++y)
+      for (int64_t x = 0; x < nx; ++x) {
+        const double u = (double)x / nx, v = (double)y / ny, s = (double)z / nz;
+        const int64_t i = (z * ny + y) * nx + x;
+        for (int c = 0; c < 3; ++c) {
+          const double val = sin(TWO_PI * u + ph[c][0]) * sin(TWO_PI * v + ph[c][1]) * sin(TWO_PI * s + ph[c][2]) +
+                             0.5 * sin(2 * TWO_PI * u + ph[c][1]) * cos(TWO_PI * s + ph[c][0]);
+          w[c * n + i] = (float)(amp_vox * geom->spacing[c] * val / 1.5);
+        }
+      }
+  return w;
+}
+
+static float *threshold(const gr_image *img, float thr) {
+  const int64_t n = gr_image_nvox(img);
+  float *m = malloc((size_t)n * sizeof(float));
+  for (int64_t i = 0; i < n; ++i) m[i] = img->data[i] > thr ? 1.0f : 0.0f;
+  return m;
+}
+
+/* ---- backend basics ------------------------------------------------------------------ */
+static void test_basics(void) {
+  fprintf(stderr, "backend basics\n");
+  const size_t before = g_gpu->bytes_current;
+  float *a = g_gpu->ops->alloc(g_gpu, 1000 * sizeof(float));
+  float *b = g_gpu->ops->alloc(g_gpu, 1000 * sizeof(float));
+  GR_CHECK(a && b, "alloc");
+  GR_CHECK(g_gpu->bytes_current == before + 8000, "accounting %zu", g_gpu->bytes_current - before);
+  GR_CHECK_OK(g_gpu->ops->fill(g_gpu, a, 1.5f, 1000));
+  GR_CHECK_OK(g_gpu->ops->fill(g_gpu, b, 0.0f, 1000));
+  GR_CHECK_OK(g_gpu->ops->copy(g_gpu, b + 1, a, 999 * sizeof(float)));
+  float *h = download(b, 1000);
+  int ok = h[0] == 0.0f;
+  for (int i = 1; i < 1000; ++i) ok &= h[i] == 1.5f;
+  GR_CHECK(ok, "fill + copy");
+  free(h);
+  GR_CHECK_OK(g_gpu->ops->copy(g_gpu, a + 3, a, 500 * sizeof(float))); /* overlapping: memmove semantics */
+  g_gpu->ops->free(g_gpu, a);
+  g_gpu->ops->free(g_gpu, b);
+  GR_CHECK(g_gpu->bytes_current == before, "accounting after free %zu", g_gpu->bytes_current);
+  float *c = g_gpu->ops->alloc(g_gpu, 1000 * sizeof(float)); /* comes from the pool */
+  GR_CHECK(c != NULL, "pooled alloc");
+  g_gpu->ops->free(g_gpu, c);
+  gr_clear_error();
+  void *huge = g_gpu->ops->alloc(g_gpu, (size_t)1 << 52);
+  GR_CHECK(huge == NULL, "4 PiB device allocation must fail");
+  GR_CHECK(strstr(gr_last_error(), "free") != NULL, "OOM message gives free bytes: %s", gr_last_error());
+  fprintf(stderr, "  OOM message: %s\n", gr_last_error());
+  GR_CHECK(g_gpu->bytes_current == before, "failed allocation not accounted");
+}
+
+/* ---- element-wise ops ------------------------------------------------------------------ */
+static void test_resample(const gr_image *t1, const gr_image *pd, const gr_affine *T, const dual *U, const dual *PD) {
+  fprintf(stderr, "resample (PD oblique grid -> T1 grid, affine + displacement)\n");
+  gr_grid fg, mg;
+  gr_grid_from_geometry(&t1->geom, &fg);
+  gr_grid_from_geometry(&pd->geom, &mg);
+  const int64_t n = gr_image_nvox(t1);
+  float *out_h = malloc((size_t)n * 3 * sizeof(float));
+  float *out_d = g_gpu->ops->alloc(g_gpu, (size_t)n * 3 * sizeof(float));
+  for (int interp = 0; interp < 2; ++interp)
+    for (int bnd = 0; bnd < 2; ++bnd)
+      for (int wd = 0; wd < 2; ++wd) {
+        char label[128];
+        snprintf(label, sizeof label, "resample %s %s %s", interp ? "nearest" : "linear", bnd ? "clamp" : "zero",
+                 wd ? "T+u" : "T");
+        GR_CHECK_OK(g_cpu->ops->resample(g_cpu, &fg, out_h, &mg, PD->h, 1, T, wd ? U->h : NULL, (gr_interp)interp,
+                                         (gr_boundary)bnd));
+        GR_CHECK_OK(g_gpu->ops->fill(g_gpu, out_d, NAN, n));
+        GR_CHECK_OK(g_gpu->ops->resample(g_gpu, &fg, out_d, &mg, PD->d, 1, T, wd ? U->d : NULL, (gr_interp)interp,
+                                         (gr_boundary)bnd));
+        compare(label, out_d, out_h, n, 1e-5);
+      }
+  /* a 3-component field onto a coarser grid (the pyramid's field resampling) */
+  gr_geometry cg;
+  gr_geometry_shrink(&t1->geom, 1.7, &cg);
+  gr_grid cgr;
+  gr_grid_from_geometry(&cg, &cgr);
+  const int64_t nc = gr_geometry_nvox(&cg);
+  GR_CHECK_OK(g_cpu->ops->resample(g_cpu, &cgr, out_h, &fg, U->h, 3, NULL, NULL, GR_INTERP_LINEAR, GR_BOUNDARY_CLAMP));
+  GR_CHECK_OK(g_gpu->ops->resample(g_gpu, &cgr, out_d, &fg, U->d, 3, NULL, NULL, GR_INTERP_LINEAR, GR_BOUNDARY_CLAMP));
+  compare("resample 3-component field, clamp", out_d, out_h, nc * 3, 1e-5);
+  free(out_h);
+  g_gpu->ops->free(g_gpu, out_d);
+}
+
+static void test_smooth(const gr_image *t1, const dual *U, const dual *T1) {
+  fprintf(stderr, "smooth\n");
+  gr_grid g;
+  gr_grid_from_geometry(&t1->geom, &g);
+  const int64_t n = gr_image_nvox(t1);
+  const double sig[4][3] = {{1.0, 1.0, 1.0}, {0.5, 0.5, 0.5}, {0.5, 2.0, 0.0}, {0.0, 0.0, 1.5}};
+  for (int k = 0; k < 4; ++k) {
+    dual w = dual_from_host(U->h, 3 * n);
+    GR_CHECK_OK(g_cpu->ops->smooth(g_cpu, &g, w.h, 3, sig[k]));
+    GR_CHECK_OK(g_gpu->ops->smooth(g_gpu, &g, w.d, 3, sig[k]));
+    char label[128];
+    snprintf(label, sizeof label, "smooth field sigma (%g, %g, %g)", sig[k][0], sig[k][1], sig[k][2]);
+    compare(label, w.d, w.h, 3 * n, 1e-5);
+    dual_free(&w);
+  }
+  const double big[3] = {6.0, 6.0, 2.0}; /* x/y radius 18: the generic per-axis path */
+  dual w = dual_from_host(T1->h, n);
+  GR_CHECK_OK(g_cpu->ops->smooth(g_cpu, &g, w.h, 1, big));
+  GR_CHECK_OK(g_gpu->ops->smooth(g_gpu, &g, w.d, 1, big));
+  compare("smooth image sigma (6, 6, 2)", w.d, w.h, n, 1e-5);
+  dual_free(&w);
+}
+
+static void test_fields(const gr_image *t1, const dual *U, const dual *U2) {
+  fprintf(stderr, "compose / invert / jacobian_det\n");
+  gr_grid g;
+  gr_grid_from_geometry(&t1->geom, &g);
+  const int64_t n = gr_image_nvox(t1);
+  float *out_h = malloc((size_t)n * 3 * sizeof(float));
+  float *out_d = g_gpu->ops->alloc(g_gpu, (size_t)n * 3 * sizeof(float));
+  GR_CHECK_OK(g_cpu->ops->compose(g_cpu, &g, U->h, U2->h, out_h));
+  GR_CHECK_OK(g_gpu->ops->compose(g_gpu, &g, U->d, U2->d, out_d));
+  compare("compose", out_d, out_h, 3 * n, 1e-5);
+  GR_CHECK_OK(g_cpu->ops->invert(g_cpu, &g, U->h, out_h, 10));
+  GR_CHECK_OK(g_gpu->ops->invert(g_gpu, &g, U->d, out_d, 10));
+  compare("invert (10 iterations)", out_d, out_h, 3 * n, 1e-5);
+  GR_CHECK_OK(g_cpu->ops->invert(g_cpu, &g, U->h, out_h, 3));
+  GR_CHECK_OK(g_gpu->ops->invert(g_gpu, &g, U->d, out_d, 3));
+  compare("invert (3 iterations)", out_d, out_h, 3 * n, 1e-5);
+  GR_CHECK_OK(g_cpu->ops->jacobian_det(g_cpu, &g, U->h, out_h));
+  GR_CHECK_OK(g_gpu->ops->jacobian_det(g_gpu, &g, U->d, out_d));
+  compare("jacobian_det", out_d, out_h, n, 1e-5);
+  free(out_h);
+  g_gpu->ops->free(g_gpu, out_d);
+}
+
+static void test_adam_axpy_minmax(const gr_image *t1, const dual *U, const dual *U2, const dual *T1, const dual *FM) {
+  fprintf(stderr, "adam_direction / axpy / minmax\n");
+  gr_grid g;
+  gr_grid_from_geometry(&t1->geom, &g);
+  const int64_t n = gr_image_nvox(t1), n3 = 3 * n;
+  float *zeros = calloc((size_t)n3, sizeof(float));
+  dual m = dual_from_host(zeros, n3), v = dual_from_host(zeros, n3), dir = dual_from_host(zeros, n3);
+  free(zeros);
+  for (int t = 1; t <= 3; ++t) {
+    const dual *grad = (t % 2) ? U : U2;
+    double mx_c = 0.0, mx_g = 0.0;
+    GR_CHECK_OK(g_cpu->ops->adam_direction(g_cpu, &g, grad->h, m.h, v.h, dir.h, 0.9, 0.99, 1e-8, t, &mx_c));
+    GR_CHECK_OK(g_gpu->ops->adam_direction(g_gpu, &g, grad->d, m.d, v.d, dir.d, 0.9, 0.99, 1e-8, t, &mx_g));
+    char label[96];
+    snprintf(label, sizeof label, "adam step %d: m", t);
+    compare(label, m.d, m.h, n3, 1e-5);
+    snprintf(label, sizeof label, "adam step %d: v", t);
+    compare(label, v.d, v.h, n3, 1e-5);
+    snprintf(label, sizeof label, "adam step %d: dir", t);
+    compare(label, dir.d, dir.h, n3, 1e-5);
+    fprintf(stderr, "  adam step %d: max_vox cpu %.17g gpu %.17g\n", t, mx_c, mx_g);
+    GR_CHECK(fabs(mx_c - mx_g) <= 1e-12 * mx_c, "adam max_vox %.17g vs %.17g", mx_g, mx_c);
+  }
+  dual y = dual_from_host(U2->h, n3);
+  GR_CHECK_OK(g_cpu->ops->axpy(g_cpu, n3, -0.37f, U->h, y.h));
+  GR_CHECK_OK(g_gpu->ops->axpy(g_gpu, n3, -0.37f, U->d, y.d));
+  compare("axpy", y.d, y.h, n3, 1e-6);
+  GR_CHECK_OK(g_cpu->ops->axpy(g_cpu, n3 - 3, 2.5f, U->h + 1, y.h + 2)); /* unaligned: scalar path */
+  GR_CHECK_OK(g_gpu->ops->axpy(g_gpu, n3 - 3, 2.5f, U->d + 1, y.d + 2));
+  compare("axpy unaligned", y.d, y.h, n3, 1e-6);
+  for (int k = 0; k < 3; ++k) {
+    const dual *x = k == 2 ? U : T1;
+    const int64_t nn = k == 2 ? n3 : n;
+    const float *mk_h = k == 1 ? FM->h : NULL, *mk_d = k == 1 ? FM->d : NULL;
+    double a0, a1, b0, b1;
+    GR_CHECK_OK(g_cpu->ops->minmax(g_cpu, nn, x->h, mk_h, &a0, &a1));
+    GR_CHECK_OK(g_gpu->ops->minmax(g_gpu, nn, x->d, mk_d, &b0, &b1));
+    fprintf(stderr, "  minmax %d: cpu [%.9g, %.9g] gpu [%.9g, %.9g]\n", k, a0, a1, b0, b1);
+    GR_CHECK(a0 == b0 && a1 == b1, "minmax %d differs", k);
+  }
+  dual_free(&m);
+  dual_free(&v);
+  dual_free(&dir);
+  dual_free(&y);
+}
+
+/* ---- metrics ------------------------------------------------------------------------------ */
+typedef struct metric_case {
+  const gr_grid *fg, *mg;
+  const dual *F, *FM, *M, *MM, *U;
+  const gr_affine *T;
+} metric_case;
+
+static const char *metric_name(gr_metric_kind k) {
+  return k == GR_METRIC_MSE ? "MSE" : k == GR_METRIC_NCC ? "NCC" : k == GR_METRIC_LNCC ? "LNCC" : "MI";
+}
+
+static void check_metric(const char *label, const gr_metric_spec *spec, const metric_case *mc) {
+  const int64_t n = mc->fg->n[0] * mc->fg->n[1] * mc->fg->n[2];
+  float *gh = malloc((size_t)n * 3 * sizeof(float));
+  for (int64_t i = 0; i < 3 * n; ++i) gh[i] = NAN;
+  float *gd = g_gpu->ops->alloc(g_gpu, (size_t)n * 3 * sizeof(float));
+  GR_CHECK_OK(g_gpu->ops->fill(g_gpu, gd, NAN, 3 * n));
+  gr_metric_result rc, rg;
+  const gr_status sc = g_cpu->ops->metric(g_cpu, spec, mc->fg, mc->F->h, mc->FM ? mc->FM->h : NULL, mc->mg, mc->M->h,
+                                          mc->MM ? mc->MM->h : NULL, mc->T, mc->U ? mc->U->h : NULL, &rc, gh);
+  const gr_status sg = g_gpu->ops->metric(g_gpu, spec, mc->fg, mc->F->d, mc->FM ? mc->FM->d : NULL, mc->mg, mc->M->d,
+                                          mc->MM ? mc->MM->d : NULL, mc->T, mc->U ? mc->U->d : NULL, &rg, gd);
+  GR_CHECK(sc == sg, "%s: status cpu %s gpu %s (%s)", label, gr_strerror(sc), gr_strerror(sg), gr_last_error());
+  if (sc == GR_OK && sg == GR_OK) {
+    const double dv = fabs(rg.value - rc.value);
+    fprintf(stderr, "  %-40s value cpu %.12g gpu %.12g |d| %.2g  n %lld/%lld\n", label, rc.value, rg.value, dv,
+            (long long)rc.n_valid, (long long)rg.n_valid);
+    GR_CHECK(rc.n_valid == rg.n_valid, "%s: n_valid %lld vs %lld", label, (long long)rg.n_valid, (long long)rc.n_valid);
+    GR_CHECK(dv <= 1e-5 * fabs(rc.value) + 1e-12, "%s: value %.12g vs %.12g", label, rg.value, rc.value);
+    if (spec->want_field_grad) {
+      char l2[160];
+      snprintf(l2, sizeof l2, "%s grad_u", label);
+      compare(l2, gd, gh, 3 * n, 1e-3);
+    }
+    if (spec->want_affine_grad) {
+      double num = 0.0, den = 0.0;
+      for (int q = 0; q < 12; ++q) {
+        num += (rg.grad_affine[q] - rc.grad_affine[q]) * (rg.grad_affine[q] - rc.grad_affine[q]);
+        den += rc.grad_affine[q] * rc.grad_affine[q];
+      }
+      const double e = den > 0 ? sqrt(num / den) : sqrt(num);
+      fprintf(stderr, "  %-40s grad_affine rel L2 %.3g\n", label, e);
+      GR_CHECK(e <= 1e-3, "%s: grad_affine relative L2 %.3g", label, e);
+    }
+  }
+  free(gh);
+  g_gpu->ops->free(g_gpu, gd);
+}
+
+static void test_metrics(const metric_case *mono, const metric_case *multi) {
+  fprintf(stderr, "metrics (value, grad_u, grad_affine; masks; displacement; oblique)\n");
+  const gr_metric_kind kinds[4] = {GR_METRIC_MSE, GR_METRIC_NCC, GR_METRIC_LNCC, GR_METRIC_MI};
+  for (int ki = 0; ki < 4; ++ki) {
+    for (int pair = 0; pair < 2; ++pair) {
+      for (int variant = 0; variant < 4; ++variant) {
+        metric_case mc = pair ? *multi : *mono;
+        gr_metric_spec spec;
+        memset(&spec, 0, sizeof spec);
+        spec.kind = kinds[ki];
+        spec.lncc_radius = variant == 3 ? 3 : 2;
+        spec.mi_bins = variant == 3 ? 48 : 32;
+        spec.fixed_min = spec.moving_min = 0.0;
+        spec.fixed_max = spec.moving_max = 1.0;
+        /* 0: grad_u + affine, with u; 1: masks, grad_u + affine; 2: value only, no u; 3: affine only, other radius/bins */
+        spec.want_field_grad = variant <= 1;
+        spec.want_affine_grad = variant != 2;
+        if (variant != 1) mc.FM = mc.MM = NULL;
+        if (variant == 2) mc.U = NULL;
+        char label[96];
+        snprintf(label, sizeof label, "%s %s %s", metric_name(kinds[ki]), pair ? "T1/PD oblique" : "T1/T1 warped",
+                 variant == 0 ? "grad" : variant == 1 ? "masks" : variant == 2 ? "value" : "affine r3/b48");
+        check_metric(label, &spec, &mc);
+      }
+    }
+  }
+}
+
+/* Two GPU runs, bitwise equal. */
+static void test_determinism(const metric_case *multi) {
+  fprintf(stderr, "determinism (two GPU runs bitwise equal)\n");
+  const gr_metric_kind kinds[3] = {GR_METRIC_MI, GR_METRIC_LNCC, GR_METRIC_NCC};
+  const int64_t n = multi->fg->n[0] * multi->fg->n[1] * multi->fg->n[2];
+  float *g1 = g_gpu->ops->alloc(g_gpu, (size_t)n * 3 * sizeof(float));
+  float *g2 = g_gpu->ops->alloc(g_gpu, (size_t)n * 3 * sizeof(float));
+  for (int ki = 0; ki < 3; ++ki) {
+    gr_metric_spec spec;
+    memset(&spec, 0, sizeof spec);
+    spec.kind = kinds[ki];
+    spec.lncc_radius = 2;
+    spec.mi_bins = 32;
+    spec.fixed_max = spec.moving_max = 1.0;
+    spec.want_field_grad = spec.want_affine_grad = 1;
+    gr_metric_result r1, r2;
+    GR_CHECK_OK(g_gpu->ops->metric(g_gpu, &spec, multi->fg, multi->F->d, NULL, multi->mg, multi->M->d, NULL, multi->T,
+                                   multi->U->d, &r1, g1));
+    GR_CHECK_OK(g_gpu->ops->metric(g_gpu, &spec, multi->fg, multi->F->d, NULL, multi->mg, multi->M->d, NULL, multi->T,
+                                   multi->U->d, &r2, g2));
+    float *h1 = download(g1, 3 * n), *h2 = download(g2, 3 * n);
+    const int same = memcmp(&r1.value, &r2.value, sizeof r1.value) == 0 &&
+                     memcmp(r1.grad_affine, r2.grad_affine, sizeof r1.grad_affine) == 0 &&
+                     memcmp(h1, h2, (size_t)n * 3 * sizeof(float)) == 0;
+    fprintf(stderr, "  %-6s %s\n", metric_name(kinds[ki]), same ? "bitwise equal" : "DIFFERENT");
+    GR_CHECK(same, "%s: two GPU runs differ (value %.17g vs %.17g)", metric_name(kinds[ki]), r1.value, r2.value);
+    free(h1);
+    free(h2);
+  }
+  g_gpu->ops->free(g_gpu, g1);
+  g_gpu->ops->free(g_gpu, g2);
+}
+
+/* ---- registrations ------------------------------------------------------------------------- */
+static double field_mean_diff_vox(const gr_image *a, const gr_image *b, const float *mask, double *mx) {
+  const int64_t n = gr_image_nvox(a);
+  double s = 0.0, m = 0.0;
+  int64_t cnt = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    if (mask && !(mask[i] > 0.5f)) continue;
+    double e2 = 0.0;
+    for (int c = 0; c < 3; ++c) {
+      const double d = (a->data[c * n + i] - b->data[c * n + i]) / a->geom.spacing[c];
+      e2 += d * d;
+    }
+    const double e = sqrt(e2);
+    s += e;
+    m = e > m ? e : m;
+    ++cnt;
+  }
+  *mx = m;
+  return cnt ? s / (double)cnt : INFINITY;
+}
+
+static void test_registration(const gr_image *t1, gr_comm *comm) {
+  fprintf(stderr, "registrations: CUDA vs CPU (chris_t1 half resolution, 3 levels)\n");
+  const int64_t n = gr_image_nvox(t1);
+  gr_grid g;
+  gr_grid_from_geometry(&t1->geom, &g);
+  float *head = threshold(t1, 0.15f);
+
+  /* greedy LNCC: moving = t1 o (x + w) */
+  {
+    float *w = make_field(&t1->geom, 2.5, 7);
+    gr_image *mov = NULL;
+    gr_image_create(&t1->geom, 1, &mov);
+    g_cpu->ops->resample(g_cpu, &g, mov->data, &g, t1->data, 1, NULL, w, GR_INTERP_LINEAR, GR_BOUNDARY_ZERO);
+    gr_stage_config cfg;
+    gr_stage_config_defaults(GR_STAGE_GREEDY, &cfg);
+    cfg.metric.kind = GR_METRIC_LNCC;
+    cfg.convergence_window = 0; /* fixed iteration counts: no early-stop decision can differ */
+    gr_reg_options opt;
+    memset(&opt, 0, sizeof opt);
+    gr_stage_result rc, rg;
+    double t0 = gr_wall_seconds();
+    const gr_status sc = gr_register(g_cpu, comm, t1, mov, NULL, NULL, NULL, &cfg, 1, &opt, &rc);
+    const double tc = gr_wall_seconds() - t0;
+    t0 = gr_wall_seconds();
+    const gr_status sg = gr_register(g_gpu, comm, t1, mov, NULL, NULL, NULL, &cfg, 1, &opt, &rg);
+    const double tg = gr_wall_seconds() - t0;
+    GR_CHECK(sc == GR_OK && sg == GR_OK, "greedy registration: cpu %s gpu %s: %s", gr_strerror(sc), gr_strerror(sg),
+             gr_last_error());
+    if (sc == GR_OK && sg == GR_OK) {
+      double mx, mxi;
+      const double d = field_mean_diff_vox(rg.field, rc.field, head, &mx);
+      const double di = field_mean_diff_vox(rg.inverse_field, rc.inverse_field, head, &mxi);
+      fprintf(stderr, "  greedy LNCC: cpu %.1f s, gpu %.1f s, final loss cpu %.6f gpu %.6f\n", tc, tg, rc.final_metric,
+              rg.final_metric);
+      fprintf(stderr, "  greedy LNCC: field mean |cuda - cpu| %.4f voxel (max %.4f); inverse %.4f (max %.4f)\n", d, mx,
+              di, mxi);
+      GR_CHECK(d <= 0.05, "greedy LNCC fields differ by %.4f voxel mean", d);
+      GR_CHECK(di <= 0.05, "greedy LNCC inverse fields differ by %.4f voxel mean", di);
+    }
+    gr_stage_result_clear(&rc);
+    gr_stage_result_clear(&rg);
+    gr_image_destroy(mov);
+    free(w);
+  }
+
+  /* rigid MI: moving = t1 under a known rigid motion */
+  {
+    double c[3];
+    gr_geometry_center(&t1->geom, c);
+    const double p[6] = {0.06, -0.04, 0.05, 3.0, -2.0, 4.0};
+    gr_affine T, Ti;
+    gr_euler_to_affine(p, c, &T);
+    gr_affine_invert(&T, &Ti);
+    gr_image *mov = NULL;
+    gr_image_create(&t1->geom, 1, &mov);
+    g_cpu->ops->resample(g_cpu, &g, mov->data, &g, t1->data, 1, &Ti, NULL, GR_INTERP_LINEAR, GR_BOUNDARY_ZERO);
+    gr_stage_config cfg;
+    gr_stage_config_defaults(GR_STAGE_RIGID, &cfg);
+    cfg.metric.kind = GR_METRIC_MI;
+    gr_reg_options opt;
+    memset(&opt, 0, sizeof opt);
+    gr_stage_result rc, rg;
+    double t0 = gr_wall_seconds();
+    const gr_status sc = gr_register(g_cpu, comm, t1, mov, NULL, NULL, NULL, &cfg, 1, &opt, &rc);
+    const double tc = gr_wall_seconds() - t0;
+    t0 = gr_wall_seconds();
+    const gr_status sg = gr_register(g_gpu, comm, t1, mov, NULL, NULL, NULL, &cfg, 1, &opt, &rg);
+    const double tg = gr_wall_seconds() - t0;
+    GR_CHECK(sc == GR_OK && sg == GR_OK, "rigid registration: cpu %s gpu %s: %s", gr_strerror(sc), gr_strerror(sg),
+             gr_last_error());
+    if (sc == GR_OK && sg == GR_OK) {
+      gr_affine Ac, Ag;
+      gr_chain_affine(NULL, &rc, 1, 1, &Ac);
+      gr_chain_affine(NULL, &rg, 1, 1, &Ag);
+      /* mean over the voxels of |A_cuda x - A_cpu x| in voxels */
+      double s = 0.0, mx = 0.0;
+      for (int64_t z = 0; z < t1->geom.size[2]; ++z)
+        for (int64_t y = 0; y < t1->geom.size[1]; ++y)
+          for (int64_t x = 0; x < t1->geom.size[0]; ++x) {
+            const double idx[3] = {(double)x, (double)y, (double)z};
+            double ph[3], yc[3], yg[3];
+            gr_geometry_index_to_phys(&t1->geom, idx, ph);
+            gr_affine_apply(&Ac, ph, yc);
+            gr_affine_apply(&Ag, ph, yg);
+            double e2 = 0.0;
+            for (int a = 0; a < 3; ++a) e2 += pow((yc[a] - yg[a]) / t1->geom.spacing[a], 2);
+            s += sqrt(e2);
+            mx = sqrt(e2) > mx ? sqrt(e2) : mx;
+          }
+      const double d = s / (double)n;
+      fprintf(stderr, "  rigid MI: cpu %.1f s, gpu %.1f s; params cpu (%.5f %.5f %.5f %.3f %.3f %.3f) gpu (%.5f %.5f %.5f %.3f %.3f %.3f)\n",
+              tc, tg, rc.params[0], rc.params[1], rc.params[2], rc.params[3], rc.params[4], rc.params[5], rg.params[0],
+              rg.params[1], rg.params[2], rg.params[3], rg.params[4], rg.params[5]);
+      fprintf(stderr, "  rigid MI: transform mean |cuda - cpu| %.5f voxel (max %.5f); true params (%.3f %.3f %.3f %.1f %.1f %.1f)\n",
+              d, mx, p[0], p[1], p[2], p[3], p[4], p[5]);
+      GR_CHECK(d <= 0.05, "rigid MI transforms differ by %.4f voxel mean", d);
+    }
+    gr_stage_result_clear(&rc);
+    gr_stage_result_clear(&rg);
+    gr_image_destroy(mov);
+  }
+  free(head);
+}
+
+int main(void) {
+  if (gr_cuda_device_count() == 0) GR_SKIP("no CUDA device");
+  GR_CHECK_OK(gr_backend_cpu_create(0, &g_cpu));
+  GR_CHECK_OK(gr_backend_create(GR_DEVICE_CUDA, 0, 0, &g_gpu));
+  if (!g_cpu || !g_gpu) GR_TEST_RETURN();
+  gr_comm *comm = NULL;
+  GR_CHECK_OK(gr_comm_local_create(&comm));
+
+  gr_image *t1 = load_shrunk("chris_t1.nii.gz", 2.0);
+  gr_image *pd = load_shrunk("chris_PD.nii.gz", 2.0);
+  if (!t1 || !pd) GR_SKIP("chris_t1 / chris_PD missing");
+  gr_image *t1_raw = NULL;
+  gr_image_clone(t1, &t1_raw);
+  normalise01(t1);
+  normalise01(pd);
+  const int64_t n = gr_image_nvox(t1);
+  fprintf(stderr, "T1 %lldx%lldx%lld, PD %lldx%lldx%lld (oblique)\n", (long long)t1->geom.size[0],
+          (long long)t1->geom.size[1], (long long)t1->geom.size[2], (long long)pd->geom.size[0],
+          (long long)pd->geom.size[1], (long long)pd->geom.size[2]);
+
+  gr_grid fg, mg;
+  gr_grid_from_geometry(&t1->geom, &fg);
+  gr_grid_from_geometry(&pd->geom, &mg);
+  float *u_h = make_field(&t1->geom, 2.0, 3), *u2_h = make_field(&t1->geom, 1.5, 11);
+  float *fm_h = threshold(t1, 0.1f), *mm_h = threshold(pd, 0.05f);
+  /* moving for the mono-modal pair: t1 o (x + w) */
+  float *t1w_h = malloc((size_t)n * sizeof(float));
+  {
+    float *w = make_field(&t1->geom, 1.5, 5);
+    g_cpu->ops->resample(g_cpu, &fg, t1w_h, &fg, t1->data, 1, NULL, w, GR_INTERP_LINEAR, GR_BOUNDARY_ZERO);
+    free(w);
+  }
+  float *t1m_h = threshold(t1, 0.12f); /* mask on the mono-modal moving grid */
+  dual T1 = dual_from_host(t1->data, n), PD = dual_from_host(pd->data, gr_image_nvox(pd));
+  dual U = dual_from_host(u_h, 3 * n), U2 = dual_from_host(u2_h, 3 * n);
+  dual FM = dual_from_host(fm_h, n), MM = dual_from_host(mm_h, gr_image_nvox(pd));
+  dual T1W = dual_from_host(t1w_h, n), T1M = dual_from_host(t1m_h, n);
+  free(u_h);
+  free(u2_h);
+  free(fm_h);
+  free(mm_h);
+  free(t1w_h);
+  free(t1m_h);
+
+  /* an oblique affine (rotation about the centre + translation) for the multi-modal pair */
+  double c[3];
+  gr_geometry_center(&t1->geom, c);
+  const double p[6] = {0.05, -0.03, 0.08, 2.0, -3.0, 1.5};
+  gr_affine T;
+  gr_euler_to_affine(p, c, &T);
+
+  test_basics();
+  test_resample(t1, pd, &T, &U, &PD);
+  test_smooth(t1, &U, &T1);
+  test_fields(t1, &U, &U2);
+  test_adam_axpy_minmax(t1, &U, &U2, &T1, &FM);
+  const metric_case mono = {&fg, &fg, &T1, &FM, &T1W, &T1M, &U, NULL};
+  const metric_case multi = {&fg, &mg, &T1, &FM, &PD, &MM, &U, &T};
+  test_metrics(&mono, &multi);
+  test_determinism(&multi);
+
+  dual_free(&T1);
+  dual_free(&PD);
+  dual_free(&U);
+  dual_free(&U2);
+  dual_free(&FM);
+  dual_free(&MM);
+  dual_free(&T1W);
+  dual_free(&T1M);
+  fprintf(stderr, "gpu bytes in use after the op tests: %zu (peak %zu)\n", g_gpu->bytes_current, g_gpu->bytes_peak);
+  GR_CHECK(g_gpu->bytes_current == 0, "GPU memory leaked by the tests or the backend: %zu bytes", g_gpu->bytes_current);
+
+  test_registration(t1_raw, comm);
+
+  gr_image_destroy(t1);
+  gr_image_destroy(t1_raw);
+  gr_image_destroy(pd);
+  gr_comm_destroy(comm);
+  gr_backend_destroy(g_gpu);
+  gr_backend_destroy(g_cpu);
+  GR_TEST_RETURN();
+}
+#endif

@@ -1,0 +1,142 @@
+/* cpu adam_direction: the first step is sign(g); bias-corrected moments follow a
+ * double-precision reference over several steps; max_vox is the voxel-unit
+ * length of the direction on an anisotropic, oblique grid. */
+#include <stdint.h>
+#include "gr_test.h"
+
+static gr_grid make_grid(void) {
+  gr_geometry geo;
+  gr_geometry_identity(&geo, 10, 9, 8);
+  geo.spacing[0] = 0.5;
+  geo.spacing[1] = 1.0;
+  geo.spacing[2] = 2.0;
+  const double c = cos(0.4), s = sin(0.4);
+  const double dir[9] = {1, 0, 0, 0, c, -s, 0, s, c};
+  memcpy(geo.direction, dir, sizeof dir);
+  gr_grid g;
+  gr_grid_from_geometry(&geo, &g);
+  return g;
+}
+
+static void fill_grad(float *g, int64_t n, uint32_t seed) {
+  uint32_t s = seed;
+  for (int64_t i = 0; i < n; ++i) {
+    s = s * 1664525u + 1013904223u;
+    const double r = (s >> 8) * (2.0 / 16777216.0) - 1.0; /* [-1, 1) */
+    g[i] = (float)(r >= 0 ? r + 0.01 : r - 0.01);          /* |g| >= 0.01 */
+  }
+}
+
+static double vox_len(const gr_grid *g, const double d[3]) {
+  double s = 0.0;
+  for (int r = 0; r < 3; ++r) {
+    const double e = g->p2i[r * 4] * d[0] + g->p2i[r * 4 + 1] * d[1] + g->p2i[r * 4 + 2] * d[2];
+    s += e * e;
+  }
+  return sqrt(s);
+}
+
+static double max_vox_of(const gr_grid *g, const float *dir, int64_t n) {
+  double mx = 0.0;
+  for (int64_t i = 0; i < n; ++i) {
+    const double d[3] = {dir[i], dir[n + i], dir[2 * n + i]};
+    mx = fmax(mx, vox_len(g, d));
+  }
+  return mx;
+}
+
+static void test_first_step(gr_backend *be, const gr_grid *g) {
+  const int64_t n = g->n[0] * g->n[1] * g->n[2];
+  float *gr = be->ops->alloc(be, 3 * n * sizeof(float)), *m = be->ops->alloc(be, 3 * n * sizeof(float)),
+        *v = be->ops->alloc(be, 3 * n * sizeof(float)), *d = be->ops->alloc(be, 3 * n * sizeof(float));
+  fill_grad(gr, 3 * n, 5);
+  gr[0] = 0.0f; /* zero gradient: zero direction, not NaN */
+  GR_CHECK_OK(be->ops->fill(be, m, 0.0f, 3 * n));
+  GR_CHECK_OK(be->ops->fill(be, v, 0.0f, 3 * n));
+  double mv = -1.0;
+  GR_CHECK_OK(be->ops->adam_direction(be, g, gr, m, v, d, 0.9, 0.999, 1e-8, 1, &mv));
+  double worst = 0.0;
+  for (int64_t i = 1; i < 3 * n; ++i) worst = fmax(worst, fabs(d[i] - (gr[i] > 0 ? 1.0 : -1.0)));
+  GR_CHECK(worst < 1e-5, "first step is not sign(g): worst %g", worst);
+  GR_CHECK(d[0] == 0.0f, "zero gradient gives %g", d[0]);
+  const double want = max_vox_of(g, d, n);
+  GR_CHECK_NEAR(mv, want, 1e-6 * want);
+  /* a voxel with all three components +-1: length ~ |p2i (+-1,+-1,+-1)|, between 1/2 and 2+1+0.5 voxels */
+  GR_CHECK(mv > 2.0 && mv < 3.5, "max_vox %g", mv);
+
+  /* with only an x component of 1 mm the length is 1 / 0.5 mm = 2 voxels */
+  GR_CHECK_OK(be->ops->fill(be, gr, 0.0f, 3 * n));
+  gr[7] = 3.0f;
+  GR_CHECK_OK(be->ops->fill(be, m, 0.0f, 3 * n));
+  GR_CHECK_OK(be->ops->fill(be, v, 0.0f, 3 * n));
+  GR_CHECK_OK(be->ops->adam_direction(be, g, gr, m, v, d, 0.9, 0.999, 1e-8, 1, &mv));
+  GR_CHECK_NEAR(mv, 2.0, 1e-6);
+  /* a z component of 1 mm: |p2i e_z| = 1/1 * sin(.4) (y axis) and 1/2 * cos(.4) (z axis) mixed */
+  GR_CHECK_OK(be->ops->fill(be, gr, 0.0f, 3 * n));
+  gr[2 * n + 11] = -0.2f;
+  GR_CHECK_OK(be->ops->fill(be, m, 0.0f, 3 * n));
+  GR_CHECK_OK(be->ops->fill(be, v, 0.0f, 3 * n));
+  GR_CHECK_OK(be->ops->adam_direction(be, g, gr, m, v, d, 0.9, 0.999, 1e-8, 1, &mv));
+  GR_CHECK_NEAR(mv, sqrt(pow(sin(0.4) / 1.0, 2) + pow(cos(0.4) / 2.0, 2)), 1e-6);
+
+  GR_CHECK(be->ops->adam_direction(be, g, gr, m, v, d, 0.9, 0.999, 1e-8, 0, &mv) == GR_ERR_INVALID_ARG, "t = 0");
+  GR_CHECK(be->ops->adam_direction(be, g, gr, m, v, d, 1.0, 0.999, 1e-8, 1, &mv) == GR_ERR_INVALID_ARG, "b1 = 1");
+  be->ops->free(be, gr);
+  be->ops->free(be, m);
+  be->ops->free(be, v);
+  be->ops->free(be, d);
+}
+
+/* Five steps with changing gradients against a plain double reference. */
+static void test_bias_correction(gr_backend *be, const gr_grid *g) {
+  const int64_t n = g->n[0] * g->n[1] * g->n[2], n3 = 3 * n;
+  float *gr = be->ops->alloc(be, n3 * sizeof(float)), *m = be->ops->alloc(be, n3 * sizeof(float)),
+        *v = be->ops->alloc(be, n3 * sizeof(float)), *d = be->ops->alloc(be, n3 * sizeof(float));
+  double *rm = calloc((size_t)n3, sizeof(double)), *rv = calloc((size_t)n3, sizeof(double)),
+         *rd = calloc((size_t)n3, sizeof(double));
+  GR_CHECK_OK(be->ops->fill(be, m, 0.0f, n3));
+  GR_CHECK_OK(be->ops->fill(be, v, 0.0f, n3));
+  const double b1 = 0.8, b2 = 0.95, eps = 1e-3;
+  for (int t = 1; t <= 5; ++t) {
+    fill_grad(gr, n3, 100 + (uint32_t)t);
+    double mv = 0.0;
+    GR_CHECK_OK(be->ops->adam_direction(be, g, gr, m, v, d, b1, b2, eps, t, &mv));
+    double worst_m = 0.0, worst_v = 0.0, worst_d = 0.0;
+    for (int64_t i = 0; i < n3; ++i) {
+      rm[i] = b1 * rm[i] + (1 - b1) * gr[i];
+      rv[i] = b2 * rv[i] + (1 - b2) * (double)gr[i] * gr[i];
+      const double mh = rm[i] / (1 - pow(b1, t)), vh = rv[i] / (1 - pow(b2, t));
+      rd[i] = mh / (sqrt(vh) + eps);
+      worst_m = fmax(worst_m, fabs(m[i] - rm[i]));
+      worst_v = fmax(worst_v, fabs(v[i] - rv[i]));
+      worst_d = fmax(worst_d, fabs(d[i] - rd[i]));
+    }
+    GR_CHECK(worst_m < 1e-6 && worst_v < 1e-6, "t=%d: moments off by %g / %g", t, worst_m, worst_v);
+    GR_CHECK(worst_d < 1e-5, "t=%d: direction off by %g", t, worst_d);
+    double want = 0.0;
+    for (int64_t i = 0; i < n; ++i) {
+      const double dd[3] = {rd[i], rd[n + i], rd[2 * n + i]};
+      want = fmax(want, vox_len(g, dd));
+    }
+    GR_CHECK_NEAR(mv, want, 1e-5 * want);
+  }
+  free(rm);
+  free(rv);
+  free(rd);
+  be->ops->free(be, gr);
+  be->ops->free(be, m);
+  be->ops->free(be, v);
+  be->ops->free(be, d);
+}
+
+int main(void) {
+  gr_backend *be = NULL;
+  GR_CHECK_OK(gr_backend_cpu_create(0, &be));
+  if (!be) GR_TEST_RETURN();
+  const gr_grid g = make_grid();
+  test_first_step(be, &g);
+  test_bias_correction(be, &g);
+  GR_CHECK(be->bytes_current == 0, "leak: %zu bytes", be->bytes_current);
+  gr_backend_destroy(be);
+  GR_TEST_RETURN();
+}
