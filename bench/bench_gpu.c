@@ -26,6 +26,7 @@
 #include <string.h>
 #include "gigareg/gigareg.h"
 #include "kernels/cuda_entry.h"
+#include "registration/reg_internal.h" /* gr_geometry_shrink */
 
 #define WARMUP 3
 #define MAX_ROWS 32

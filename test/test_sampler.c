@@ -154,8 +154,8 @@ static void test_linear_ramp(void) {
         const int64_t v = (k * 17 + j) * 20 + i;
         double x[3], y[3], c[3];
         idx_to_phys(&out_grid, (double)i, (double)j, (double)k, x);
+        for (int r = 0; r < 3; ++r) x[r] += disp[r * nout + v]; /* y = A (x + u) + t */
         gr_affine_apply(&T, x, y);
-        for (int r = 0; r < 3; ++r) y[r] += disp[r * nout + v];
         phys_to_idx(&in_grid, y, c);
         const int in_dom = c[0] >= 1e-6 && c[0] <= 23 - 1e-6 && c[1] >= 1e-6 && c[1] <= 29 - 1e-6 && c[2] >= 1e-6 && c[2] <= 17 - 1e-6;
         const int far = c[0] <= -1.001 || c[0] >= 24.001 || c[1] <= -1.001 || c[1] >= 30.001 || c[2] <= -1.001 || c[2] >= 18.001;

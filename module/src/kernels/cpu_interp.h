@@ -42,6 +42,7 @@
 
 #include <math.h>
 #include <stdint.h>
+#include "gigareg/transform.h"
 
 #define CPU_INDEX_SNAP 1e-6
 
@@ -301,6 +302,20 @@ static inline float cpu_sample_nearest_zero(const float *restrict img, const int
 static inline void cpu_grad_idx_to_phys(const double p2i[12], const double g_idx[3], double g_phys[3]) {
   for (int r = 0; r < 3; ++r)
     g_phys[r] = p2i[0 * 4 + r] * g_idx[0] + p2i[1 * 4 + r] * g_idx[1] + p2i[2 * 4 + r] * g_idx[2];
+}
+
+/* Q = linear part of p2i times the linear part of T (identity when T is NULL):
+ * maps a displacement u (mm, applied before T: y = A (x + u) + t) to moving
+ * index offsets. Stored 3x4 row-major like the other maps (column 3 unused). */
+static inline void cpu_disp_matrix(const double p2i[12], const gr_affine *T, double Q[12]) {
+  for (int r = 0; r < 3; ++r) {
+    for (int c = 0; c < 3; ++c) {
+      double s = 0.0;
+      for (int k = 0; k < 3; ++k) s += p2i[r * 4 + k] * (T ? T->m[k * 4 + c] : (double)(k == c));
+      Q[r * 4 + c] = s;
+    }
+    Q[r * 4 + 3] = 0.0;
+  }
 }
 
 #endif

@@ -43,7 +43,8 @@
  * Box sums are direct sums of the 2r+1 taps in a fixed order (z, then y, then
  * x), in double. All reductions are per row, added in row order by one thread,
  * so the result does not depend on the thread count.
- * N must be known before step 3 (it scales the gradient): without masks it is
+ * Planes of fewer than LNCC_PAR_MIN_PLANE voxels run the sweep on one thread
+ * (same result). N must be known before step 3 (it scales the gradient): without masks it is
  * the voxel count, otherwise a counting pre-pass evaluates the masks.
  *
  * Scratch (P = nx*ny voxels per plane, R = 2r+1 planes), all through the
@@ -51,7 +52,8 @@
  *   rings:  R*P*(8 [W, double] + 12 [grad W, float] + 32 [4 alpha fields, double])
  *           bytes, + R*P bytes of validity flags (only with masks)
  *   planes: 40*P bytes (box-sum plane of 5 doubles)
- *   rows:   threads * 10 * nx doubles, ny * 13 doubles, nx+ny+nz ints
+ *   rows:   threads * 10 * nx doubles, ny * 13 doubles, nx+ny+nz ints,
+ *           R^3+1 doubles of reciprocals
  * i.e. (52 R + 40) / nz bytes per voxel of the volume: r = 2 -> 300 B per
  * plane voxel = 2.3 B/voxel at 128^3, 0.6 B/voxel at 512^3 (r = 1: 196 B per
  * plane voxel). Value only (no gradient wanted): (8 R + 40) P bytes.
@@ -273,10 +275,10 @@ static void output_row(const lncc_work *L, int64_t k, int64_t j, double *restric
     const double dw = -L->inv_n_valid * ((double)f[i] * S[A_A * nx + i] - S[A_AM * nx + i] -
                                          w[i] * S[A_B * nx + i] + S[A_BM * nx + i]);
     const double d[3] = {dw * g[i], dw * g[P + i], dw * g[2 * P + i]};
-    if (m->grad_u) cpu_grad_u_store(m->grad_u, m->nvox, v0 + i, d);
+    if (m->grad_u) cpu_grad_u_store(m, v0 + i, d);
     if (m->want_affine) {
       double x[3];
-      cpu_metric_xphys(m, i, j, k, x);
+      cpu_metric_xphys(m, i, j, k, v0 + i, x);
       cpu_affine_accum(aff, d, x);
     }
   }

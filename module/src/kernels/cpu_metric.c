@@ -97,6 +97,9 @@ gr_status cpu_metric(gr_backend *be, const gr_metric_spec *spec, const gr_grid *
   cpu_inside_strides(m.mn, m.mst);
   warp_matrix(fixed_grid, moving_grid, T, m.M);
   memcpy(m.P, moving_grid->p2i, sizeof m.P);
+  cpu_disp_matrix(moving_grid->p2i, T, m.Q);
+  for (int r = 0; r < 3; ++r)
+    for (int c = 0; c < 3; ++c) m.At[r * 3 + c] = T ? T->m[c * 4 + r] : (double)(r == c);
   memcpy(m.X, fixed_grid->i2p, sizeof m.X);
   m.fixed = fixed;
   m.fmask = fixed_mask;

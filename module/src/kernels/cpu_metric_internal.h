@@ -6,8 +6,9 @@
  * innermost loop and it must inline there.
  *
  * Warp of fixed voxel x = (i,j,k):
- *   c = M * (i,j,k,1) + P * u(x)      M = moving.p2i * T * fixed.i2p,
- *                                      P = linear part of moving.p2i, u in mm
+ *   c = M * (i,j,k,1) + Q * u(x)      M = moving.p2i * T * fixed.i2p,
+ *                                      Q = linear part of moving.p2i times A, u in mm
+ *   i.e. y = A (x + u(x)) + t: the displacement acts before the affine (elastix chain)
  *   (the same composite as cpu_resample), then the border snap of cpu_interp.h.
  * Validity (MSE, NCC, MI) of fixed voxel x:
  *   (fixed_mask == NULL or fixed_mask(x) > 0.5)
@@ -17,8 +18,9 @@
  * grad_phys W = P^T grad_idx W; d loss / d y = (d loss / d W) grad_phys W.
  * LNCC uses its own rule (zero padding, see cpu_lncc.c).
  *
- * Affine gradient: y = A x_phys + t + u(x), so
- *   grad_affine[r*4+c] = sum_x dL/dy_r(x) * x_phys_c   (c < 3)
+ * Field gradient: d loss / d u(x) = A^T d loss / d y.
+ * Affine gradient: y = A (x_phys + u(x)) + t, so with p = x_phys + u(x)
+ *   grad_affine[r*4+c] = sum_x dL/dy_r(x) * p_c   (c < 3)
  *   grad_affine[r*4+3] = sum_x dL/dy_r(x).
  *
  * Determinism: every reduction goes through per-z-slice (or per-row, summed in
@@ -44,6 +46,8 @@ typedef struct cpu_metric_ctx {
   int64_t mst[3];      /* moving upper-corner strides (cpu_inside_strides) */
   double M[12];        /* fixed index -> moving continuous index */
   double P[12];        /* moving p2i (its linear part maps mm to index offsets) */
+  double Q[12];        /* P_lin * A: maps u (applied before the affine) to index offsets */
+  double At[9];        /* A^T: d loss/d u = A^T d loss/d y */
   double X[12];        /* fixed i2p (x_phys for the affine gradient) */
   const float *fixed, *fmask, *moving, *mmask, *disp;
   float *grad_u;       /* NULL unless spec->want_field_grad */
@@ -57,10 +61,12 @@ static inline void cpu_metric_row(const cpu_metric_ctx *m, int64_t j, int64_t k,
   for (int r = 0; r < 3; ++r) row[r] = m->M[r * 4 + 1] * (double)j + m->M[r * 4 + 2] * (double)k + m->M[r * 4 + 3];
 }
 
-/* Physical point of fixed voxel (i, j, k). */
-static inline void cpu_metric_xphys(const cpu_metric_ctx *m, int64_t i, int64_t j, int64_t k, double x[3]) {
+/* Point the affine acts on for fixed voxel (i, j, k) = flat index v: x_phys + u(x). */
+static inline void cpu_metric_xphys(const cpu_metric_ctx *m, int64_t i, int64_t j, int64_t k, int64_t v, double x[3]) {
   for (int r = 0; r < 3; ++r)
     x[r] = m->X[r * 4] * (double)i + m->X[r * 4 + 1] * (double)j + m->X[r * 4 + 2] * (double)k + m->X[r * 4 + 3];
+  if (m->disp)
+    for (int r = 0; r < 3; ++r) x[r] += m->disp[r * m->nvox + v];
 }
 
 /* Continuous moving index of fixed voxel i of a row, u included, snapped. */
@@ -68,7 +74,7 @@ static inline void cpu_metric_index(const cpu_metric_ctx *m, const double row[3]
   for (int r = 0; r < 3; ++r) c[r] = row[r] + m->M[r * 4] * (double)i;
   if (m->disp) {
     const double ux = m->disp[v], uy = m->disp[m->nvox + v], uz = m->disp[2 * m->nvox + v];
-    for (int r = 0; r < 3; ++r) c[r] += m->P[r * 4] * ux + m->P[r * 4 + 1] * uy + m->P[r * 4 + 2] * uz;
+    for (int r = 0; r < 3; ++r) c[r] += m->Q[r * 4] * ux + m->Q[r * 4 + 1] * uy + m->Q[r * 4 + 2] * uz;
   }
   for (int r = 0; r < 3; ++r) c[r] = cpu_snap_index(c[r], m->mn[r]);
 }
@@ -104,10 +110,13 @@ static inline void cpu_affine_accum(double *restrict acc, const double dldy[3], 
   }
 }
 
-static inline void cpu_grad_u_store(float *restrict gu, int64_t nvox, int64_t v, const double d[3]) {
-  gu[v] = (float)d[0];
-  gu[nvox + v] = (float)d[1];
-  gu[2 * nvox + v] = (float)d[2];
+/* grad_u(v) = A^T d, d = d loss / d y. */
+static inline void cpu_grad_u_store(const cpu_metric_ctx *m, int64_t v, const double d[3]) {
+  float *restrict gu = m->grad_u;
+  const double *At = m->At;
+  gu[v] = (float)(At[0] * d[0] + At[1] * d[1] + At[2] * d[2]);
+  gu[m->nvox + v] = (float)(At[3] * d[0] + At[4] * d[1] + At[5] * d[2]);
+  gu[2 * m->nvox + v] = (float)(At[6] * d[0] + At[7] * d[1] + At[8] * d[2]);
 }
 
 static inline void cpu_grad_u_zero(float *restrict gu, int64_t nvox, int64_t v) {

@@ -151,10 +151,10 @@ static void mi_grad_slice(const cpu_metric_ctx *m, const mi_setup *s, const doub
         dw = coef * (Lr[0] * dt[0] + Lr[1] * dt[1] + Lr[2] * dt[2] + Lr[3] * dt[3]);
       }
       const double d[3] = {dw * g[0], dw * g[1], dw * g[2]};
-      if (m->grad_u) cpu_grad_u_store(m->grad_u, m->nvox, v, d);
+      if (m->grad_u) cpu_grad_u_store(m, v, d);
       if (m->want_affine) {
         double x[3];
-        cpu_metric_xphys(m, i, j, k, x);
+        cpu_metric_xphys(m, i, j, k, v, x);
         cpu_affine_accum(aff, d, x);
       }
     }

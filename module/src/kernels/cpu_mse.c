@@ -35,10 +35,10 @@ static void mse_slice(const cpu_metric_ctx *m, int64_t k, double *restrict part)
       part[MSE_COUNT] += 1.0;
       if (!need_grad) continue;
       const double d[3] = {2.0 * e * g[0], 2.0 * e * g[1], 2.0 * e * g[2]};
-      if (m->grad_u) cpu_grad_u_store(m->grad_u, m->nvox, v, d);
+      if (m->grad_u) cpu_grad_u_store(m, v, d);
       if (m->want_affine) {
         double x[3];
-        cpu_metric_xphys(m, i, j, k, x);
+        cpu_metric_xphys(m, i, j, k, v, x);
         cpu_affine_accum(part + MSE_AFF, d, x);
       }
     }

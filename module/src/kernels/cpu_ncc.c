@@ -65,10 +65,10 @@ static void ncc_grad_slice(const cpu_metric_ctx *m, const ncc_coef *cf, int64_t 
       }
       const double dw = cf->a * (double)m->fixed[v] + cf->b * w + cf->c;
       const double d[3] = {dw * g[0], dw * g[1], dw * g[2]};
-      if (m->grad_u) cpu_grad_u_store(m->grad_u, m->nvox, v, d);
+      if (m->grad_u) cpu_grad_u_store(m, v, d);
       if (m->want_affine) {
         double x[3];
-        cpu_metric_xphys(m, i, j, k, x);
+        cpu_metric_xphys(m, i, j, k, v, x);
         cpu_affine_accum(aff, d, x);
       }
     }

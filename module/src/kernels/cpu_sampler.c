@@ -2,12 +2,12 @@
  *
  * For every voxel x (integer index (i,j,k)) of out_grid:
  *   x_phys = out.i2p * (i,j,k,1)
- *   y      = T * x_phys + disp(x)           (T NULL = identity; disp NULL = 0;
+ *   y      = A (x_phys + disp(x)) + t        (T = [A|t], NULL = identity; disp NULL = 0;
  *                                            disp = 3 planes on out_grid, mm)
  *   c      = in.p2i * y                     (continuous index in the input)
  *   out_q(x) = interp(in_q, c)  for each of the ncomp planes q.
  * Implemented with the composite 3x4 matrix M = in.p2i * T * out.i2p (double)
- * and the input's linear p2i part P for the displacement:
+ * and P = (linear p2i) * A for the displacement:
  *   c = M * (i,j,k,1) + P * disp(x),  with the row part M*(0,j,k,1) hoisted.
  * Interpolation and boundary rules (trilinear/nearest, ZERO/CLAMP, the 1e-6
  * border snap) are those of cpu_interp.h. Arithmetic is double; the result is
@@ -93,7 +93,8 @@ gr_status cpu_resample(gr_backend *be, const gr_grid *out_grid, float *out, cons
   if (st != GR_OK) return st;
   double M[12];
   composite_map(out_grid, in_grid, T, M);
-  const double *P = in_grid->p2i;
+  double P[12];
+  cpu_disp_matrix(in_grid->p2i, T, P);
   const int64_t nx = out_grid->n[0], ny = out_grid->n[1], nz = out_grid->n[2];
   const int64_t out_nvox = nx * ny * nz;
   const int64_t in_nvox = in_grid->n[0] * in_grid->n[1] * in_grid->n[2];

@@ -27,8 +27,8 @@ static gr_status check_stage(const gr_stage_config *c, int k) {
     if (!(c->sigma_vox[l] >= 0.0))
       return gr_error(GR_ERR_PARAM, "stage %d: smoothing sigma %g must be >= 0", k, c->sigma_vox[l]);
   }
-  if (c->metric.kind == GR_METRIC_MI && c->metric.mi_bins < 4)
-    return gr_error(GR_ERR_PARAM, "stage %d: NumberOfHistogramBins %d must be >= 4", k, c->metric.mi_bins);
+  if (c->metric.kind == GR_METRIC_MI && c->metric.mi_bins < 6)
+    return gr_error(GR_ERR_PARAM, "stage %d: NumberOfHistogramBins %d must be >= 6", k, c->metric.mi_bins);
   if (c->metric.kind == GR_METRIC_LNCC && c->metric.lncc_radius < 1)
     return gr_error(GR_ERR_PARAM, "stage %d: LNCC radius %d must be >= 1", k, c->metric.lncc_radius);
   return GR_OK;
