@@ -88,6 +88,33 @@ static gr_status make_backend(run_state *st) {
   return s;
 }
 
+/* Voxels whose warped point leaves the moving image take DefaultPixelValue, as
+ * in elastix's resampler (ITK's inside-buffer rule: continuous index within
+ * [-0.5, n - 0.5]); inside, the zero-padded trilinear value is kept. */
+static void apply_default_pixel(const run_state *st, const gr_affine *A, const gr_image *u, double dflt, gr_image *res) {
+  const gr_geometry *g = &st->fixed->geom, *mg = &st->moving->geom;
+  gr_grid mgrid;
+  gr_grid_from_geometry(mg, &mgrid);
+  const int64_t nx = g->size[0], ny = g->size[1], nz = g->size[2], n = nx * ny * nz;
+  for (int64_t k = 0; k < nz; ++k)
+    for (int64_t j = 0; j < ny; ++j)
+      for (int64_t i = 0; i < nx; ++i) {
+        const int64_t v = (k * ny + j) * nx + i;
+        const double idx[3] = {(double)i, (double)j, (double)k};
+        double x[3], y[3];
+        gr_geometry_index_to_phys(g, idx, x);
+        if (u)
+          for (int a = 0; a < 3; ++a) x[a] += u->data[a * n + v];
+        gr_affine_apply(A, x, y);
+        int inside = 1;
+        for (int r = 0; r < 3; ++r) {
+          const double c = mgrid.p2i[r * 4] * y[0] + mgrid.p2i[r * 4 + 1] * y[1] + mgrid.p2i[r * 4 + 2] * y[2] + mgrid.p2i[r * 4 + 3];
+          inside &= (c >= -0.5 && c <= (double)mgrid.n[r] - 0.5);
+        }
+        if (!inside) res->data[v] = (float)dflt;
+      }
+}
+
 /* Resample the moving image through the chain up to stage k (inclusive). */
 static gr_status write_result_image(run_state *st, int k, const char *path) {
   gr_backend *be = st->be;
@@ -110,9 +137,10 @@ static gr_status write_result_image(run_state *st, int k, const char *path) {
   }
   if (s == GR_OK) s = be->ops->fill(be, dout, 0.0f, nf);
   if (s == GR_OK)
-    s = be->ops->resample(be, &fg, dout, &mg, dm, 1, &A, dd, GR_INTERP_LINEAR, GR_BOUNDARY_ZERO);
+    s = be->ops->resample(be, &fg, dout, &mg, dm, 1, &A, dd, GR_INTERP_LINEAR, GR_BOUNDARY_CLAMP);
   if (s == GR_OK) s = gr_image_create(&st->fixed->geom, 1, &res);
   if (s == GR_OK) s = be->ops->download(be, res->data, dout, (size_t)nf * 4);
+  if (s == GR_OK) apply_default_pixel(st, &A, field, st->outcfg[k].default_pixel_value, res);
   if (s == GR_OK) {
     res->src_type = st->moving->src_type;
     s = gr_image_write(path, res, st->outcfg[k].result_pixel_type);
@@ -124,27 +152,44 @@ static gr_status write_result_image(run_state *st, int k, const char *path) {
   return s;
 }
 
+/* deformationField.k.mha (fixed -> moving, whole chain) and
+ * inverseDeformationField.k.mha (moving grid, moving -> fixed). */
+static gr_status write_fields(run_state *st, int k, const char **fp, char *fieldpath, size_t n) {
+  char name[128], staged[4400];
+  gr_affine A;
+  gr_status s = gr_chain_affine(st->have_initial ? &st->initial : NULL, st->results, st->args.nparams, k + 1, &A);
+  gr_image *fwd = NULL, *inv = NULL;
+  if (s == GR_OK)
+    s = gr_export_fields(st->be, &A, st->results[k].field, st->results[k].inverse_field, &st->fixed->geom,
+                         &st->moving->geom, &fwd, &inv);
+  snprintf(name, sizeof name, "deformationField.%d.mha", k);
+  if (s == GR_OK) s = gr_image_write(gr_outdir_stage(&st->out, name, staged, sizeof staged), fwd, GR_PIXEL_F32);
+  *fp = gr_outdir_final(&st->out, name, fieldpath, n);
+  snprintf(name, sizeof name, "inverseDeformationField.%d.mha", k);
+  if (s == GR_OK) s = gr_image_write(gr_outdir_stage(&st->out, name, staged, sizeof staged), inv, GR_PIXEL_F32);
+  gr_image_destroy(fwd);
+  gr_image_destroy(inv);
+  return s;
+}
+
 static gr_status write_outputs(run_state *st) {
   char name[128], staged[4400], fieldpath[4400], prev[4400];
   gr_status s = GR_OK;
   prev[0] = '\0';
+  (void)fieldpath;
   if (st->args.t0) snprintf(prev, sizeof prev, "%s", st->args.t0);
   for (int k = 0; s == GR_OK && k < st->args.nparams; ++k) {
     const gr_stage_result *r = &st->results[k];
     const char *fp = NULL;
     if (r->field) {
-      snprintf(name, sizeof name, "deformationField.%d.mha", k);
-      s = gr_image_write(gr_outdir_stage(&st->out, name, staged, sizeof staged), r->field, GR_PIXEL_F32);
-      fp = gr_outdir_final(&st->out, name, fieldpath, sizeof fieldpath);
-      if (s == GR_OK && r->inverse_field) {
-        snprintf(name, sizeof name, "inverseDeformationField.%d.mha", k);
-        s = gr_image_write(gr_outdir_stage(&st->out, name, staged, sizeof staged), r->inverse_field, GR_PIXEL_F32);
-      }
+      /* A deformable stage's file is self-contained: its field holds the whole
+       * chain (-t0, linear stages, deformation), exact on the fixed grid. */
+      s = write_fields(st, k, &fp, fieldpath, sizeof fieldpath);
     }
     snprintf(name, sizeof name, "TransformParameters.%d.txt", k);
     if (s == GR_OK)
       s = gr_transform_parameters_write(gr_outdir_stage(&st->out, name, staged, sizeof staged), r, &st->fixed->geom,
-                                        prev[0] ? prev : NULL, fp, &st->outcfg[k]);
+                                        (prev[0] && !r->field) ? prev : NULL, fp, &st->outcfg[k]);
     gr_outdir_final(&st->out, name, prev, sizeof prev);
     if (s == GR_OK && st->outcfg[k].write_result_image) {
       snprintf(name, sizeof name, "result.%d.%s", k, st->outcfg[k].result_format);

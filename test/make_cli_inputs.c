@@ -82,7 +82,7 @@ int main(int argc, char **argv) {
   write_text(out, "image2d.mha", "ObjectType = Image\nNDims = 2\nDimSize = 2 2\nElementType = MET_UCHAR\nElementDataFile = LOCAL\n\x01\x02\x03\x04");
   /* Parameter files: fast presets plus broken ones. */
   write_text(out, "rigid.txt", "(Transform \"EulerTransform\")\n(Metric \"AdvancedMattesMutualInformation\")\n"
-             "(NumberOfResolutions 2)\n(MaximumNumberOfIterations 60 40)\n(ResultImagePixelType \"float\")\n(ResultImageFormat \"nii.gz\")\n");
+             "(NumberOfResolutions 2)\n(MaximumNumberOfIterations 60 40)\n(ResultImagePixelType \"float\")\n(ResultImageFormat \"nii.gz\")\n(FinalBSplineInterpolationOrder 1)\n");
   write_text(out, "greedy.txt", "(Transform \"BSplineTransform\")\n(Metric \"AdvancedMattesMutualInformation\")\n"
              "(NumberOfResolutions 2)\n(ImagePyramidSchedule 2 2 2 1 1 1)\n(MaximumNumberOfIterations 40 30)\n"
              "(FinalGridSpacingInPhysicalUnits 8)\n(ResultImagePixelType \"float\")\n(ResultImageFormat \"mha\")\n(FinalBSplineInterpolationOrder 1)\n(ImageSampler \"RandomCoordinate\")\n");

@@ -154,11 +154,13 @@ __global__ void __launch_bounds__(16 * kLnccTX) lncc_fused_kernel(const LnccArgs
   const long long gxo = x0 + ox, gyo = y0 + oy;
   const bool out_in = gxo < nx && gyo < ny;
 
-  /* Statistics planes needed: [pa_lo, pa_hi); W/F planes [pa_lo - r, pa_hi - 1 + r]. */
+  /* Statistics planes needed: [pa_lo, pa_hi); W/F planes from pa_lo - r on. */
   const long long pa_lo = GRAD ? (z0 - r > 0 ? z0 - r : 0) : z0;
   const long long pa_hi = GRAD ? (z1 + r < nz ? z1 + r : nz) : z1;
   const long long pw_begin = pa_lo - r > 0 ? pa_lo - r : 0;
-  const long long pw_end = pa_hi - 1 + r; /* inclusive; planes >= nz are not loaded */
+  /* last step: output plane z1-1 (gradient) or statistics plane z1-1 (value only);
+   * inclusive; planes >= nz are not loaded */
+  const long long pw_end = GRAD ? z1 - 1 + 2 * r : z1 - 1 + r;
 
   /* Ring slots are plane % R; kept incrementally (64-bit modulo is slow on the GPU). */
   int slot_w = (int)(pw_begin % R);

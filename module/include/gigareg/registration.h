@@ -55,7 +55,10 @@ typedef struct gr_reg_options {
 } gr_reg_options;
 
 /* Result of one stage, in elastix's chaining convention: the moving point of
- * the whole registration is T_0(T_1(...T_k(x))) where T_0 is the initial (-t0). */
+ * the whole registration is T_k(...T_1(T_0(T_init(x)))) where T_init is -t0
+ * (elastix: T_current(T_initial(x))). A deformable stage's `field` u is kept in
+ * the internal form y = A (x + u(x)) + t, A|t the whole linear chain;
+ * gr_export_fields turns it into the self-contained fields elastix/ITK read. */
 typedef struct gr_stage_result {
   gr_stage_kind kind;
   double center[3];
@@ -78,9 +81,19 @@ gr_status gr_register(gr_backend *be, gr_comm *comm, const gr_image *fixed, cons
                       const gr_reg_options *opt, gr_stage_result *out);
 void gr_stage_result_clear(gr_stage_result *r);
 
-/* The whole chain as one affine plus an optional displacement (for resampling):
- * y = A (x + d(x)) + t  with d from the last deformable stage. */
+/* The linear part of the chain (stages 0..upto-1 after -t0) as one affine; with
+ * the last deformable stage's u the whole transform is y = A (x + u(x)) + t. */
 gr_status gr_chain_affine(const gr_affine *initial, const gr_stage_result *r, int n, int upto, gr_affine *out);
+
+/* Self-contained displacement fields of the whole transform y = A (x + u(x)) + t
+ * (u, u_inv on the fixed grid; either may be NULL for a purely linear chain):
+ *   fwd on the fixed grid:  x -> x + fwd(x) maps fixed to moving points
+ *                            (elastix DeformationFieldTransform / ITK DisplacementFieldTransform);
+ *   inv on the moving grid: y -> y + inv(y) maps moving points back to fixed points.
+ * Either output pointer may be NULL. Fields are in mm, LPS. */
+gr_status gr_export_fields(gr_backend *be, const gr_affine *A, const gr_image *u, const gr_image *u_inv,
+                           const gr_geometry *fixed_geom, const gr_geometry *moving_geom, gr_image **fwd,
+                           gr_image **inv);
 
 #ifdef __cplusplus
 }

@@ -118,7 +118,7 @@ gr_status gr_chain_affine(const gr_affine *initial, const gr_stage_result *r, in
       gr_affine_identity(&T);
       for (int i = 0; i < 3; ++i) T.m[i * 4 + 3] = r[k].params[i];
     }
-    gr_affine_compose(out, &T, &M);
+    gr_affine_compose(&T, out, &M); /* elastix: a later stage acts on the earlier stages' output */
     *out = M;
   }
   return GR_OK;

@@ -1,6 +1,6 @@
 /* Translation / rigid (Euler) / affine stages. The stage's transform T_k(p) is
- * applied before the chain `pre` of earlier stages and -t0 (elastix order), so
- * the sampler sees M = pre o T_k(p). Parameters are optimised in scaled units
+ * applied after the chain `pre` of -t0 and the earlier stages (elastix's
+ * composition: T_current(T_initial(x))), so the sampler sees M = T_k(p) o pre. Parameters are optimised in scaled units
  * (rotations and matrix entries times the fixed image radius) so one unit is
  * about one millimetre of motion for every parameter: the step length then has
  * one meaning for all of them, like elastix's automatic scales. */
@@ -69,24 +69,28 @@ static void params_jacobian(const linear_model *m, const double p[12], double dT
   for (int i = 0; i < 3; ++i) dT[off + i][i * 4 + 3] = 1.0;
 }
 
-/* d loss / d p from d loss / d M with M = pre o T(p): dM/dp = pre_lin * dT/dp. */
+/* d loss / d p from d loss / d M with M = T(p) o pre (homogeneous 4x4 product):
+ * d loss / d T = (d loss / d M) pre^T, then the parameter Jacobian. */
 static void chain_gradient(const linear_model *m, const double p[12], const gr_affine *pre,
                            const double gM[12], double gp[12]) {
+  double gT[12];
+  for (int r = 0; r < 3; ++r)
+    for (int j = 0; j < 4; ++j) {
+      /* column j of pre in homogeneous form: rows 0..2 from pre, row 3 = (j == 3) */
+      double s = gM[r * 4 + 3] * (j == 3 ? 1.0 : 0.0);
+      for (int c = 0; c < 3; ++c) s += gM[r * 4 + c] * pre->m[c * 4 + j];
+      gT[r * 4 + j] = s;
+    }
   double dT[12][12];
   params_jacobian(m, p, dT);
   for (int k = 0; k < m->n; ++k) {
     double s = 0.0;
-    for (int r = 0; r < 3; ++r)
-      for (int cc = 0; cc < 4; ++cc) {
-        double dM = 0.0;
-        for (int j = 0; j < 3; ++j) dM += pre->m[r * 4 + j] * dT[k][j * 4 + cc];
-        s += gM[r * 4 + cc] * dM;
-      }
+    for (int e = 0; e < 12; ++e) s += gT[e] * dT[k][e];
     gp[k] = s;
   }
 }
 
-/* Translation that maps the fixed centre (of geometry or mass) onto the moving one through pre. */
+/* Translation that moves pre(fixed centre) onto the moving centre (of geometry or mass). */
 static gr_status initial_translation(gr_reg_ctx *c, const gr_stage_config *cfg, const gr_affine *pre,
                                      double t[3]) {
   double cf[3], cm[3];
@@ -115,12 +119,9 @@ static gr_status initial_translation(gr_reg_ctx *c, const gr_stage_config *cfg, 
     gr_geometry_center(&c->fixed->geom, cf);
     gr_geometry_center(&c->moving->geom, cm);
   }
-  gr_affine inv;
-  gr_status s = gr_affine_invert(pre, &inv);
-  if (s != GR_OK) return s;
-  double target[3];
-  gr_affine_apply(&inv, cm, target);
-  for (int a = 0; a < 3; ++a) t[a] = target[a] - cf[a];
+  double from[3];
+  gr_affine_apply(pre, cf, from);
+  for (int a = 0; a < 3; ++a) t[a] = cm[a] - from[a];
   return GR_OK;
 }
 
@@ -150,7 +151,7 @@ static gr_status run_level(gr_reg_ctx *c, const gr_stage_config *cfg, const line
   for (int it = 0; it < nit; ++it) {
     gr_affine T, M;
     params_to_affine(m, p, &T);
-    gr_affine_compose(pre, &T, &M);
+    gr_affine_compose(&T, pre, &M);
     gr_metric_result res;
     gr_status s = be->ops->metric(be, &spec, &lv->fgrid, lv->f, lv->fmask, &lv->mgrid, lv->m, lv->mmask, &M,
                                   NULL, &res, NULL);
