@@ -69,6 +69,9 @@ static gr_status load_inputs(run_state *st) {
   if (s == GR_OK) s = load_image(st->args.moving, "moving image", &st->moving);
   if (s == GR_OK && st->args.fixed_mask) s = load_image(st->args.fixed_mask, "fixed mask", &st->fmask);
   if (s == GR_OK && st->args.moving_mask) s = load_image(st->args.moving_mask, "moving mask", &st->mmask);
+  /* B-spline grid spacing becomes field smoothing once the fixed spacing is known. */
+  for (int k = 0; s == GR_OK && k < st->args.nparams; ++k)
+    gr_stage_config_resolve_grid_spacing(&st->stages[k], &st->fixed->geom);
   if (s == GR_OK && st->args.t0) {
     s = gr_transform_parameters_read_affine(st->args.t0, &st->initial);
     st->have_initial = (s == GR_OK);

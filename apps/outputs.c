@@ -1,6 +1,8 @@
+#define _DEFAULT_SOURCE /* realpath */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -17,7 +19,14 @@ gr_status gr_outdir_open(gr_outdir *o, const char *dir) {
     if (mkdir(dir, 0777) != 0) return gr_error(GR_ERR_IO, "cannot create output folder '%s': %s", dir, strerror(errno));
     o->created_final = 1;
   }
-  snprintf(o->stage_dir, sizeof o->stage_dir, "%s/.gigareg-staging-%ld", dir, (long)getpid());
+  /* Absolute, so the TransformParameters files that name each other (and their
+   * fields) work from any working directory, e.g. transformix run elsewhere. */
+  char *abs = realpath(dir, NULL);
+  if (abs) {
+    if (strlen(abs) < sizeof o->final_dir - 64) snprintf(o->final_dir, sizeof o->final_dir, "%s", abs);
+    free(abs);
+  }
+  snprintf(o->stage_dir, sizeof o->stage_dir, "%s/.gigareg-staging-%ld", o->final_dir, (long)getpid());
   if (mkdir(o->stage_dir, 0777) != 0) {
     const int e = errno;
     if (o->created_final) rmdir(dir);
