@@ -2,12 +2,24 @@
 #include <string.h>
 #include "registration/reg_internal.h"
 
+static double min_spacing(const gr_geometry *g) {
+  return fmin(g->spacing[0], fmin(g->spacing[1], g->spacing[2]));
+}
+
+/* Per-axis factor: an anisotropic image (2.4 mm slices of 0.86 mm pixels) is
+ * shrunk towards isotropic voxels of shrink x its finest spacing, so coarse
+ * levels do not collapse the thick axis to a handful of slices. */
+static double axis_shrink(const gr_geometry *g, double shrink, int a) {
+  const double f = shrink * min_spacing(g) / g->spacing[a];
+  return f > 1.0 ? f : 1.0;
+}
+
 void gr_geometry_shrink(const gr_geometry *g, double shrink, gr_geometry *out) {
   *out = *g;
   if (shrink <= 1.0) return;
   double shift[3];
   for (int a = 0; a < 3; ++a) {
-    int64_t n = (int64_t)floor((double)g->size[a] / shrink + 0.5);
+    int64_t n = (int64_t)floor((double)g->size[a] / axis_shrink(g, shrink, a) + 0.5);
     if (n < 1) n = 1;
     out->size[a] = n;
     /* Same physical extent: voxel corners of the coarse grid coincide with the fine grid's. */
@@ -22,8 +34,8 @@ void gr_geometry_shrink(const gr_geometry *g, double shrink, gr_geometry *out) {
 }
 
 /* Smooth a copy of a full-resolution backend image and resample it onto `dst`. */
-static gr_status level_image(gr_backend *be, const gr_grid *src_grid, const float *src, double sigma,
-                             const gr_grid *dst_grid, gr_interp interp, float **out) {
+static gr_status level_image(gr_backend *be, const gr_geometry *src_geom, const gr_grid *src_grid, const float *src,
+                             double sigma, const gr_grid *dst_grid, gr_interp interp, float **out) {
   const int64_t nsrc = src_grid->n[0] * src_grid->n[1] * src_grid->n[2];
   const int64_t ndst = dst_grid->n[0] * dst_grid->n[1] * dst_grid->n[2];
   *out = be->ops->alloc(be, (size_t)ndst * sizeof(float));
@@ -35,7 +47,10 @@ static gr_status level_image(gr_backend *be, const gr_grid *src_grid, const floa
     tmp = be->ops->alloc(be, (size_t)nsrc * sizeof(float));
     if (!tmp) return GR_ERR_NOMEM;
     s = be->ops->copy(be, tmp, src, (size_t)nsrc * sizeof(float));
-    const double sv[3] = {sigma, sigma, sigma};
+    /* sigma is in finest-axis voxels; thicker axes get proportionally fewer voxels */
+    const double ms = min_spacing(src_geom);
+    const double sv[3] = {sigma * ms / src_geom->spacing[0], sigma * ms / src_geom->spacing[1],
+                          sigma * ms / src_geom->spacing[2]};
     if (s == GR_OK) s = be->ops->smooth(be, src_grid, tmp, 1, sv);
     from = tmp;
   }
@@ -54,12 +69,12 @@ gr_status gr_level_build(gr_reg_ctx *c, double shrink, double sigma_vox, gr_leve
   l->nf = gr_geometry_nvox(&l->fgeom);
   l->nm = gr_geometry_nvox(&l->mgeom);
   gr_backend *be = c->be;
-  s = level_image(be, &c->fixed_grid, c->fixed_norm, sigma_vox, &l->fgrid, GR_INTERP_LINEAR, &l->f);
-  if (s == GR_OK) s = level_image(be, &c->moving_grid, c->moving_norm, sigma_vox, &l->mgrid, GR_INTERP_LINEAR, &l->m);
+  s = level_image(be, &c->fixed->geom, &c->fixed_grid, c->fixed_norm, sigma_vox, &l->fgrid, GR_INTERP_LINEAR, &l->f);
+  if (s == GR_OK) s = level_image(be, &c->moving->geom, &c->moving_grid, c->moving_norm, sigma_vox, &l->mgrid, GR_INTERP_LINEAR, &l->m);
   if (s == GR_OK && c->fixed_mask_dev)
-    s = level_image(be, &c->fixed_grid, c->fixed_mask_dev, 0.0, &l->fgrid, GR_INTERP_NEAREST, &l->fmask);
+    s = level_image(be, &c->fixed->geom, &c->fixed_grid, c->fixed_mask_dev, 0.0, &l->fgrid, GR_INTERP_NEAREST, &l->fmask);
   if (s == GR_OK && c->moving_mask_dev)
-    s = level_image(be, &c->moving_grid, c->moving_mask_dev, 0.0, &l->mgrid, GR_INTERP_NEAREST, &l->mmask);
+    s = level_image(be, &c->moving->geom, &c->moving_grid, c->moving_mask_dev, 0.0, &l->mgrid, GR_INTERP_NEAREST, &l->mmask);
   if (s != GR_OK) gr_level_release(be, l);
   return s;
 }
