@@ -76,5 +76,20 @@ case $case_ in
     echo "fixed vs moving $before, fixed vs transformix result $after"
     awk -v a="$after" -v b="$before" 'BEGIN{exit !(a < 0.7*b)}' || fail "registration did not reduce the difference enough"
     echo ok ;;
+  masks)
+    "$gr" -f "$F" -m "$M" -p "$P" -fMask "$in/t1_mask.nii.gz" -mMask "$in/t1_mask.nii.gz" -out "$scratch/o" -q \
+      || fail "masked registration failed"
+    [ -f "$scratch/o/TransformParameters.0.txt" ] && [ -f "$scratch/o/result.0.nii.gz" ] || fail "missing outputs"
+    echo ok ;;
+  t0)
+    "$gr" -f "$F" -m "$M" -p "$P" -out "$scratch/a" -q || fail "first run failed"
+    "$gr" -f "$F" -m "$M" -p "$P" -t0 "$scratch/a/TransformParameters.0.txt" -out "$scratch/b" -q || fail "-t0 run failed"
+    grep -q "InitialTransformParametersFileName \"$scratch/a/TransformParameters.0.txt\"" "$scratch/b/TransformParameters.0.txt" \
+      || fail "-t0 file not chained"
+    if command -v transformix >/dev/null; then
+      transformix -in "$M" -tp "$scratch/b/TransformParameters.0.txt" -out "$scratch/b" >/dev/null 2>&1 || fail "transformix failed on the -t0 chain"
+      "$bin/img_compare" "$scratch/b/result.0.nii.gz" "$scratch/b/result.nii.gz" 0.001 "$F" || fail "chained result differs"
+    fi
+    echo ok ;;
   *) fail "unknown case" ;;
 esac

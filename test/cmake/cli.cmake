@@ -12,7 +12,7 @@ add_test(NAME cli_inputs COMMAND ${CMAKE_COMMAND} -E env bash -c
 set_tests_properties(cli_inputs PROPERTIES FIXTURES_SETUP cli LABELS "cli;unit")
 foreach(c missing_file truncated_file corrupt_header image_2d zero_spacing nan_voxels empty_mask
           mask_grid_mismatch param_syntax negative_iterations unknown_transform missing_param_file
-          unknown_option quiet deterministic transformix_roundtrip)
+          unknown_option quiet deterministic transformix_roundtrip masks t0)
   add_test(NAME cli_${c} COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/cli_tests.sh ${c}
            ${CMAKE_BINARY_DIR}/bin ${_cli_in} ${GR_TEST_TMP_DIR}/cli)
   set_tests_properties(cli_${c} PROPERTIES FIXTURES_REQUIRED cli SKIP_RETURN_CODE 77 LABELS "cli;unit" TIMEOUT 600)
