@@ -140,7 +140,9 @@ static gr_status write_result_image(run_state *st, int k, const char *path) {
   }
   if (s == GR_OK) s = be->ops->fill(be, dout, 0.0f, nf);
   if (s == GR_OK)
-    s = be->ops->resample(be, &fg, dout, &mg, dm, 1, &A, dd, GR_INTERP_LINEAR, GR_BOUNDARY_CLAMP);
+    s = be->ops->resample(be, &fg, dout, &mg, dm, 1, &A, dd,
+                          st->outcfg[k].final_bspline_order == 0 ? GR_INTERP_NEAREST : GR_INTERP_LINEAR,
+                          GR_BOUNDARY_CLAMP);
   if (s == GR_OK) s = gr_image_create(&st->fixed->geom, 1, &res);
   if (s == GR_OK) s = be->ops->download(be, res->data, dout, (size_t)nf * 4);
   if (s == GR_OK) apply_default_pixel(st, &A, field, st->outcfg[k].default_pixel_value, res);
