@@ -39,9 +39,9 @@ static const char *op_names[NOPS] = {"metric", "smooth grad", "adam", "fill+axpy
  * written once, moving-image gathers counted as one 4-byte read). */
 static double op_bytes(int op, gr_metric_kind k) {
   switch (op) {
-    case OP_METRIC: /* LNCC: warp (u 12 + M 4 + W 4) + fused (F 4 + W 4 + u 12 + M 4 + grad 12);
+    case OP_METRIC: /* LNCC: warp (u 12 + M 4 + W 8) + fused (F 4 + W 8 + u 12 + M 4 + grad 12);
                        MI: histogram (u 12 + F 4 + M 4) + gradient (u 12 + F 4 + M 4 + grad 12) */
-      return k == GR_METRIC_LNCC ? 56.0 : 52.0;
+      return k == GR_METRIC_LNCC ? 64.0 : 52.0;
     case OP_SMOOTH_G: return 48.0; /* 3 components x (xy pass 8 + z pass 8) */
     case OP_ADAM: return 72.0;     /* read g, m, v; write m, v, dir */
     case OP_SCALE: return 48.0;    /* fill 12 + axpy (read 24, write 12) */

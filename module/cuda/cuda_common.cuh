@@ -17,18 +17,18 @@
  * instructions per voxel, which is cheap on Hopper (FP64 at half the FP32
  * rate) and buys exact agreement on every discontinuous decision.
  *
- * Composite transform convention (as the CPU reference implements it, see
- * cpu_metric_internal.h / cpu_sampler.c): y = A x + t + u(x), i.e. the
- * continuous moving index is c = M (i,j,k,1) + P u(x) with M = moving.p2i * T *
- * fixed.i2p and P the linear part of moving.p2i; grad_u = dL/dy and the affine
- * gradient is sum_x dL/dy [x_phys, 1]^T. (backend.h's header comment describes
- * y = A (x + u) + t; the CPU code is what this backend matches.) */
+ * Composite transform convention (backend.h, as the CPU reference implements
+ * it in cpu_metric_internal.h / cpu_sampler.c): y = A (x + u(x)) + t, i.e. the
+ * continuous moving index is c = M (i,j,k,1) + Q u(x) with M = moving.p2i * T *
+ * fixed.i2p and Q = (linear part of moving.p2i) * A; grad_u = A^T dL/dy and the
+ * affine gradient is sum_x dL/dy [x_phys + u(x), 1]^T. */
 #ifndef GIGAREG_CUDA_COMMON_CUH
 #define GIGAREG_CUDA_COMMON_CUH
 
 #include <cuda_runtime.h>
 #include <stdint.h>
 #include <map>
+#include <utility>
 #include <mutex>
 #include <unordered_map>
 #include "gigareg/backend.h"
@@ -56,6 +56,9 @@ struct Impl {
   std::unordered_map<void *, Block> live;
   std::multimap<size_t, void *> cached; /* capacity -> pointer */
   size_t reserved = 0;                  /* bytes held from cudaMalloc (live + cached) */
+  /* Launch-shape choices that need occupancy queries, made once per backend:
+   * LNCC tile height and shared bytes per (radius, variant). Guarded by mu. */
+  std::map<int, std::pair<int, size_t>> lncc_tiles;
 };
 
 inline Impl *impl_of(gr_backend *be) { return static_cast<Impl *>(be->impl); }
@@ -144,16 +147,21 @@ inline Dims dims_of(const gr_grid *g) {
   return d;
 }
 
-/* Fixed index -> moving continuous index (cpu_metric_ctx's M, P, X). */
+/* Fixed index -> moving continuous index (cpu_metric_ctx's M, P, Q, At, X). */
 struct WarpMap {
   double M[12]; /* moving.p2i * T * fixed.i2p, row-major 3x4 */
   double P[9];  /* linear part of moving.p2i (index offset per mm), row-major 3x3 */
+  double Q[9];  /* P * A: maps u (applied before the affine) to index offsets */
+  double At[9]; /* A^T: d loss / d u = A^T d loss / d y */
   double X[12]; /* fixed.i2p (x_phys for the affine gradient) */
   Dims f, m;    /* fixed and moving grids */
 };
 
 /* M = p2i_in * T * i2p_out (T may be NULL), as cpu_sampler / cpu_metric compute it. */
 void composite_map(const gr_grid *out_grid, const gr_grid *in_grid, const gr_affine *T, double M[12]);
+/* Q = linear(p2i) * A (identity A when T is NULL), row-major 3x3, summed like
+ * cpu_interp.h's cpu_disp_matrix. */
+void disp_matrix(const double p2i[12], const gr_affine *T, double Q[9]);
 WarpMap make_warp_map(const gr_grid *fixed, const gr_grid *moving, const gr_affine *T);
 
 /* ---- interpolation primitives (cpu_interp.h, see there for the conventions) ---------- */
@@ -339,17 +347,23 @@ __device__ __forceinline__ void metric_index(const WarpMap &m, const float *__re
     const double ux = __ldg(disp + v), uy = __ldg(disp + m.f.nvox + v), uz = __ldg(disp + 2 * m.f.nvox + v);
 #pragma unroll
     for (int r = 0; r < 3; ++r)
-      c[r] = dadd(c[r], dot3(m.P[r * 3], ux, m.P[r * 3 + 1], uy, m.P[r * 3 + 2], uz));
+      c[r] = dadd(c[r], dot3(m.Q[r * 3], ux, m.Q[r * 3 + 1], uy, m.Q[r * 3 + 2], uz));
   }
 #pragma unroll
   for (int r = 0; r < 3; ++r) c[r] = snap_index(c[r], m.m.n[r]);
 }
 
-__device__ __forceinline__ void metric_xphys(const WarpMap &m, long long i, long long j, long long k, double x[3]) {
+/* The point the affine acts on for fixed voxel (i, j, k) = flat index v: x_phys + u(x). */
+__device__ __forceinline__ void metric_xphys(const WarpMap &m, const float *__restrict__ disp, long long i, long long j,
+                                             long long k, long long v, double x[3]) {
 #pragma unroll
   for (int r = 0; r < 3; ++r)
     x[r] = dadd(dadd(dadd(dmul(m.X[r * 4], (double)i), dmul(m.X[r * 4 + 1], (double)j)), dmul(m.X[r * 4 + 2], (double)k)),
                 m.X[r * 4 + 3]);
+  if (disp) {
+#pragma unroll
+    for (int r = 0; r < 3; ++r) x[r] = dadd(x[r], (double)__ldg(disp + r * m.f.nvox + v));
+  }
 }
 
 struct MetricImages {
@@ -391,10 +405,12 @@ __device__ __forceinline__ void affine_accum(double acc[12], const double d[3], 
   }
 }
 
-__device__ __forceinline__ void grad_u_store(float *__restrict__ gu, long long nvox, long long v, const double d[3]) {
-  gu[v] = (float)d[0];
-  gu[nvox + v] = (float)d[1];
-  gu[2 * nvox + v] = (float)d[2];
+/* grad_u(v) = A^T d, d = d loss / d y. */
+__device__ __forceinline__ void grad_u_store(const WarpMap &m, float *__restrict__ gu, long long v, const double d[3]) {
+  const long long nvox = m.f.nvox;
+  gu[v] = (float)dot3(m.At[0], d[0], m.At[1], d[1], m.At[2], d[2]);
+  gu[nvox + v] = (float)dot3(m.At[3], d[0], m.At[4], d[1], m.At[5], d[2]);
+  gu[2 * nvox + v] = (float)dot3(m.At[6], d[0], m.At[7], d[1], m.At[8], d[2]);
 }
 
 __device__ __forceinline__ void grad_u_zero(float *__restrict__ gu, long long nvox, long long v) {

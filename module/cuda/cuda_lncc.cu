@@ -5,37 +5,33 @@
  *
  * Two kernels, no full-size intermediates beyond the warped image:
  *
- *  1) lncc_warp_kernel: W(x) = moving(y(x)) (trilinear, ZERO padding, rounded
- *     to float exactly as the CPU's ring) for every fixed voxel; with masks also
- *     a validity byte and the valid count N (integer atomics). Recomputing W in
- *     the halos of kernel 2 would cost 2-3 extra gathers per voxel, while
- *     storing it costs 4 + 4 bytes per voxel of traffic.
+ *  1) lncc_warp_kernel: W(x) = moving(y(x)) (trilinear, ZERO padding, kept in
+ *     double like the CPU's ring: the loss must stay smooth in u in flat,
+ *     eps-dominated windows) for every fixed voxel; with masks also a validity
+ *     byte and the valid count N (integer atomics). Recomputing W in the halos
+ *     of kernel 2 would cost 2-3 extra gathers per voxel, while storing it
+ *     costs 8 + 8 bytes per voxel of traffic.
  *
  *  2) lncc_fused_kernel: one block owns a 32 x TY column of output voxels and
  *     a chunk of z, and streams through z-planes keeping everything else on
- *     chip. Per plane step p (shared memory, see lncc_smem_bytes):
- *       a) load F and W of plane p over the (32+4r) x (TY+4r) halo tile into a
- *          ring of 2r+1 planes;
- *       b) statistics plane p-r: window sums of f, w, f^2, w^2, f w as direct
- *          sums of the 2r+1 taps in the CPU's order (z from the ring, then y,
- *          then x), in double, on the (32+2r) x (TY+2r) tile; cc (counted by
- *          the owner block) and the four alpha fields;
- *       c) y- then x-box sums of the alpha fields on the 32 x TY output tile,
- *          stored (float) in a ring of 2r+1 planes;
- *       d) output plane p-2r: z-box sum from that ring, the exact gradient
- *          formula, W's spatial gradient recomputed at the output voxel (one
- *          gather), grad_u and the affine partials.
- *     Halo re-reads of F and W are served by L2; DRAM traffic per voxel is
- *     u 12 + F 4 + W 4 + moving gather + grad 12 bytes, plus kernel 1's
- *     u 12 + gather + W 4.
+ *     chip (shared memory, see lncc_smem_bytes; per step see the kernel):
+ *     running z-window sums of f, w, f^2, w^2, f w on the (32+4r) x (TY+4r)
+ *     halo tile; y- then x-sums, cc and the four alpha fields on the
+ *     (32+2r) x (TY+2r) tile; y- and x-sums of the alpha fields on the output
+ *     tile into a ring of 2r+1 planes; their z-sum and the gradient at the
+ *     output plane 2r behind. Halo re-reads of F and W are served by L2; DRAM
+ *     traffic per voxel is u 12 + F 4 + W 8 + moving gather + grad 12 bytes,
+ *     plus kernel 1's u 12 + gather + W 8.
  *
  * Precision: everything the CPU keeps in double stays double, except the
  * per-plane box sums of the alpha fields, which are stored as float in the
- * ring (halving the largest shared array so two radii's worth of tiles fit).
- * Their relative rounding, ~6e-8, enters the gradient linearly; the value is
- * unaffected. Value and affine sums are reduced per block in a fixed order.
+ * ring (it is the largest shared array). Their relative rounding, ~6e-8,
+ * enters the gradient linearly; the value is unaffected. The z-window sums
+ * are running sums (add the entering plane, subtract the leaving one), equal
+ * to the CPU's direct sums to ~1e-16 relative per plane. Value and affine sums
+ * are reduced per block in a fixed order.
  *
- * Scratch: W (4 bytes per voxel), with masks a validity byte per voxel, and
+ * Scratch: W (8 bytes per voxel), with masks a validity byte per voxel, and
  * 13 doubles per block. */
 #include <string.h>
 #include "cuda_ops.cuh"
@@ -50,7 +46,7 @@ constexpr int kLnccK = 13; /* sum cc + 12 affine */
 /* ---- kernel 1: warped moving image, validity, count ------------------------------------ */
 template <bool MASKS>
 __global__ void __launch_bounds__(kBlock) lncc_warp_kernel(const WarpMap m, const MetricImages im,
-                                                           float *__restrict__ W, unsigned char *__restrict__ V,
+                                                           double *__restrict__ W, unsigned char *__restrict__ V,
                                                            unsigned long long *__restrict__ count) {
   const long long i = (long long)blockIdx.x * kBX + threadIdx.x;
   const long long j = (long long)blockIdx.y * kBY + threadIdx.y;
@@ -61,7 +57,7 @@ __global__ void __launch_bounds__(kBlock) lncc_warp_kernel(const WarpMap m, cons
     const long long v = (k * m.f.n[1] + j) * m.f.n[0] + i;
     double c[3];
     metric_index(m, im.disp, i, j, k, v, c);
-    W[v] = (float)sample_linear_zero(im.moving, m.m, c);
+    W[v] = sample_linear_zero(im.moving, m.m, c);
     if (MASKS) {
       bool ok = !im.fmask || __ldg(im.fmask + v) > 0.5f;
       if (ok && im.mmask) {
@@ -78,7 +74,8 @@ __global__ void __launch_bounds__(kBlock) lncc_warp_kernel(const WarpMap m, cons
 /* ---- kernel 2: fused statistics + gradient -------------------------------------------- */
 struct LnccArgs {
   WarpMap map;
-  const float *fixed, *W, *moving, *disp;
+  const float *fixed, *moving, *disp;
+  const double *W;
   const unsigned char *V;               /* validity (masks only) */
   const unsigned long long *count;      /* device N (masks only) */
   double inv_n;                         /* 1/N when there are no masks */
@@ -106,18 +103,30 @@ __host__ __device__ inline LnccTile lncc_tile(int r, int TY) {
 }
 
 /* Dynamic shared memory, in this order (all offsets multiples of 8 bytes):
- *   ZS   5 x E2 doubles   z-sums of the statistics   (reused: 4 x AX x AY alpha fields)
- *   YS   5 x WX x AY      y-sums                      (reused: 4 x AX x TY alpha y-sums)
- *   FW   R x E2 float2    ring of (f, w) planes
- *   RA   R x 4 x O floats ring of the alpha fields' xy-box sums (gradient only) */
+ *   ZS   5 x E2 doubles        running z-window sums of f, w, f^2, w^2, f w
+ *   YS   5 x WX x AY doubles   y-sums                  (reused: 4 x AX x TY alpha y-sums)
+ *   AL   4 x AX x AY doubles   alpha fields            (gradient only)
+ *   INV  R^3 + 1 doubles       1/n for n = 0..R^3 (the CPU's reciprocal table)
+ *   RA   R x 4 x O floats      ring of the alpha fields' xy-box sums (gradient only) */
 inline size_t lncc_smem_bytes(const LnccTile &t, bool grad) {
-  return (size_t)5 * t.E2 * 8 + (size_t)5 * t.WX * t.AY * 8 + (size_t)t.R * t.E2 * 8 +
+  const size_t r3 = (size_t)t.R * t.R * t.R + 1;
+  return 8 * ((size_t)5 * t.E2 + (size_t)5 * t.WX * t.AY + (grad ? (size_t)4 * t.AX * t.AY : 0) + r3) +
          (grad ? (size_t)t.R * 4 * t.O * 4 : 0);
 }
 
 __device__ __forceinline__ long long win_lo(long long i, int r) { return i - r < 0 ? 0 : i - r; }
 __device__ __forceinline__ long long win_hi(long long i, int r, long long n) { return i + r > n - 1 ? n - 1 : i + r; }
 
+/* One z-chunk of one 32 x TY column. Per plane step pw:
+ *   a) running z-sums: each thread adds plane pw's f, w, f^2, w^2, f w at its
+ *      halo-tile positions and subtracts plane pw - (2r+1)'s (re-read from
+ *      L2: it was read 2r+1 steps ago), so ZS holds the z-window sums of plane
+ *      pa = pw - r. (The CPU adds the 2r+1 taps directly; the two agree to
+ *      double rounding, ~1e-16 relative per step.)
+ *   b) plane pa: y-sums, x-sums, cc and the alpha fields (taps added in the
+ *      CPU's order); y- and x-sums of the alpha fields into the ring RA;
+ *   c) output plane po = pw - 2r: z-sum of RA, the gradient formula with f and
+ *      w re-read at the output voxel, W's gradient by one gather. */
 template <bool GRAD_U, bool AFF, bool MASKS>
 __global__ void __launch_bounds__(16 * kLnccTX) lncc_fused_kernel(const LnccArgs a, double *__restrict__ part) {
   constexpr bool GRAD = GRAD_U || AFF;
@@ -126,19 +135,23 @@ __global__ void __launch_bounds__(16 * kLnccTX) lncc_fused_kernel(const LnccArgs
   const int r = t.r, R = t.R;
   const int tid = threadIdx.x, nthr = blockDim.x; /* nthr == t.O */
   const long long nx = a.map.f.n[0], ny = a.map.f.n[1], nz = a.map.f.n[2];
-  const long long nxy = a.map.f.nxy, nvox = a.map.f.nvox;
+  const long long nxy = a.map.f.nxy;
   const long long x0 = (long long)blockIdx.x * kLnccTX, y0 = (long long)blockIdx.y * t.TY;
   const long long z0 = (long long)blockIdx.z * a.zchunk;
   const long long z1 = z0 + a.zchunk < nz ? z0 + a.zchunk : nz;
   const long long ex0 = x0 - 2 * r, ey0 = y0 - 2 * r; /* grid coordinates of halo tile (0,0) */
   const long long ax0 = x0 - r, ay0 = y0 - r;         /* of the statistics tile */
+  const int nys = t.WX * t.AY, na = t.AX * t.AY, nay = t.AX * t.TY, ninv = R * R * R + 1;
 
   double *ZS = smem;
   double *YS = ZS + 5 * t.E2;
-  float2 *FW = reinterpret_cast<float2 *>(YS + 5 * t.WX * t.AY);
-  float *RA = reinterpret_cast<float *>(FW + R * t.E2);
-  double *ALPHA = ZS; /* 4 x AX x AY, after the y-sums have consumed ZS */
-  double *AYS = YS;   /* 4 x AX x TY, after the x-sums have consumed YS */
+  double *AL = YS + 5 * nys;
+  double *INV = AL + (GRAD ? 4 * na : 0);
+  float *RA = reinterpret_cast<float *>(INV + ninv);
+  double *AYS = YS; /* 4 x AX x TY, after the x-sums have consumed YS */
+
+  for (int e = tid; e < 5 * t.E2; e += nthr) ZS[e] = 0.0;
+  for (int c = tid; c < ninv; c += nthr) INV[c] = c ? 1.0 / (double)c : 0.0;
 
   double inv_n = a.inv_n;
   if (MASKS) {
@@ -149,7 +162,7 @@ __global__ void __launch_bounds__(16 * kLnccTX) lncc_fused_kernel(const LnccArgs
 #pragma unroll
   for (int q = 0; q < kLnccK; ++q) acc[q] = 0.0;
 
-  /* Output voxel of this thread (steps d). */
+  /* Output voxel of this thread (step c). */
   const int ox = tid % kLnccTX, oy = tid / kLnccTX;
   const long long gxo = x0 + ox, gyo = y0 + oy;
   const bool out_in = gxo < nx && gyo < ny;
@@ -158,27 +171,45 @@ __global__ void __launch_bounds__(16 * kLnccTX) lncc_fused_kernel(const LnccArgs
   const long long pa_lo = GRAD ? (z0 - r > 0 ? z0 - r : 0) : z0;
   const long long pa_hi = GRAD ? (z1 + r < nz ? z1 + r : nz) : z1;
   const long long pw_begin = pa_lo - r > 0 ? pa_lo - r : 0;
-  /* last step: output plane z1-1 (gradient) or statistics plane z1-1 (value only);
-   * inclusive; planes >= nz are not loaded */
+  /* last step: output plane z1-1 (gradient) or statistics plane z1-1 (value only) */
   const long long pw_end = GRAD ? z1 - 1 + 2 * r : z1 - 1 + r;
+  __syncthreads();
 
-  /* Ring slots are plane % R; kept incrementally (64-bit modulo is slow on the GPU). */
-  int slot_w = (int)(pw_begin % R);
+  int slot_w = (int)(pw_begin % R); /* ring slot of plane pw (64-bit modulo is slow: kept incrementally) */
   for (long long pw = pw_begin; pw <= pw_end; ++pw, slot_w = slot_w + 1 == R ? 0 : slot_w + 1) {
-    const int slot_a = (slot_w + R - r) % R;  /* plane pw - r */
-    const int slot_o = slot_w + 1 == R ? 0 : slot_w + 1; /* plane pw - 2r */
-    /* a) load plane pw into the (f, w) ring */
-    if (pw < nz) {
-      float2 *slot = FW + slot_w * t.E2;
+    const int slot_a = (slot_w + R - r) % R; /* plane pw - r */
+    /* a) running z-window sums */
+    const long long pold = pw - R;
+    const bool add = pw < nz, sub = pold >= pw_begin;
+    if (add || sub) {
+#pragma unroll 2
       for (int e = tid; e < t.E2; e += nthr) {
-        const long long gx = ex0 + e % t.WX, gy = ey0 + e / t.WX;
-        float2 fw = make_float2(0.0f, 0.0f);
-        if (gx >= 0 && gx < nx && gy >= 0 && gy < ny) {
-          const long long v = pw * nxy + gy * nx + gx;
-          fw.x = __ldg(a.fixed + v);
-          fw.y = __ldg(a.W + v);
+        const int ey = e / t.WX;
+        const long long gx = ex0 + (e - ey * t.WX), gy = ey0 + ey;
+        if (gx < 0 || gx >= nx || gy < 0 || gy >= ny) continue;
+        const long long o = gy * nx + gx;
+        double s0 = ZS[e], s1 = ZS[t.E2 + e], s2 = ZS[2 * t.E2 + e], s3 = ZS[3 * t.E2 + e], s4 = ZS[4 * t.E2 + e];
+        if (add) {
+          const double fv = __ldg(a.fixed + pw * nxy + o), wv = __ldg(a.W + pw * nxy + o);
+          s0 = dadd(s0, fv);
+          s1 = dadd(s1, wv);
+          s2 = dadd(s2, dmul(fv, fv));
+          s3 = dadd(s3, dmul(wv, wv));
+          s4 = dadd(s4, dmul(fv, wv));
         }
-        slot[e] = fw;
+        if (sub) {
+          const double fv = __ldg(a.fixed + pold * nxy + o), wv = __ldg(a.W + pold * nxy + o);
+          s0 = dsub(s0, fv);
+          s1 = dsub(s1, wv);
+          s2 = dsub(s2, dmul(fv, fv));
+          s3 = dsub(s3, dmul(wv, wv));
+          s4 = dsub(s4, dmul(fv, wv));
+        }
+        ZS[e] = s0;
+        ZS[t.E2 + e] = s1;
+        ZS[2 * t.E2 + e] = s2;
+        ZS[3 * t.E2 + e] = s3;
+        ZS[4 * t.E2 + e] = s4;
       }
     }
     __syncthreads();
@@ -186,30 +217,10 @@ __global__ void __launch_bounds__(16 * kLnccTX) lncc_fused_kernel(const LnccArgs
     /* b) statistics of plane pa */
     const long long pa = pw - r;
     if (pa >= pa_lo && pa < pa_hi) {
-      const long long za0 = win_lo(pa, r), za1 = win_hi(pa, r, nz);
-      const int nzp = (int)(za1 - za0 + 1), zslot0 = (int)(za0 % R);
-      for (int e = tid; e < t.E2; e += nthr) {
-        double sf = 0.0, sw = 0.0, sff = 0.0, sww = 0.0, sfw = 0.0;
-        for (int p = 0, sl = zslot0; p < nzp; ++p, sl = sl + 1 == R ? 0 : sl + 1) {
-          const float2 fw = FW[sl * t.E2 + e];
-          const double fv = fw.x, wv = fw.y;
-          sf = dadd(sf, fv);
-          sw = dadd(sw, wv);
-          sff = dadd(sff, dmul(fv, fv));
-          sww = dadd(sww, dmul(wv, wv));
-          sfw = dadd(sfw, dmul(fv, wv));
-        }
-        ZS[0 * t.E2 + e] = sf;
-        ZS[1 * t.E2 + e] = sw;
-        ZS[2 * t.E2 + e] = sff;
-        ZS[3 * t.E2 + e] = sww;
-        ZS[4 * t.E2 + e] = sfw;
-      }
-      __syncthreads();
       /* y-sums on WX x AY */
-      const int nys = t.WX * t.AY;
+#pragma unroll 2
       for (int e = tid; e < nys; e += nthr) {
-        const int ex = e % t.WX, ay = e / t.WX;
+        const int ay = e / t.WX, ex = e - ay * t.WX;
         const long long gy = ay0 + ay;
         double s[5] = {0.0, 0.0, 0.0, 0.0, 0.0};
         if (gy >= 0 && gy < ny) {
@@ -225,10 +236,10 @@ __global__ void __launch_bounds__(16 * kLnccTX) lncc_fused_kernel(const LnccArgs
       }
       __syncthreads();
       /* x-sums, cc and alpha fields on AX x AY */
-      const int na = t.AX * t.AY;
-      const long long ncz = win_hi(pa, r, nz) - win_lo(pa, r) + 1;
+      const int ncz = (int)(win_hi(pa, r, nz) - win_lo(pa, r) + 1);
+#pragma unroll 2
       for (int e = tid; e < na; e += nthr) {
-        const int ax = e % t.AX, ay = e / t.AX;
+        const int ay = e / t.AX, ax = e - ay * t.AX;
         const long long gx = ax0 + ax, gy = ay0 + ay;
         double al[4] = {0.0, 0.0, 0.0, 0.0};
         if (gx >= 0 && gx < nx && gy >= 0 && gy < ny) {
@@ -240,22 +251,21 @@ __global__ void __launch_bounds__(16 * kLnccTX) lncc_fused_kernel(const LnccArgs
 #pragma unroll
             for (int q = 0; q < 5; ++q) S[q] = dadd(S[q], YS[q * nys + col]);
           }
-          const double ncy = (double)(win_hi(gy, r, ny) - win_lo(gy, r) + 1);
-          const double n = dmul((double)(i1 - i0 + 1), dmul(ncy, (double)ncz));
-          const double inv_nw = 1.0 / n;
+          const int ncy = (int)(win_hi(gy, r, ny) - win_lo(gy, r) + 1);
+          const double inv_nw = INV[(int)(i1 - i0 + 1) * (ncy * ncz)];
           const double sf = S[0], sw = S[1];
           const double A = dsub(S[4], dmul(dmul(sf, sw), inv_nw));
           const double Bt = dsub(S[2], dmul(dmul(sf, sf), inv_nw));
           const double Ct = dsub(S[3], dmul(dmul(sw, sw), inv_nw));
           const double B = Bt > 0.0 ? Bt : 0.0, C = Ct > 0.0 ? Ct : 0.0;
-          const double D = dadd(dmul(B, C), kLnccEps);
+          const double inv_d = 1.0 / dadd(dmul(B, C), kLnccEps);
           bool ok = true;
           if (MASKS) ok = a.V[pa * nxy + gy * nx + gx] != 0;
           const bool owned = ax >= r && ax < r + kLnccTX && ay >= r && ay < r + t.TY && pa >= z0 && pa < z1;
-          if (ok && owned) acc[0] += ddiv(dmul(A, A), D);
+          if (ok && owned) acc[0] += dmul(dmul(A, A), inv_d);
           if (GRAD) {
-            const double alpha = ok ? ddiv(dmul(2.0, A), D) : 0.0;
-            const double beta = ddiv(dmul(dmul(alpha, A), B), D); /* 2 A^2 B / D^2 */
+            const double alpha = ok ? dmul(dmul(2.0, A), inv_d) : 0.0;
+            const double beta = dmul(dmul(dmul(alpha, A), B), inv_d); /* 2 A^2 B / D^2 */
             al[0] = alpha;
             al[1] = dmul(dmul(alpha, sf), inv_nw);
             al[2] = beta;
@@ -264,15 +274,15 @@ __global__ void __launch_bounds__(16 * kLnccTX) lncc_fused_kernel(const LnccArgs
         }
         if (GRAD) {
 #pragma unroll
-          for (int q = 0; q < 4; ++q) ALPHA[q * na + e] = al[q];
+          for (int q = 0; q < 4; ++q) AL[q * na + e] = al[q];
         }
       }
       if (GRAD) {
         __syncthreads();
         /* c) y-sums of the alpha fields on AX x TY, then x-sums on the output tile */
-        const int nay = t.AX * t.TY;
+#pragma unroll 2
         for (int e = tid; e < nay; e += nthr) {
-          const int ax = e % t.AX, oyy = e / t.AX;
+          const int oyy = e / t.AX, ax = e - oyy * t.AX;
           const long long gy = y0 + oyy;
           double s[4] = {0.0, 0.0, 0.0, 0.0};
           if (gy < ny) {
@@ -280,7 +290,7 @@ __global__ void __launch_bounds__(16 * kLnccTX) lncc_fused_kernel(const LnccArgs
             for (long long jj = j0; jj <= j1; ++jj) {
               const int row = (int)(jj - ay0) * t.AX + ax;
 #pragma unroll
-              for (int q = 0; q < 4; ++q) s[q] += ALPHA[q * na + row];
+              for (int q = 0; q < 4; ++q) s[q] += AL[q * na + row];
             }
           }
 #pragma unroll
@@ -298,11 +308,11 @@ __global__ void __launch_bounds__(16 * kLnccTX) lncc_fused_kernel(const LnccArgs
           }
         }
 #pragma unroll
-        for (int q = 0; q < 4; ++q) slot[q * t.O + tid] = (float)s[q]; /* this thread reads it back in d) */
+        for (int q = 0; q < 4; ++q) slot[q * t.O + tid] = (float)s[q]; /* this thread reads it back in c) */
       }
     }
 
-    /* d) output plane po: z-sums of the alpha ring, gradient */
+    /* c) output plane po: z-sums of the alpha ring, gradient */
     const long long po = pw - 2 * r;
     if (GRAD && po >= z0 && po < z1 && out_in) {
       double S[4] = {0.0, 0.0, 0.0, 0.0};
@@ -313,24 +323,23 @@ __global__ void __launch_bounds__(16 * kLnccTX) lncc_fused_kernel(const LnccArgs
 #pragma unroll
         for (int q = 0; q < 4; ++q) S[q] += (double)slot[q * t.O + tid];
       }
-      const float2 fw = FW[slot_o * t.E2 + (oy + 2 * r) * t.WX + (ox + 2 * r)];
-      const double f = fw.x, w = fw.y;
-      const double dw = dmul(-inv_n, dadd(dsub(dsub(dmul(f, S[0]), S[1]), dmul(w, S[2])), S[3]));
       const long long v = po * nxy + gyo * nx + gxo;
+      const double f = __ldg(a.fixed + v), w = __ldg(a.W + v);
+      const double dw = dmul(-inv_n, dadd(dsub(dsub(dmul(f, S[0]), S[1]), dmul(w, S[2])), S[3]));
       double c[3], gi[3], gp[3];
       metric_index(a.map, a.disp, gxo, gyo, po, v, c);
       (void)sample_linear_grad_zero(a.moving, a.map.m, c, gi);
       grad_idx_to_phys(a.map.P, gi, gp);
       /* the CPU rounds grad W to float in its ring */
       const double d[3] = {dmul(dw, (double)(float)gp[0]), dmul(dw, (double)(float)gp[1]), dmul(dw, (double)(float)gp[2])};
-      if (GRAD_U) grad_u_store(a.grad_u, nvox, v, d);
+      if (GRAD_U) grad_u_store(a.map, a.grad_u, v, d);
       if (AFF) {
         double x[3];
-        metric_xphys(a.map, gxo, gyo, po, x);
+        metric_xphys(a.map, a.disp, gxo, gyo, po, v, x);
         affine_accum(acc + 1, d, x);
       }
     }
-    __syncthreads(); /* the next step overwrites the ring slot read above */
+    __syncthreads(); /* the next step rewrites YS/AYS and ZS */
   }
   block_sum_to_partials<kLnccK>(acc, part);
 }
@@ -346,6 +355,27 @@ static gr_status launch_fused(const LnccArgs &args, dim3 grid, int threads, size
   return GR_OK;
 }
 
+template <bool G, bool A, bool M>
+static gr_status occupancy_of(int threads, size_t smem, int *blocks) {
+  auto kern = lncc_fused_kernel<G, A, M>;
+  GRCU_TRY(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+  GRCU_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(blocks, kern, threads, smem));
+  return GR_OK;
+}
+
+static gr_status lncc_occupancy(bool gu, bool aff, bool masks, int threads, size_t smem, int *blocks) {
+  switch ((gu ? 4 : 0) | (aff ? 2 : 0) | (masks ? 1 : 0)) {
+    case 0: return occupancy_of<false, false, false>(threads, smem, blocks);
+    case 1: return occupancy_of<false, false, true>(threads, smem, blocks);
+    case 2: return occupancy_of<false, true, false>(threads, smem, blocks);
+    case 3: return occupancy_of<false, true, true>(threads, smem, blocks);
+    case 4: return occupancy_of<true, false, false>(threads, smem, blocks);
+    case 5: return occupancy_of<true, false, true>(threads, smem, blocks);
+    case 6: return occupancy_of<true, true, false>(threads, smem, blocks);
+    default: return occupancy_of<true, true, true>(threads, smem, blocks);
+  }
+}
+
 gr_status metric_lncc(const MetricCall &c, gr_metric_result *res) {
   gr_backend *be = c.be;
   Impl *imp = impl_of(be);
@@ -355,22 +385,46 @@ gr_status metric_lncc(const MetricCall &c, gr_metric_result *res) {
   const bool masks = c.im.fmask || c.im.mmask;
   const long long nvox = c.map.f.nvox;
 
-  /* Tile height: the tallest whose shared memory fits (static reduction buffer aside). */
+  /* Tile height: among those whose shared memory fits, the one with the most
+   * useful resident threads per SM (threads x output/halo-tile ratio), with a
+   * bonus for two or more resident blocks, whose barrier phases interleave. */
   const size_t static_smem = 32 * kLnccK * sizeof(double) + 256;
   const size_t limit = imp->smem_optin > static_smem ? imp->smem_optin - static_smem : 0;
   int TY = 0;
   size_t smem = 0;
-  for (int ty = 16; ty >= 1; ty /= 2) {
-    const size_t b = lncc_smem_bytes(lncc_tile(r, ty), grad);
-    if (b <= limit) {
-      TY = ty;
-      smem = b;
-      break;
+  double best = 0.0;
+  const int tile_key = r * 8 + (gu ? 4 : 0) + (c.want_affine ? 2 : 0) + (masks ? 1 : 0);
+  bool cached = false;
+  {
+    std::lock_guard<std::mutex> lock(imp->mu);
+    auto it = imp->lncc_tiles.find(tile_key);
+    if (it != imp->lncc_tiles.end()) {
+      TY = it->second.first;
+      smem = it->second.second;
+      cached = true;
     }
   }
-  if (!TY)
+  for (int ty = 16; ty >= 1 && !cached; ty /= 2) {
+    const LnccTile tl = lncc_tile(r, ty);
+    const size_t b = lncc_smem_bytes(tl, grad);
+    if (b > limit) continue;
+    int blocks = 0;
+    if (lncc_occupancy(gu, c.want_affine, masks, kLnccTX * ty, b, &blocks) != GR_OK) return GR_ERR_DEVICE;
+    const double score = (double)blocks * kLnccTX * ty * ((double)tl.O / (double)tl.E2) * (blocks >= 2 ? 1.25 : 1.0);
+    if (blocks > 0 && score > best) {
+      best = score;
+      TY = ty;
+      smem = b;
+    }
+  }
+  if (!TY) { /* none fits */
     return gr_error(GR_ERR_UNSUPPORTED, "cuda LNCC: radius %d needs %zu bytes of shared memory per block (device offers %zu)",
                     r, lncc_smem_bytes(lncc_tile(r, 1), grad), limit);
+  }
+  if (!cached) {
+    std::lock_guard<std::mutex> lock(imp->mu);
+    imp->lncc_tiles[tile_key] = std::make_pair(TY, smem);
+  }
 
   /* Scratch: W, validity, count, partials. */
   const long long gx = (c.map.f.n[0] + kLnccTX - 1) / kLnccTX, gy = (c.map.f.n[1] + TY - 1) / TY;
@@ -387,12 +441,12 @@ gr_status metric_lncc(const MetricCall &c, gr_metric_result *res) {
     return gr_error(GR_ERR_UNSUPPORTED, "cuda LNCC: grid %lldx%lldx%lld too large for one launch",
                     (long long)c.map.f.n[0], (long long)c.map.f.n[1], (long long)nz);
   const long long nb = gx * gy * nzc;
-  const size_t wbytes = ((size_t)nvox * 4 + 255) / 256 * 256;
+  const size_t wbytes = ((size_t)nvox * 8 + 255) / 256 * 256;
   const size_t vbytes = masks ? ((size_t)nvox + 255) / 256 * 256 : 0;
   const size_t bytes = wbytes + vbytes + 256 + (size_t)nb * kLnccK * 8;
   unsigned char *mem = (unsigned char *)scratch_alloc(be, bytes, "LNCC warped image and partials");
   if (!mem) return GR_ERR_NOMEM;
-  float *W = (float *)mem;
+  double *W = (double *)mem;
   unsigned char *V = masks ? mem + wbytes : nullptr;
   unsigned long long *d_count = (unsigned long long *)(mem + wbytes + vbytes);
   double *part = (double *)(mem + wbytes + vbytes + 256);

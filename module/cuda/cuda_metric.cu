@@ -11,7 +11,11 @@ WarpMap make_warp_map(const gr_grid *fixed, const gr_grid *moving, const gr_affi
   WarpMap m;
   composite_map(fixed, moving, T, m.M);
   for (int r = 0; r < 3; ++r)
-    for (int c = 0; c < 3; ++c) m.P[r * 3 + c] = moving->p2i[r * 4 + c];
+    for (int c = 0; c < 3; ++c) {
+      m.P[r * 3 + c] = moving->p2i[r * 4 + c];
+      m.At[r * 3 + c] = T ? T->m[c * 4 + r] : (double)(r == c);
+    }
+  disp_matrix(moving->p2i, T, m.Q);
   memcpy(m.X, fixed->i2p, sizeof m.X);
   m.f = dims_of(fixed);
   m.m = dims_of(moving);

@@ -3,7 +3,7 @@
  *
  * Pass 1 (histogram): per voxel the shared warp, the fixed bin and the four
  * cubic B-spline weights of the moving value, each rounded to a 64-bit
- * fixed-point integer (llround(w * 2^S), the CPU's rounding) and added into a
+ * fixed-point integer (floor(w * 2^S + 0.5), the CPU's rounding) and added into a
  * per-block joint histogram in shared memory with 64-bit integer atomics;
  * blocks then add their non-zero bins into the global histogram, again with
  * integer atomics. Integer addition is associative, so the histogram - and
@@ -113,7 +113,7 @@ __global__ void __launch_bounds__(kBlock) mi_hist_kernel(const WarpMap m, const 
       double wd[4];
       mi_cubic(dsub(xi, fl), wd);
 #pragma unroll
-      for (int t = 0; t < 4; ++t) wt[t] = (unsigned long long)llround(dmul(wd[t], s.scale));
+      for (int t = 0; t < 4; ++t) wt[t] = (unsigned long long)dadd(dmul(wd[t], s.scale), 0.5); /* >= 0: floor(x + 0.5), as the CPU */
       base = mi_fixed_bin(s, __ldg(im.fixed + v)) * B + ((int)fl - 1);
       ++cnt;
     }
@@ -178,10 +178,10 @@ __global__ void __launch_bounds__(kBlock) mi_grad_kernel(const WarpMap m, const 
       dw = dmul(coef, dadd(dadd(dadd(dmul(Lr[0], dt[0]), dmul(Lr[1], dt[1])), dmul(Lr[2], dt[2])), dmul(Lr[3], dt[3])));
     }
     const double d[3] = {dmul(dw, g[0]), dmul(dw, g[1]), dmul(dw, g[2])};
-    if (GRAD_U) grad_u_store(im.grad_u, m.f.nvox, v, d);
+    if (GRAD_U) grad_u_store(m, im.grad_u, v, d);
     if (AFF) {
       double x[3];
-      metric_xphys(m, i, j, k, x);
+      metric_xphys(m, im.disp, i, j, k, v, x);
       affine_accum(acc, d, x);
     }
   }

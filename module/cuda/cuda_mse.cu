@@ -35,10 +35,10 @@ __global__ void __launch_bounds__(kBlock) mse_kernel(const WarpMap m, const Metr
     if (!kNeedGrad) continue;
     const double e2 = dmul(2.0, e);
     const double d[3] = {dmul(e2, g[0]), dmul(e2, g[1]), dmul(e2, g[2])};
-    if (GRAD_U) grad_u_store(im.grad_u, m.f.nvox, v, d);
+    if (GRAD_U) grad_u_store(m, im.grad_u, v, d);
     if (AFF) {
       double x[3];
-      metric_xphys(m, i, j, k, x);
+      metric_xphys(m, im.disp, i, j, k, v, x);
       affine_accum(acc + MSE_AFF, d, x);
     }
   }

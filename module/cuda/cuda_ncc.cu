@@ -60,10 +60,10 @@ __global__ void __launch_bounds__(kBlock) ncc_grad_kernel(const WarpMap m, const
     }
     const double dw = dadd(dadd(dmul(cf.a, (double)__ldg(im.fixed + v)), dmul(cf.b, w)), cf.c);
     const double d[3] = {dmul(dw, g[0]), dmul(dw, g[1]), dmul(dw, g[2])};
-    if (GRAD_U) grad_u_store(im.grad_u, m.f.nvox, v, d);
+    if (GRAD_U) grad_u_store(m, im.grad_u, v, d);
     if (AFF) {
       double x[3];
-      metric_xphys(m, i, j, k, x);
+      metric_xphys(m, im.disp, i, j, k, v, x);
       affine_accum(acc, d, x);
     }
   }

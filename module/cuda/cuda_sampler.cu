@@ -1,5 +1,6 @@
 /* resample: the composite implicit grid sampler (cpu_sampler.c semantics).
- *   c = M (i,j,k,1) + P disp(x),  M = in.p2i * T * out.i2p,  P = linear part of in.p2i
+ *   y = A (x_phys + disp(x)) + t, i.e.
+ *   c = M (i,j,k,1) + P disp(x),  M = in.p2i * T * out.i2p,  P = linear(in.p2i) * A
  *   out_q(x) = interp(in_q, c) for each of the ncomp planes.
  * One thread per output voxel; the stencil (or nearest index) is computed once
  * and shared by the planes. Coordinates and weights follow cpu_interp.h
@@ -22,9 +23,18 @@ void composite_map(const gr_grid *out_grid, const gr_grid *in_grid, const gr_aff
   memcpy(M, res.m, sizeof res.m);
 }
 
+void disp_matrix(const double p2i[12], const gr_affine *T, double Q[9]) {
+  for (int r = 0; r < 3; ++r)
+    for (int c = 0; c < 3; ++c) {
+      double s = 0.0;
+      for (int k = 0; k < 3; ++k) s += p2i[r * 4 + k] * (T ? T->m[k * 4 + c] : (double)(k == c));
+      Q[r * 3 + c] = s;
+    }
+}
+
 struct ResampleMap {
   double M[12];
-  double P[9];
+  double P[9]; /* linear(in.p2i) * A: maps the displacement (applied before T) to index offsets */
   Dims in, out;
   int ncomp;
 };
@@ -89,8 +99,7 @@ gr_status resample(gr_backend *be, const gr_grid *out_grid, float *out, const gr
   if (s != GR_OK) return s;
   ResampleMap rm;
   composite_map(out_grid, in_grid, T, rm.M);
-  for (int r = 0; r < 3; ++r)
-    for (int c = 0; c < 3; ++c) rm.P[r * 3 + c] = in_grid->p2i[r * 4 + c];
+  disp_matrix(in_grid->p2i, T, rm.P);
   rm.in = dims_of(in_grid);
   rm.out = dims_of(out_grid);
   rm.ncomp = ncomp;

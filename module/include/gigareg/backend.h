@@ -49,6 +49,90 @@ typedef struct gr_metric_result {
   double grad_affine[12]; /* d loss / d [A | t], row-major like gr_affine.m */
 } gr_metric_result;
 
+/* ---- Grid Parallel: kernels on windows of global grids ----------------------------
+ * A rank holds z-slabs of the global grids. Kernels never learn about ranks;
+ * they take a window (a range of planes of a global grid) and evaluate exactly
+ * what the whole-grid kernel evaluates there: coordinates use global plane
+ * indices and boundary rules apply at the global grid's borders, so sharded
+ * results reproduce the single-process ones bit for bit where the reduction
+ * order allows (docs/grid-parallel.md). */
+
+/* One step of the ring sampler: evaluate a z-slab of an input image at the
+ * points of a window of an output grid, adding the contribution of the
+ * interpolation corners that lie in the slab.
+ * Points: every voxel (i, j, k) of planes [out_z0, out_z0 + out_nz) of out_grid
+ * (k global; npts = nx * ny * out_nz, arrays on the points are indexed
+ * (k - out_z0) * nx * ny + j * nx + i):
+ *   same_grid == 0: c = in.p2i * (A (out.i2p (i,j,k) + disp) + t), computed as
+ *                   the resample/metric kernels do (composite matrix, global k);
+ *   same_grid == 1: c = (i, j, k) + in.p2i_linear * disp (the compose/invert rule;
+ *                   in_grid must be out_grid). disp (3 planes on the points) may be NULL.
+ * Input: planes [in_z0, in_z0 + in_nz) of in_grid; component q at in + q * in_comp_stride.
+ * Interpolation/boundary: the rules of the whole-grid sampler (linear or
+ * nearest; ZERO or CLAMP at in_grid's borders; the 1e-6 border snap). For each
+ * point, the corners whose plane lies in the slab contribute:
+ *   acc[q * npts + v]       += their part of the value of component q
+ *   acc_grad[a * npts + v]  += their part of d value / d c_a   (linear, ncomp == 1; may be NULL)
+ * Points with no corner in the slab are not touched. Summed over slabs that
+ * partition the input planes, acc is the whole-grid value (exactly: a point
+ * has corners on at most two planes).
+ * Bounds mode (acc == NULL and out == NULL): need_z0/need_z1 receive the range of input planes
+ * that carry a non-zero weight for some point (need_z0 >= need_z1: none). */
+typedef struct gr_slab_sample {
+  const gr_grid *out_grid;
+  int64_t out_z0, out_nz;
+  const gr_affine *T;   /* NULL = identity */
+  const float *disp;    /* NULL = none */
+  int same_grid;
+  const gr_grid *in_grid;
+  int64_t in_z0, in_nz;
+  const float *in;
+  int ncomp;
+  int64_t in_comp_stride;
+  gr_interp interp;
+  gr_boundary boundary;
+  double *acc;
+  double *acc_grad;
+  int64_t need_z0, need_z1; /* bounds mode output */
+  /* Direct mode (acc == NULL, out != NULL): the slab is the only one (a field
+   * composed with its own stored planes, whose halo covers every corner the
+   * owned points read): out[q * npts + v] = (float)(out_base + out_scale *
+   * value) for every point, value = this slab's contribution (0 if none). The
+   * same rounding as slab_finalize, without the double accumulator. */
+  float *out;
+  const float *out_base; /* may be NULL */
+  double out_scale;
+} gr_slab_sample;
+
+/* A metric evaluated on a window of the fixed grid (one rank's stored planes).
+ * Two phases, so that global quantities are known before gradients are formed:
+ *   COUNT: res->n_valid = valid voxels on the owned planes; MI also writes the
+ *          owned planes' joint histogram (bins^2 int64, fixed point) to hist.
+ *   EVAL:  with n_global (and for MI the all-reduced histogram in hist), the
+ *          loss parts and affine-gradient parts of every owned plane go to
+ *          partials, and grad_u (when wanted) is written on the stored planes,
+ *          exact on the owned planes given halos wide enough for the metric
+ *          (LNCC: 2 r planes; the others: none); other planes get values that
+ *          the caller must overwrite (halo exchange).
+ * Fixed image, masks, disp, grad_u and the presampled arrays hold the nz stored
+ * planes. With pre_w set, the moving image is not read: W, dW/dc (3 planes,
+ * moving index space) and the moving mask at the nearest voxel (NULL: no mask)
+ * come from the ring sampler; moving / moving_mask may then be NULL. */
+typedef enum gr_metric_phase { GR_METRIC_PHASE_COUNT = 0, GR_METRIC_PHASE_EVAL = 1 } gr_metric_phase;
+#define GR_METRIC_PARTIALS 13 /* per owned plane: [loss part, 12 affine-gradient parts] */
+typedef struct gr_metric_region {
+  int64_t z0, nz;           /* stored planes [z0, z0 + nz) of the (global) fixed grid */
+  int64_t own0, own1;       /* planes whose voxels count, global indices within the stored range */
+  gr_metric_phase phase;
+  int64_t n_global;         /* EVAL: N over all ranks (divides loss and gradients) */
+  int64_t *hist;            /* MI: COUNT output (this window), EVAL input (global) */
+  double *partials;         /* EVAL: GR_METRIC_PARTIALS doubles per owned plane, in plane order */
+  double value_scale;       /* EVAL output: loss = value_scale * sum of partial[0] over all planes in order */
+  double affine_scale;      /*   grad_affine = affine_scale * the sums of partial[1..12] (MI: value_scale = 0
+                             *   and res->value is the global loss) */
+  const double *pre_w, *pre_g, *pre_mmask;
+} gr_metric_region;
+
 typedef struct gr_backend gr_backend;
 
 typedef struct gr_backend_ops {
@@ -105,6 +189,20 @@ typedef struct gr_backend_ops {
                       int iterations);
 
   void (*destroy)(gr_backend *be);
+
+  /* ---- Grid Parallel entries (appended so positional tables stay valid; a
+   * backend that leaves them NULL runs single-shard only, and the sharded
+   * driver says so with GR_ERR_UNSUPPORTED) ------------------------------------- */
+  gr_status (*sample_slab)(gr_backend *be, gr_slab_sample *a);
+  /* out[i] = (float)(base[i] + scale * acc[i]), or (float)(scale * acc[i]) when
+   * base is NULL: rounds ring-sampler sums once, as the whole-grid kernels do
+   * (compose: base = s, scale 1; invert: scale -1; resample: scale 1). */
+  gr_status (*slab_finalize)(gr_backend *be, int64_t n, const double *acc, const float *base, double scale,
+                             float *out);
+  gr_status (*metric_region)(gr_backend *be, const gr_metric_spec *spec, gr_metric_region *reg,
+                             const gr_grid *fixed_grid, const float *fixed, const float *fixed_mask,
+                             const gr_grid *moving_grid, const float *moving, const float *moving_mask,
+                             const gr_affine *T, const float *disp, gr_metric_result *res, float *grad_u);
 } gr_backend_ops;
 
 struct gr_backend {

@@ -9,4 +9,6 @@
 #include "gigareg/params.h"
 #include "gigareg/comm.h"
 #include "gigareg/registration.h"
+#include "gigareg/memory_plan.h"
+#include "gigareg/grid_parallel.h"
 #endif

@@ -48,6 +48,9 @@ gr_status gr_geometry_validate(const gr_geometry *g, const char *what);
 int gr_geometry_same(const gr_geometry *a, const gr_geometry *b);
 void gr_geometry_index_to_phys(const gr_geometry *g, const double idx[3], double phys[3]);
 void gr_geometry_phys_to_index(const gr_geometry *g, const double phys[3], double idx[3]);
+/* Planes [z0, z1) of g as a geometry of their own (origin at plane z0): a
+ * z-slab, as Grid Parallel ranks and slab reads/writes hold them. */
+void gr_geometry_slab(const gr_geometry *g, int64_t z0, int64_t z1, gr_geometry *out);
 /* Physical centre of the voxel grid. */
 void gr_geometry_center(const gr_geometry *g, double c[3]);
 gr_status gr_grid_from_geometry(const gr_geometry *g, gr_grid *out);

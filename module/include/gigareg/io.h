@@ -30,6 +30,25 @@ gr_status gr_image_read_header(const char *path, gr_geometry *geom, int *ncomp, 
  * ElementNumberOfChannels = 3, NRRD "vector" kind. */
 gr_status gr_image_write(const char *path, const gr_image *img, gr_pixel_type type);
 
+/* Planes [z0, z1) of a 3D image (scalar or vector), read with offset reads:
+ * uncompressed NIfTI (.nii) and MetaImage (.mha, .mhd + raw) only; anything
+ * else (.nii.gz, compressed data, NRRD) is GR_ERR_UNSUPPORTED so that the
+ * caller can read the whole file instead. (*out)->geom is the slab's
+ * geometry (gr_geometry_slab); *whole (may be NULL) the whole image's. */
+gr_status gr_image_read_slab(const char *path, int64_t z0, int64_t z1, gr_image **out, gr_geometry *whole);
+
+/* One uncompressed file (.mha with LOCAL data, or .nii) written in z-slabs by
+ * several writers (processes or threads). create: the header, and the file
+ * sized to hold every voxel (a sparse file); write: one slab's planes at their
+ * offsets (disjoint writers never overlap); the caller renames tmp_path into
+ * place once every writer succeeded. The format comes from final_path. */
+gr_status gr_slab_file_create(const char *tmp_path, const char *final_path, const gr_geometry *whole, int ncomp,
+                              gr_pixel_type t);
+gr_status gr_slab_file_write(const char *tmp_path, const char *final_path, const gr_geometry *whole,
+                             const gr_image *slab, int64_t z0, gr_pixel_type t);
+/* True for the paths gr_slab_file_* can write. */
+int gr_slab_file_supported(const char *final_path);
+
 /* Parses "float", "short", "unsigned char", ... (elastix ResultImagePixelType names). */
 gr_pixel_type gr_pixel_type_from_name(const char *name);
 const char *gr_pixel_type_name(gr_pixel_type t);

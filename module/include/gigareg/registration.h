@@ -37,6 +37,10 @@ typedef struct gr_stage_config {
   double convergence_tol;         /* stop when the relative slope is > -tol (default 1e-6) */
   gr_init_kind init;              /* only used when the stage is the first linear stage */
   double final_grid_spacing_mm;   /* deformable: field grid spacing (0 = fixed-image grid) */
+  int shards;                     /* (GigaRegNumberOfShards N): Grid Parallel shards as threads of one
+                                   * process for the whole run (the CLI takes the largest over the
+                                   * stages and -shards); 0 = not set. gr_register itself shards by
+                                   * its communicator's size. */
 } gr_stage_config;
 
 typedef struct gr_progress_info {

@@ -74,6 +74,13 @@ void gr_geometry_phys_to_index(const gr_geometry *g, const double phys[3], doubl
     idx[r] = grid.p2i[r * 4] * phys[0] + grid.p2i[r * 4 + 1] * phys[1] + grid.p2i[r * 4 + 2] * phys[2] + grid.p2i[r * 4 + 3];
 }
 
+void gr_geometry_slab(const gr_geometry *g, int64_t z0, int64_t z1, gr_geometry *out) {
+  *out = *g;
+  out->size[2] = z1 - z0;
+  const double idx[3] = {0.0, 0.0, (double)z0};
+  gr_geometry_index_to_phys(g, idx, out->origin);
+}
+
 void gr_geometry_center(const gr_geometry *g, double c[3]) {
   const double idx[3] = {(g->size[0] - 1) * 0.5, (g->size[1] - 1) * 0.5, (g->size[2] - 1) * 0.5};
   gr_geometry_index_to_phys(g, idx, c);

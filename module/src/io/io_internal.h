@@ -118,6 +118,31 @@ gr_status gr_write_voxels(gr_atomic_file *af, const gr_image *img, gr_pixel_type
 /* Geometry read from a file must be usable: GR_ERR_FORMAT naming path if not. */
 gr_status gr_io_check_geometry(const gr_geometry *g, const char *path);
 
+/* ---- slab access (Grid Parallel I/O, slab_io.c) ------------------------------ */
+
+/* Where a file keeps its voxels. Only uncompressed data is addressable by
+ * offset; `compressed` says the caller must decode the whole stream instead. */
+typedef struct gr_raw_layout {
+  gr_geometry geom;
+  int ncomp;
+  gr_pixel_type type;
+  int swap;          /* file byte order differs from the host's */
+  int planar;        /* components stored as whole volumes (NIfTI) instead of interleaved */
+  int compressed;
+  char *data_path;   /* file holding the voxels (malloc'ed; free with free()) */
+  int64_t offset;    /* byte offset of voxel 0 in data_path */
+  int rescale;       /* NIfTI scl_slope / scl_inter apply */
+  double slope, inter;
+} gr_raw_layout;
+
+gr_status gr_meta_layout(const char *path, gr_raw_layout *lay);
+gr_status gr_nifti_layout(const char *path, gr_raw_layout *lay);
+/* Header bytes of an uncompressed file of geometry g (MetaImage with LOCAL
+ * data, NIfTI-1/2 with vox_offset): the voxels follow at offset *len. */
+gr_status gr_meta_header_bytes(const gr_geometry *g, int ncomp, gr_pixel_type t, char *buf, size_t cap, size_t *len);
+gr_status gr_nifti_header_bytes(const gr_geometry *g, int ncomp, gr_pixel_type t, unsigned char *buf, size_t cap,
+                                size_t *len);
+
 /* Formats a double with the fewest digits (15 or 17) that read back exactly. */
 void gr_format_double(char *buf, size_t cap, double v);
 

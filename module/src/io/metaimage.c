@@ -404,3 +404,66 @@ gr_status gr_meta_write(const char *path, const gr_image *img, gr_pixel_type typ
   free(raw_path);
   return st;
 }
+
+/* ---- slab access ----------------------------------------------------------- */
+
+gr_status gr_meta_layout(const char *path, gr_raw_layout *lay) {
+  memset(lay, 0, sizeof *lay);
+  FILE *fp = fopen(path, "rb");
+  if (!fp) return gr_error(GR_ERR_IO, "cannot open '%s': %s", path, strerror(errno));
+  gr_meta_header *h = malloc(sizeof *h);
+  if (!h) {
+    fclose(fp);
+    return gr_error(GR_ERR_NOMEM, "out of memory reading '%s'", path);
+  }
+  gr_status st = gr_meta_parse(fp, path, h);
+  if (st == GR_OK) {
+    gr_meta_geometry(h, &lay->geom);
+    st = gr_io_check_geometry(&lay->geom, path);
+  }
+  if (st == GR_OK) {
+    lay->ncomp = h->ncomp;
+    lay->type = h->type;
+    lay->swap = h->msb == gr_host_is_little_endian() && gr_pixel_size(h->type) > 1;
+    lay->compressed = h->compressed;
+    if (gr_strieq(h->data_file, "LOCAL")) {
+      lay->data_path = malloc(strlen(path) + 1);
+      if (lay->data_path) strcpy(lay->data_path, path);
+      lay->offset = (int64_t)ftello(fp); /* LOCAL data starts right after ElementDataFile */
+    } else if (gr_strieq(h->data_file, "LIST") || strchr(h->data_file, '%')) {
+      st = gr_error(GR_ERR_UNSUPPORTED, "'%s': MetaImage data split over several files is not supported", path);
+    } else {
+      lay->data_path = gr_path_sibling(path, h->data_file);
+      lay->offset = h->header_size;
+      if (lay->data_path && h->header_size == -1) { /* the data are the file's last bytes */
+        FILE *d = fopen(lay->data_path, "rb");
+        int64_t bytes = 0;
+        const int64_t fsize = d ? gr_file_size(d) : -1;
+        if (d) fclose(d);
+        if (fsize < 0 || !gr_data_bytes(lay->geom.size, lay->ncomp, lay->type, &bytes) || fsize < bytes)
+          st = gr_error(GR_ERR_FORMAT, "'%s': cannot locate the voxel data (HeaderSize = -1)", path);
+        else
+          lay->offset = fsize - bytes;
+      }
+    }
+    if (st == GR_OK && !lay->data_path) st = gr_error(GR_ERR_NOMEM, "out of memory reading '%s'", path);
+  }
+  fclose(fp);
+  free(h);
+  if (st != GR_OK) {
+    free(lay->data_path);
+    lay->data_path = NULL;
+  }
+  return st;
+}
+
+gr_status gr_meta_header_bytes(const gr_geometry *g, int ncomp, gr_pixel_type t, char *buf, size_t cap, size_t *len) {
+  if (!gr_meta_type_name(t)) return gr_error(GR_ERR_INVALID_ARG, "MetaImage: invalid pixel type %d", (int)t);
+  gr_image img;
+  memset(&img, 0, sizeof img);
+  img.geom = *g;
+  img.ncomp = ncomp;
+  if (!gr_meta_header_text(&img, t, "LOCAL", buf, cap)) return gr_error(GR_ERR_INTERNAL, "MetaImage header too long");
+  *len = strlen(buf);
+  return GR_OK;
+}

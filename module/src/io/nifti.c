@@ -481,3 +481,65 @@ gr_status gr_nifti_write(const char *path, const gr_image *img, gr_pixel_type ty
   }
   return gr_atomic_commit(&af);
 }
+
+/* ---- slab access ----------------------------------------------------------- */
+
+gr_status gr_nifti_layout(const char *path, gr_raw_layout *lay) {
+  memset(lay, 0, sizeof *lay);
+  FILE *f = fopen(path, "rb");
+  if (!f) return gr_error(GR_ERR_IO, "cannot open '%s': %s", path, strerror(errno));
+  unsigned char magic[2] = {0, 0};
+  lay->compressed = fread(magic, 1, 2, f) == 2 && magic[0] == 0x1f && magic[1] == 0x8b;
+  nifti_image *nim = NULL;
+  int swap = 0;
+  gr_nifti_info info;
+  gr_status st = gr_nifti_read_header(f, path, &nim, &swap);
+  if (st == GR_OK) st = gr_nifti_interpret(nim, path, &info);
+  if (st == GR_OK) {
+    lay->geom = info.geom;
+    lay->ncomp = info.ncomp;
+    lay->type = info.type;
+    lay->swap = swap;
+    lay->planar = 1; /* NIfTI: component slowest */
+    lay->offset = nim->iname_offset;
+    lay->rescale = info.rescale;
+    lay->slope = info.slope;
+    lay->inter = info.inter;
+    lay->data_path = malloc(strlen(path) + 1);
+    if (lay->data_path) strcpy(lay->data_path, path);
+    else st = gr_error(GR_ERR_NOMEM, "out of memory reading '%s'", path);
+  }
+  nifti_image_free(nim);
+  fclose(f);
+  return st;
+}
+
+gr_status gr_nifti_header_bytes(const gr_geometry *g, int ncomp, gr_pixel_type t, unsigned char *buf, size_t cap,
+                                size_t *len) {
+  const int dt = gr_pixel_to_nifti(t);
+  const size_t esize = gr_pixel_size(t);
+  if (!dt || !esize) return gr_error(GR_ERR_INVALID_ARG, "NIfTI: invalid pixel type %d", (int)t);
+  gr_image img;
+  memset(&img, 0, sizeof img);
+  img.geom = *g;
+  img.ncomp = ncomp;
+  gr_nifti_xform x;
+  gr_nifti_make_xform(g, &x);
+  int nifti2 = 0;
+  for (int i = 0; i < 3; ++i)
+    if (g->size[i] > 32767) nifti2 = 1;
+  const size_t need = (nifti2 ? sizeof(nifti_2_header) : sizeof(nifti_1_header)) + 4;
+  if (cap < need) return gr_error(GR_ERR_INTERNAL, "NIfTI header buffer too small");
+  memset(buf, 0, need); /* the 4 zero bytes: no extension */
+  if (nifti2) {
+    nifti_2_header h;
+    gr_nifti2_header(&img, dt, esize, &x, &h);
+    memcpy(buf, &h, sizeof h);
+  } else {
+    nifti_1_header h;
+    gr_nifti1_header(&img, dt, esize, &x, &h);
+    memcpy(buf, &h, sizeof h);
+  }
+  *len = need;
+  return GR_OK;
+}

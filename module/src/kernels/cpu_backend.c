@@ -207,6 +207,9 @@ static const gr_backend_ops cpu_ops = {
   .jacobian_det = cpu_jacobian_det,
   .invert = cpu_invert,
   .destroy = cpu_destroy,
+  .sample_slab = cpu_sample_slab,
+  .slab_finalize = cpu_slab_finalize,
+  .metric_region = cpu_metric_region,
 };
 
 gr_status gr_backend_cpu_create(int threads, gr_backend **out) {

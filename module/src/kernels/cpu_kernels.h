@@ -7,6 +7,7 @@
  *   cpu_smooth.c   - separable Gaussian
  *   cpu_field.c    - compose, invert, jacobian_det
  *   cpu_optim.c    - adam_direction
+ *   cpu_slab.c     - sample_slab, slab_finalize (Grid Parallel: the ring sampler's step)
  * Semantics documented in backend.h are normative: the CUDA backend must match them. */
 #ifndef GIGAREG_CPU_KERNELS_H
 #define GIGAREG_CPU_KERNELS_H
@@ -19,6 +20,13 @@ gr_status cpu_metric(gr_backend *be, const gr_metric_spec *spec, const gr_grid *
                      const float *fixed, const float *fixed_mask, const gr_grid *moving_grid,
                      const float *moving, const float *moving_mask, const gr_affine *T,
                      const float *disp, gr_metric_result *res, float *grad_u);
+gr_status cpu_metric_region(gr_backend *be, const gr_metric_spec *spec, gr_metric_region *reg,
+                            const gr_grid *fixed_grid, const float *fixed, const float *fixed_mask,
+                            const gr_grid *moving_grid, const float *moving, const float *moving_mask,
+                            const gr_affine *T, const float *disp, gr_metric_result *res, float *grad_u);
+gr_status cpu_sample_slab(gr_backend *be, gr_slab_sample *a);
+gr_status cpu_slab_finalize(gr_backend *be, int64_t n, const double *acc, const float *base, double scale,
+                            float *out);
 gr_status cpu_smooth(gr_backend *be, const gr_grid *g, float *data, int ncomp, const double sigma_vox[3]);
 gr_status cpu_compose(gr_backend *be, const gr_grid *g, const float *u, const float *s, float *out);
 gr_status cpu_adam_direction(gr_backend *be, const gr_grid *g, const float *grad, float *m, float *v,

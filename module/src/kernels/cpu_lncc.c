@@ -97,6 +97,7 @@ static inline int64_t ring(const lncc_work *L, int64_t z) { return z % L->R; }
 /* ---- counting pre-pass (only with masks) ---------------------------------------- */
 static inline int lncc_valid(const cpu_metric_ctx *m, int64_t v, const double c[3]) {
   if (m->fmask && !(m->fmask[v] > 0.5f)) return 0;
+  if (m->pre_w) return !m->pre_mm || m->pre_mm[v] > 0.5; /* ring-sampled moving mask */
   if (m->mmask) {
     const int64_t o = cpu_nearest_offset(m->mn, c, 0);
     if (o < 0 || !(m->mmask[o] > 0.5f)) return 0;
@@ -105,11 +106,11 @@ static inline int lncc_valid(const cpu_metric_ctx *m, int64_t v, const double c[
 }
 
 static int64_t lncc_count(const cpu_metric_ctx *m) {
-  if (!m->fmask && !m->mmask) return m->nvox;
-  const int64_t nx = m->fn[0], ny = m->fn[1], nz = m->fn[2];
+  const int64_t nx = m->fn[0], ny = m->fn[1];
+  if (!m->fmask && !m->mmask && !m->pre_mm) return nx * ny * (m->own1 - m->own0);
   int64_t total = 0;
 #pragma omp parallel for schedule(static) num_threads(m->nt) if (m->par) reduction(+ : total)
-  for (int64_t k = 0; k < nz; ++k) {
+  for (int64_t k = m->own0; k < m->own1; ++k) {
     for (int64_t j = 0; j < ny; ++j) {
       double row[3];
       cpu_metric_row(m, j, k, row);
@@ -138,7 +139,17 @@ static void warp_row(const lncc_work *L, int64_t k, int64_t j) {
   for (int64_t i = 0; i < nx; ++i) {
     double c[3];
     cpu_metric_index(m, row, i, v0 + i, c);
-    if (g) {
+    if (m->pre_w) { /* presampled by the ring sampler (bitwise the same values) */
+      w[i] = m->pre_w[v0 + i];
+      if (g) {
+        const double gi[3] = {m->pre_g[v0 + i], m->pre_g[m->nvox + v0 + i], m->pre_g[2 * m->nvox + v0 + i]};
+        double gp[3];
+        cpu_grad_idx_to_phys(m->P, gi, gp);
+        g[i] = (float)gp[0];
+        g[P + i] = (float)gp[1];
+        g[2 * P + i] = (float)gp[2];
+      }
+    } else if (g) {
       double gi[3], gp[3];
       w[i] = cpu_sample_linear_grad_zero(m->moving, m->mn, c, gi);
       cpu_grad_idx_to_phys(m->P, gi, gp);
@@ -285,11 +296,13 @@ static void output_row(const lncc_work *L, int64_t k, int64_t j, double *restric
 }
 
 /* ---- the sweep ---------------------------------------------------------------------- */
-static void lncc_sweep(lncc_work *L, double *sum_cc, double aff[12]) {
+/* Per-plane partials (plane k: pp[k*13] = sum of cc over the plane's rows in
+ * row order, pp[k*13+1..12] = its affine-gradient sums), combined afterwards in
+ * plane order: the order a sharded run reproduces by gathering the planes of
+ * all ranks (gr_sum_plane_partials). */
+static void lncc_sweep(lncc_work *L, double *pp) {
   const cpu_metric_ctx *m = L->m;
   const int64_t nx = L->nx, ny = L->ny, nz = L->nz, r = L->r;
-  double total = 0.0;
-  for (int q = 0; q < 12; ++q) aff[q] = 0.0;
 #pragma omp parallel num_threads(m->nt) if (L->par)
   {
     double *buf = L->rowbuf + (int64_t)cpu_thread_id() * 2 * NQ * nx;
@@ -305,7 +318,11 @@ static void lncc_sweep(lncc_work *L, double *sum_cc, double aff[12]) {
 #pragma omp for schedule(static)
         for (int64_t j = 0; j < ny; ++j) L->rowacc[j * 13] = stats_row(L, ks, j, buf);
 #pragma omp single
-        for (int64_t j = 0; j < ny; ++j) total += L->rowacc[j * 13];
+        {
+          double plane = 0.0;
+          for (int64_t j = 0; j < ny; ++j) plane += L->rowacc[j * 13];
+          pp[ks * 13] = plane;
+        }
       }
       const int64_t ko = st - 2 * r;
       if (L->want_grad && ko >= 0 && ko < nz) {
@@ -315,13 +332,15 @@ static void lncc_sweep(lncc_work *L, double *sum_cc, double aff[12]) {
         for (int64_t j = 0; j < ny; ++j) output_row(L, ko, j, buf, L->rowacc + j * 13 + 1);
         if (m->want_affine) {
 #pragma omp single
-          for (int64_t j = 0; j < ny; ++j)
-            for (int q = 0; q < 12; ++q) aff[q] += L->rowacc[j * 13 + 1 + q];
+          for (int q = 0; q < 12; ++q) {
+            double plane = 0.0;
+            for (int64_t j = 0; j < ny; ++j) plane += L->rowacc[j * 13 + 1 + q];
+            pp[ko * 13 + 1 + q] = plane;
+          }
         }
       }
     }
   }
-  *sum_cc = total;
 }
 
 static void window_counts(int64_t n, int r, int *c) {
@@ -351,7 +370,7 @@ static gr_status lncc_alloc(const cpu_metric_ctx *m, lncc_work *L) {
     ok &= (L->gr = cpu_metric_alloc(m, R * 3 * P * sizeof(float), "LNCC gradient ring")) != NULL;
     ok &= (L->ar = cpu_metric_alloc(m, R * NA * P * sizeof(double), "LNCC alpha ring")) != NULL;
   }
-  if (m->fmask || m->mmask) ok &= (L->vr = cpu_metric_alloc(m, R * P, "LNCC validity ring")) != NULL;
+  if (m->fmask || m->mmask || m->pre_mm) ok &= (L->vr = cpu_metric_alloc(m, R * P, "LNCC validity ring")) != NULL;
   ok &= (L->zp = cpu_metric_alloc(m, NQ * P * sizeof(double), "LNCC box-sum plane")) != NULL;
   ok &= (L->rowbuf = cpu_metric_alloc(m, (size_t)m->nt * 2 * NQ * nx * sizeof(double), "LNCC row buffers")) != NULL;
   ok &= (L->rowacc = cpu_metric_alloc(m, (size_t)L->ny * 13 * sizeof(double), "LNCC row partials")) != NULL;
@@ -363,7 +382,15 @@ static gr_status lncc_alloc(const cpu_metric_ctx *m, lncc_work *L) {
     lncc_release(m, L);
     return GR_ERR_NOMEM;
   }
-  for (int d = 0; d < 3; ++d) window_counts(m->fn[d], L->r, L->cnt[d]);
+  window_counts(m->fn[0], L->r, L->cnt[0]);
+  window_counts(m->fn[1], L->r, L->cnt[1]);
+  /* z: windows are cut by the WHOLE grid's borders (a window's stored range
+   * ends at a shard border only for halo planes whose values the caller discards) */
+  for (int64_t k = 0; k < m->fn[2]; ++k) {
+    const int64_t kg = k + m->zoff;
+    const int64_t lo = kg - L->r < 0 ? 0 : kg - L->r, hi = kg + L->r > m->nz_global - 1 ? m->nz_global - 1 : kg + L->r;
+    L->cnt[2][k] = (int)(hi - lo + 1);
+  }
   L->inv_count[0] = 0.0;
   for (size_t c = 1; c < ncount; ++c) L->inv_count[c] = 1.0 / (double)c;
   return GR_OK;
@@ -384,15 +411,39 @@ gr_status cpu_metric_lncc(const cpu_metric_ctx *m, gr_metric_result *res) {
 
   const int64_t n_valid = lncc_count(m);
   res->n_valid = n_valid;
-  if (n_valid == 0) return cpu_metric_empty(m);
-  L.inv_n_valid = 1.0 / (double)n_valid;
+  if (cpu_metric_counting(m)) return GR_OK;
+  const int64_t n_norm = m->reg ? m->reg->n_global : n_valid; /* a window divides by the global N */
+  if (n_norm == 0) return cpu_metric_empty(m);
+  L.inv_n_valid = 1.0 / (double)n_norm;
 
+  double *pp = cpu_metric_alloc(m, (size_t)L.nz * 13 * sizeof(double), "LNCC plane partials");
+  if (!pp) return GR_ERR_NOMEM;
+  memset(pp, 0, (size_t)L.nz * 13 * sizeof(double));
   const gr_status st = lncc_alloc(m, &L);
-  if (st != GR_OK) return st;
-  double sum_cc, aff[12];
-  lncc_sweep(&L, &sum_cc, aff);
+  if (st != GR_OK) {
+    cpu_metric_free(m, pp);
+    return st;
+  }
+  lncc_sweep(&L, pp);
   lncc_release(m, &L);
+  /* Only the owned planes count (all planes for a whole grid): their cc sums
+   * and affine parts, added in plane order. */
+  double sum_cc = 0.0, aff[12] = {0};
+  for (int64_t k = m->own0; k < m->own1; ++k) {
+    sum_cc += pp[k * 13];
+    for (int q = 0; q < 12; ++q) aff[q] += pp[k * 13 + 1 + q];
+    if (m->reg) {
+      double *p = m->reg->partials + (k - m->own0) * GR_METRIC_PARTIALS;
+      p[0] = pp[k * 13];
+      for (int q = 0; q < 12; ++q) p[1 + q] = pp[k * 13 + 1 + q];
+    }
+  }
+  cpu_metric_free(m, pp);
   res->value = -sum_cc * L.inv_n_valid;
+  if (m->reg) {
+    m->reg->value_scale = -L.inv_n_valid; /* loss = -(sum cc) / N */
+    m->reg->affine_scale = 1.0;           /* the per-voxel gradients carry 1/N already */
+  }
   if (m->want_affine) memcpy(res->grad_affine, aff, sizeof aff);
   return GR_OK;
 }

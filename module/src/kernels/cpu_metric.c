@@ -77,6 +77,73 @@ static void warp_matrix(const gr_grid *fg, const gr_grid *mg, const gr_affine *T
   memcpy(M, res.m, sizeof res.m);
 }
 
+void cpu_grad_u_zero_unowned(const cpu_metric_ctx *m) {
+  if (!m->grad_u) return;
+  const int64_t P = m->fn[0] * m->fn[1];
+  for (int c = 0; c < 3; ++c) {
+    float *g = m->grad_u + c * m->nvox;
+    if (m->own0 > 0) memset(g, 0, (size_t)(m->own0 * P) * sizeof(float));
+    if (m->own1 < m->fn[2]) memset(g + m->own1 * P, 0, (size_t)((m->fn[2] - m->own1) * P) * sizeof(float));
+  }
+}
+
+/* The context of a whole-grid call, or of a window (nz planes from z0) when reg is set. */
+static void setup_ctx(cpu_metric_ctx *m, gr_backend *be, const gr_metric_spec *spec, gr_metric_region *reg,
+                      const gr_grid *fixed_grid, const float *fixed, const float *fixed_mask,
+                      const gr_grid *moving_grid, const float *moving, const float *moving_mask, const gr_affine *T,
+                      const float *disp, float *grad_u) {
+  memset(m, 0, sizeof *m);
+  m->be = be;
+  m->spec = spec;
+  for (int d = 0; d < 3; ++d) {
+    m->fn[d] = fixed_grid->n[d];
+    m->mn[d] = moving_grid->n[d];
+  }
+  m->nz_global = fixed_grid->n[2];
+  m->nvox_global = m->fn[0] * m->fn[1] * m->fn[2];
+  if (reg) m->fn[2] = reg->nz;
+  m->nvox = m->fn[0] * m->fn[1] * m->fn[2];
+  m->zoff = reg ? reg->z0 : 0;
+  m->own0 = reg ? reg->own0 - reg->z0 : 0;
+  m->own1 = reg ? reg->own1 - reg->z0 : m->fn[2];
+  m->reg = reg;
+  if (reg) {
+    m->pre_w = reg->pre_w;
+    m->pre_g = reg->pre_g;
+    m->pre_mm = reg->pre_mmask;
+  }
+  cpu_inside_strides(m->mn, m->mst);
+  warp_matrix(fixed_grid, moving_grid, T, m->M);
+  memcpy(m->P, moving_grid->p2i, sizeof m->P);
+  cpu_disp_matrix(moving_grid->p2i, T, m->Q);
+  for (int r = 0; r < 3; ++r)
+    for (int c = 0; c < 3; ++c) m->At[r * 3 + c] = T ? T->m[c * 4 + r] : (double)(r == c);
+  memcpy(m->X, fixed_grid->i2p, sizeof m->X);
+  m->fixed = fixed;
+  m->fmask = fixed_mask;
+  m->moving = moving;
+  m->mmask = moving_mask;
+  m->disp = disp;
+  m->grad_u = spec->want_field_grad ? grad_u : NULL;
+  m->want_affine = spec->want_affine_grad != 0;
+  m->nt = cpu_nthreads(be);
+  m->par = m->nvox >= CPU_METRIC_PAR_MIN;
+}
+
+static gr_status dispatch(const cpu_metric_ctx *m, gr_metric_result *res) {
+  switch (m->spec->kind) {
+    case GR_METRIC_MSE: return cpu_metric_mse(m, res);
+    case GR_METRIC_NCC:
+      if (m->reg)
+        return gr_error(GR_ERR_UNSUPPORTED, "cpu metric: NCC on a window (sharded registration) is not implemented; "
+                                            "use LNCC, MI or MSE");
+      return cpu_metric_ncc(m, res);
+    case GR_METRIC_LNCC: return cpu_metric_lncc(m, res);
+    case GR_METRIC_MI: return cpu_metric_mi(m, res);
+  }
+  return gr_error(GR_ERR_INVALID_ARG, "cpu metric: unknown metric kind %d", (int)m->spec->kind);
+}
+
 gr_status cpu_metric(gr_backend *be, const gr_metric_spec *spec, const gr_grid *fixed_grid, const float *fixed,
                      const float *fixed_mask, const gr_grid *moving_grid, const float *moving,
                      const float *moving_mask, const gr_affine *T, const float *disp, gr_metric_result *res,
@@ -84,38 +151,38 @@ gr_status cpu_metric(gr_backend *be, const gr_metric_spec *spec, const gr_grid *
   const gr_status st = check_args(spec, fixed_grid, fixed, moving_grid, moving, res, grad_u);
   if (st != GR_OK) return st;
   memset(res, 0, sizeof *res);
-
   cpu_metric_ctx m;
-  memset(&m, 0, sizeof m);
-  m.be = be;
-  m.spec = spec;
-  for (int d = 0; d < 3; ++d) {
-    m.fn[d] = fixed_grid->n[d];
-    m.mn[d] = moving_grid->n[d];
-  }
-  m.nvox = m.fn[0] * m.fn[1] * m.fn[2];
-  cpu_inside_strides(m.mn, m.mst);
-  warp_matrix(fixed_grid, moving_grid, T, m.M);
-  memcpy(m.P, moving_grid->p2i, sizeof m.P);
-  cpu_disp_matrix(moving_grid->p2i, T, m.Q);
-  for (int r = 0; r < 3; ++r)
-    for (int c = 0; c < 3; ++c) m.At[r * 3 + c] = T ? T->m[c * 4 + r] : (double)(r == c);
-  memcpy(m.X, fixed_grid->i2p, sizeof m.X);
-  m.fixed = fixed;
-  m.fmask = fixed_mask;
-  m.moving = moving;
-  m.mmask = moving_mask;
-  m.disp = disp;
-  m.grad_u = spec->want_field_grad ? grad_u : NULL;
-  m.want_affine = spec->want_affine_grad != 0;
-  m.nt = cpu_nthreads(be);
-  m.par = m.nvox >= CPU_METRIC_PAR_MIN;
+  setup_ctx(&m, be, spec, NULL, fixed_grid, fixed, fixed_mask, moving_grid, moving, moving_mask, T, disp, grad_u);
+  return dispatch(&m, res);
+}
 
-  switch (spec->kind) {
-    case GR_METRIC_MSE: return cpu_metric_mse(&m, res);
-    case GR_METRIC_NCC: return cpu_metric_ncc(&m, res);
-    case GR_METRIC_LNCC: return cpu_metric_lncc(&m, res);
-    case GR_METRIC_MI: return cpu_metric_mi(&m, res);
+gr_status cpu_metric_region(gr_backend *be, const gr_metric_spec *spec, gr_metric_region *reg,
+                            const gr_grid *fixed_grid, const float *fixed, const float *fixed_mask,
+                            const gr_grid *moving_grid, const float *moving, const float *moving_mask,
+                            const gr_affine *T, const float *disp, gr_metric_result *res, float *grad_u) {
+  if (!reg) return gr_error(GR_ERR_INVALID_ARG, "cpu metric_region: NULL region");
+  /* With presampled values the moving image itself is not read. */
+  const float *mv = reg->pre_w ? fixed : moving;
+  gr_status st = check_args(spec, fixed_grid, fixed, moving_grid, mv, res, grad_u);
+  if (st != GR_OK) return st;
+  if (reg->z0 < 0 || reg->nz < 1 || reg->z0 + reg->nz > fixed_grid->n[2] || reg->own0 < reg->z0 ||
+      reg->own1 > reg->z0 + reg->nz || reg->own1 < reg->own0)
+    return gr_error(GR_ERR_INVALID_ARG, "cpu metric_region: window [%lld, %lld) owned [%lld, %lld) of %lld planes",
+                    (long long)reg->z0, (long long)(reg->z0 + reg->nz), (long long)reg->own0, (long long)reg->own1,
+                    (long long)fixed_grid->n[2]);
+  if (reg->pre_w && !reg->pre_g && (spec->want_field_grad || spec->want_affine_grad))
+    return gr_error(GR_ERR_INVALID_ARG, "cpu metric_region: presampled values without their gradient");
+  if (spec->kind == GR_METRIC_MI && !reg->hist)
+    return gr_error(GR_ERR_INVALID_ARG, "cpu metric_region: MI needs the histogram buffer");
+  if (reg->phase == GR_METRIC_PHASE_EVAL && !reg->partials)
+    return gr_error(GR_ERR_INVALID_ARG, "cpu metric_region: EVAL needs the partials buffer");
+  memset(res, 0, sizeof *res);
+  reg->value_scale = reg->affine_scale = 0.0;
+  cpu_metric_ctx m;
+  setup_ctx(&m, be, spec, reg, fixed_grid, fixed, fixed_mask, moving_grid, moving, moving_mask, T, disp, grad_u);
+  if (reg->phase == GR_METRIC_PHASE_COUNT) { /* counting only: no gradient */
+    m.grad_u = NULL;
+    m.want_affine = 0;
   }
-  return gr_error(GR_ERR_INVALID_ARG, "cpu metric: unknown metric kind %d", (int)spec->kind);
+  return dispatch(&m, res);
 }

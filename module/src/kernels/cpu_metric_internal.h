@@ -54,17 +54,28 @@ typedef struct cpu_metric_ctx {
   int want_affine;
   int nt;              /* OpenMP team size */
   int par;             /* fork at all (volume large enough) */
+  /* Window of a global fixed grid (Grid Parallel, backend.h gr_metric_region);
+   * a whole-grid call has zoff 0, own = [0, fn[2]) and reg NULL. Plane indices k
+   * in the metric loops are local (memory); coordinates use k + zoff. */
+  int64_t zoff;        /* global index of stored plane 0 */
+  int64_t own0, own1;  /* stored planes whose voxels count (local indices) */
+  int64_t nz_global;   /* planes of the whole fixed grid (LNCC window counts) */
+  int64_t nvox_global; /* voxels of the whole fixed grid (MI fixed-point scale) */
+  gr_metric_region *reg;
+  const double *pre_w, *pre_g, *pre_mm; /* presampled moving values (ring sampler) or NULL */
 } cpu_metric_ctx;
 
 /* Continuous moving index of the start (i = 0) of fixed row (j, k), without u. */
 static inline void cpu_metric_row(const cpu_metric_ctx *m, int64_t j, int64_t k, double row[3]) {
-  for (int r = 0; r < 3; ++r) row[r] = m->M[r * 4 + 1] * (double)j + m->M[r * 4 + 2] * (double)k + m->M[r * 4 + 3];
+  const double kg = (double)(k + m->zoff);
+  for (int r = 0; r < 3; ++r) row[r] = m->M[r * 4 + 1] * (double)j + m->M[r * 4 + 2] * kg + m->M[r * 4 + 3];
 }
 
 /* Point the affine acts on for fixed voxel (i, j, k) = flat index v: x_phys + u(x). */
 static inline void cpu_metric_xphys(const cpu_metric_ctx *m, int64_t i, int64_t j, int64_t k, int64_t v, double x[3]) {
   for (int r = 0; r < 3; ++r)
-    x[r] = m->X[r * 4] * (double)i + m->X[r * 4 + 1] * (double)j + m->X[r * 4 + 2] * (double)k + m->X[r * 4 + 3];
+    x[r] = m->X[r * 4] * (double)i + m->X[r * 4 + 1] * (double)j + m->X[r * 4 + 2] * (double)(k + m->zoff) +
+           m->X[r * 4 + 3];
   if (m->disp)
     for (int r = 0; r < 3; ++r) x[r] += m->disp[r * m->nvox + v];
 }
@@ -87,6 +98,15 @@ static inline int cpu_metric_warp(const cpu_metric_ctx *m, const double row[3], 
   double c[3];
   cpu_metric_index(m, row, i, v, c);
   if (!cpu_inside3(m->mn, c)) return 0;
+  if (m->pre_w) { /* the ring sampler already evaluated the moving image at y(x) */
+    if (m->pre_mm && !(m->pre_mm[v] > 0.5)) return 0;
+    *w = m->pre_w[v];
+    if (g_phys) {
+      const double g_idx[3] = {m->pre_g[v], m->pre_g[m->nvox + v], m->pre_g[2 * m->nvox + v]};
+      cpu_grad_idx_to_phys(m->P, g_idx, g_phys);
+    }
+    return 1;
+  }
   if (m->mmask && !(m->mmask[cpu_nearest_offset(m->mn, c, 1)] > 0.5f)) return 0;
   double t[3];
   const int64_t o = cpu_inside_cell(m->mn, c, t);
@@ -133,6 +153,13 @@ void cpu_partials_sum(const double *part, int64_t nslices, int K, double *out);
 void cpu_grad_u_scale(const cpu_metric_ctx *m, double scale);
 /* The GR_ERR_EMPTY report shared by all metrics. */
 gr_status cpu_metric_empty(const cpu_metric_ctx *m);
+
+/* Window helpers: whether a call is the COUNT phase of a region, zeroing
+ * grad_u outside the owned planes, and writing per-plane partials. */
+static inline int cpu_metric_counting(const cpu_metric_ctx *m) {
+  return m->reg && m->reg->phase == GR_METRIC_PHASE_COUNT;
+}
+void cpu_grad_u_zero_unowned(const cpu_metric_ctx *m);
 
 /* ---- the metrics ---------------------------------------------------------------- */
 gr_status cpu_metric_mse(const cpu_metric_ctx *m, gr_metric_result *res);

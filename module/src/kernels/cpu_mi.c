@@ -204,48 +204,71 @@ static gr_status mi_setup_init(const cpu_metric_ctx *m, mi_setup *s) {
   gr_status st = mi_axis_init(sp->fixed_min, sp->fixed_max, s->bins, "fixed", &s->f);
   if (st == GR_OK) st = mi_axis_init(sp->moving_min, sp->moving_max, s->bins, "moving", &s->m);
   if (st != GR_OK) return st;
-  /* A bin can receive at most nvox * 2^S; keep that below 2^62. */
+  /* A bin can receive at most nvox * 2^S; keep that below 2^62. The whole
+   * grid's count, so that every shard of a sharded run uses the same scale. */
   s->shift = 32;
-  while (s->shift > 8 && (m->nvox >> (62 - s->shift)) != 0) --s->shift;
+  while (s->shift > 8 && (m->nvox_global >> (62 - s->shift)) != 0) --s->shift;
   s->scale = ldexp(1.0, s->shift);
   return GR_OK;
 }
 
+/* Whole grid: histogram, value, gradient. Window (sharded): COUNT builds the
+ * owned planes' histogram; EVAL takes the all-reduced one, so every shard
+ * computes the same MI, and forms the owned planes' gradient with the global N. */
 gr_status cpu_metric_mi(const cpu_metric_ctx *m, gr_metric_result *res) {
   mi_setup s;
   gr_status st = mi_setup_init(m, &s);
   if (st != GR_OK) return st;
   const int B = s.bins, nt = m->nt;
-  const int64_t nz = m->fn[2], bb = (int64_t)B * B;
-  int64_t *hist = cpu_metric_alloc(m, (size_t)nt * (size_t)bb * sizeof(int64_t), "MI histograms");
+  const int64_t k0 = m->own0, nk = m->own1 - m->own0, bb = (int64_t)B * B;
+  const int eval_region = m->reg && m->reg->phase == GR_METRIC_PHASE_EVAL;
+  int64_t *hist = eval_region ? NULL : cpu_metric_alloc(m, (size_t)nt * (size_t)bb * sizeof(int64_t), "MI histograms");
   double *L = cpu_metric_alloc(m, (size_t)bb * sizeof(double), "MI log table");
-  double *part = cpu_metric_alloc(m, (size_t)nz * 12 * sizeof(double), "MI slice partials");
-  if (!hist || !L || !part) {
+  double *part = cpu_metric_alloc(m, (size_t)(nk > 0 ? nk : 1) * 12 * sizeof(double), "MI slice partials");
+  if ((!hist && !eval_region) || !L || !part) {
     cpu_metric_free(m, hist);
     cpu_metric_free(m, L);
     cpu_metric_free(m, part);
     return GR_ERR_NOMEM;
   }
-  memset(hist, 0, (size_t)nt * (size_t)bb * sizeof(int64_t));
 
   int64_t count = 0;
+  if (!eval_region) {
+    memset(hist, 0, (size_t)nt * (size_t)bb * sizeof(int64_t));
 #pragma omp parallel num_threads(nt) if (m->par) reduction(+ : count)
-  {
-    int64_t *h = hist + (int64_t)cpu_thread_id() * bb;
+    {
+      int64_t *h = hist + (int64_t)cpu_thread_id() * bb;
 #pragma omp for schedule(static)
-    for (int64_t k = 0; k < nz; ++k) count += mi_hist_slice(m, &s, k, h);
-  }
-  res->n_valid = count;
-  if (count == 0) {
-    st = cpu_metric_empty(m);
-  } else {
+      for (int64_t k = 0; k < nk; ++k) count += mi_hist_slice(m, &s, k0 + k, h);
+    }
     mi_hist_reduce(hist, nt, B);
-    res->value = -mi_value(hist, B, L);
-    if (m->grad_u || m->want_affine) {
-      const double coef = -s.m.inv_d / (double)count; /* dL/dW = -(1/(N Dm)) sum L w' */
+    res->n_valid = count;
+  }
+  if (cpu_metric_counting(m)) {
+    memcpy(m->reg->hist, hist, (size_t)bb * sizeof(int64_t));
+  } else {
+    const int64_t *H = eval_region ? m->reg->hist : hist;
+    if (eval_region) count = m->reg->n_global;
+    if (count == 0) {
+      st = cpu_metric_empty(m);
+    } else {
+      res->value = -mi_value(H, B, L);
+      if (m->grad_u || m->want_affine) {
+        const double coef = -s.m.inv_d / (double)count; /* dL/dW = -(1/(N Dm)) sum L w' */
 #pragma omp parallel for schedule(static) num_threads(nt) if (m->par)
-      for (int64_t k = 0; k < nz; ++k) mi_grad_slice(m, &s, L, coef, k, part + k * 12);
-      if (m->want_affine) cpu_partials_sum(part, nz, 12, res->grad_affine);
+        for (int64_t k = 0; k < nk; ++k) mi_grad_slice(m, &s, L, coef, k0 + k, part + k * 12);
+        if (m->want_affine) cpu_partials_sum(part, nk, 12, res->grad_affine);
+      }
+      if (eval_region) {
+        for (int64_t k = 0; k < nk; ++k) {
+          double *p = m->reg->partials + k * GR_METRIC_PARTIALS;
+          p[0] = 0.0;
+          for (int q = 0; q < 12; ++q) p[1 + q] = m->want_affine ? part[k * 12 + q] : 0.0;
+        }
+        m->reg->value_scale = 0.0; /* the value is global already: res->value */
+        m->reg->affine_scale = 1.0;
+        cpu_grad_u_zero_unowned(m);
+      }
     }
   }
   cpu_metric_free(m, hist);

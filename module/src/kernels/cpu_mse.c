@@ -46,21 +46,36 @@ static void mse_slice(const cpu_metric_ctx *m, int64_t k, double *restrict part)
 }
 
 gr_status cpu_metric_mse(const cpu_metric_ctx *m, gr_metric_result *res) {
-  const int64_t nz = m->fn[2];
-  double *part = cpu_metric_alloc(m, (size_t)nz * MSE_K * sizeof(double), "MSE slice partials");
+  /* Whole grid: own = all planes. Window: only owned planes count; the
+   * gradient is per voxel, so the unowned (halo) planes are simply zeroed. */
+  const int64_t k0 = m->own0, nk = m->own1 - m->own0;
+  double *part = cpu_metric_alloc(m, (size_t)(nk > 0 ? nk : 1) * MSE_K * sizeof(double), "MSE slice partials");
   if (!part) return GR_ERR_NOMEM;
 
 #pragma omp parallel for schedule(static) num_threads(m->nt) if (m->par)
-  for (int64_t k = 0; k < nz; ++k) mse_slice(m, k, part + k * MSE_K);
+  for (int64_t k = 0; k < nk; ++k) mse_slice(m, k0 + k, part + k * MSE_K);
 
   double tot[MSE_K];
-  cpu_partials_sum(part, nz, MSE_K, tot);
+  cpu_partials_sum(part, nk, MSE_K, tot);
+  res->n_valid = (int64_t)tot[MSE_COUNT];
+  if (cpu_metric_counting(m)) {
+    cpu_metric_free(m, part);
+    return GR_OK;
+  }
+  if (m->reg) {
+    for (int64_t k = 0; k < nk; ++k) {
+      double *p = m->reg->partials + k * GR_METRIC_PARTIALS;
+      p[0] = part[k * MSE_K + MSE_SUM];
+      for (int q = 0; q < 12; ++q) p[1 + q] = part[k * MSE_K + MSE_AFF + q];
+    }
+    cpu_grad_u_zero_unowned(m);
+  }
   cpu_metric_free(m, part);
-  const double n = tot[MSE_COUNT];
-  res->n_valid = (int64_t)n;
+  const double n = m->reg ? (double)m->reg->n_global : tot[MSE_COUNT];
   if (n <= 0.0) return cpu_metric_empty(m);
   const double inv_n = 1.0 / n;
   res->value = tot[MSE_SUM] * inv_n;
+  if (m->reg) m->reg->value_scale = m->reg->affine_scale = inv_n;
   if (m->want_affine)
     for (int q = 0; q < 12; ++q) res->grad_affine[q] = tot[MSE_AFF + q] * inv_n;
   if (m->grad_u) cpu_grad_u_scale(m, inv_n);

@@ -34,4 +34,5 @@ void gr_stage_config_defaults(gr_stage_kind kind, gr_stage_config *c) {
   c->convergence_tol = deformable ? 1e-5 : 1e-6;
   c->init = GR_INIT_GEOMETRIC_CENTER;
   c->final_grid_spacing_mm = 0.0;
+  c->shards = 0;
 }

@@ -33,6 +33,7 @@ static gr_status field_to_level(gr_backend *be, const gr_level *lv, float **u, g
 }
 
 gr_status gr_stage_greedy(gr_reg_ctx *c, const gr_stage_config *cfg, const gr_affine *pre, gr_stage_result *r) {
+  if (c->gp) return gr_stage_greedy_sharded(c, cfg, pre, r);
   gr_backend *be = c->be;
   const gr_metric_spec spec = field_spec(cfg);
   float *u = NULL, *scratch = NULL;
@@ -41,7 +42,7 @@ gr_status gr_stage_greedy(gr_reg_ctx *c, const gr_stage_config *cfg, const gr_af
   double loss = 0.0;
   for (int l = 0; l < cfg->levels && s == GR_OK; ++l) {
     gr_level lv;
-    s = gr_level_build(c, cfg->shrink[l], cfg->sigma_vox[l], &lv);
+    s = gr_level_build(c, cfg->shrink[l], cfg->sigma_vox[l], 0, &lv);
     if (s != GR_OK) break;
     gr_field_opt o;
     s = field_to_level(be, &lv, &u, &ugrid);
@@ -54,7 +55,7 @@ gr_status gr_stage_greedy(gr_reg_ctx *c, const gr_stage_config *cfg, const gr_af
     if (s == GR_OK) s = gr_history_init(&h, cfg->iterations[l] + 1);
     for (int it = 0; s == GR_OK && it < cfg->iterations[l]; ++it) {
       gr_metric_result res;
-      s = be->ops->metric(be, &spec, &lv.fgrid, lv.f, lv.fmask, &lv.mgrid, lv.m, lv.mmask, pre, u, &res, o.grad);
+      s = gr_level_metric(c, &lv, &spec, pre, u, &res, o.grad);
       if (s != GR_OK) break;
       loss = res.value;
       gr_report(c, l, cfg->levels, it, cfg->iterations[l], loss);
@@ -77,13 +78,13 @@ gr_status gr_stage_greedy(gr_reg_ctx *c, const gr_stage_config *cfg, const gr_af
     u = up;
   }
   float *inv = NULL;
-  const int64_t n = gr_geometry_nvox(&c->fixed->geom);
+  const int64_t n = gr_geometry_nvox(c->fixed_geom);
   if (s == GR_OK) {
     inv = be->ops->alloc(be, (size_t)n * 3 * sizeof(float));
     s = inv ? be->ops->invert(be, &c->fixed_grid, u, inv, 20) : GR_ERR_NOMEM;
   }
-  if (s == GR_OK) s = gr_field_download(be, &c->fixed->geom, u, &r->field);
-  if (s == GR_OK) s = gr_field_download(be, &c->fixed->geom, inv, &r->inverse_field);
+  if (s == GR_OK) s = gr_field_download(be, c->fixed_geom, u, &r->field);
+  if (s == GR_OK) s = gr_field_download(be, c->fixed_geom, inv, &r->inverse_field);
   if (inv) be->ops->free(be, inv);
   if (u) be->ops->free(be, u);
   r->kind = cfg->kind;

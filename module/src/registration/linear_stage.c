@@ -5,6 +5,7 @@
  * about one millimetre of motion for every parameter: the step length then has
  * one meaning for all of them, like elastix's automatic scales. */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 #include "registration/reg_internal.h"
 
@@ -73,14 +74,16 @@ static void params_jacobian(const linear_model *m, const double p[12], double dT
  * d loss / d T = (d loss / d M) pre^T, then the parameter Jacobian. */
 static void chain_gradient(const linear_model *m, const double p[12], const gr_affine *pre,
                            const double gM[12], double gp[12]) {
+  /* M = [A_T A_p | A_T t_p + t_T]:  d loss / d A_T[r][c] = sum_j gM[r][j] A_p[c][j] + gM[r][3] t_p[c]
+   * (row c of pre, i.e. pre^T), and d loss / d t_T = the translation part of gM. */
   double gT[12];
-  for (int r = 0; r < 3; ++r)
-    for (int j = 0; j < 4; ++j) {
-      /* column j of pre in homogeneous form: rows 0..2 from pre, row 3 = (j == 3) */
-      double s = gM[r * 4 + 3] * (j == 3 ? 1.0 : 0.0);
-      for (int c = 0; c < 3; ++c) s += gM[r * 4 + c] * pre->m[c * 4 + j];
-      gT[r * 4 + j] = s;
+  for (int r = 0; r < 3; ++r) {
+    for (int c = 0; c < 4; ++c) {
+      double s = 0.0;
+      for (int j = 0; j < 4; ++j) s += gM[r * 4 + j] * (c == 3 ? (j == 3 ? 1.0 : 0.0) : pre->m[c * 4 + j]);
+      gT[r * 4 + c] = s;
     }
+  }
   double dT[12][12];
   params_jacobian(m, p, dT);
   for (int k = 0; k < m->n; ++k) {
@@ -90,34 +93,65 @@ static void chain_gradient(const linear_model *m, const double p[12], const gr_a
   }
 }
 
+/* Centre-of-mass sums of planes [z0, z1) (data: those planes) of an image:
+ * per plane w, w x, w y, w z over voxels with w > 0, then the planes added in
+ * order. A sharded run gathers every rank's planes and adds them in the same
+ * order (gr_sum_plane_partials), so both give the same bits. */
+static void com_planes(const gr_geometry *g, const float *data, int64_t z0, int64_t z1, double *part) {
+  const int64_t nx = g->size[0], ny = g->size[1];
+  for (int64_t z = z0; z < z1; ++z) {
+    double *p = part + (z - z0) * 4;
+    p[0] = p[1] = p[2] = p[3] = 0.0;
+    for (int64_t y = 0; y < ny; ++y)
+      for (int64_t x = 0; x < nx; ++x) {
+        const double w = data[((z - z0) * ny + y) * nx + x];
+        if (w <= 0.0) continue;
+        const double idx[3] = {(double)x, (double)y, (double)z};
+        double ph[3];
+        gr_geometry_index_to_phys(g, idx, ph);
+        p[0] += w;
+        for (int a = 0; a < 3; ++a) p[1 + a] += w * ph[a];
+      }
+  }
+}
+
+static gr_status center_of_mass(gr_reg_ctx *c, const gr_geometry *g, const float *data, int64_t z0, int64_t z1,
+                                double out[3]) {
+  double *part = malloc(sizeof(double) * 4 * (size_t)(z1 > z0 ? z1 - z0 : 1));
+  if (!part) return gr_error(GR_ERR_NOMEM, "centre of mass: %lld planes", (long long)(z1 - z0));
+  com_planes(g, data, z0, z1, part);
+  double tot[4] = {0.0, 0.0, 0.0, 0.0};
+  gr_status s = GR_OK;
+  if (c->gp) {
+    s = gr_sum_plane_partials(c->comm, g->size[2], part, 4, tot);
+  } else {
+    for (int64_t z = 0; z < z1 - z0; ++z)
+      for (int q = 0; q < 4; ++q) tot[q] += part[z * 4 + q];
+  }
+  free(part);
+  if (s != GR_OK) return s;
+  if (tot[0] <= 0.0) return gr_error(GR_ERR_EMPTY, "centre-of-mass initialisation: image has no positive intensities");
+  for (int a = 0; a < 3; ++a) out[a] = tot[1 + a] / tot[0];
+  return GR_OK;
+}
+
 /* Translation that moves pre(fixed centre) onto the moving centre (of geometry or mass). */
 static gr_status initial_translation(gr_reg_ctx *c, const gr_stage_config *cfg, const gr_affine *pre,
                                      double t[3]) {
   double cf[3], cm[3];
   if (cfg->init == GR_INIT_CENTER_OF_MASS) {
-    const gr_image *imgs[2] = {c->fixed, c->moving};
-    double *out[2] = {cf, cm};
-    for (int k = 0; k < 2; ++k) {
-      const gr_image *im = imgs[k];
-      double sw = 0.0, sx[3] = {0, 0, 0};
-      const int64_t nx = im->geom.size[0], ny = im->geom.size[1], nz = im->geom.size[2];
-      for (int64_t z = 0; z < nz; ++z)
-        for (int64_t y = 0; y < ny; ++y)
-          for (int64_t x = 0; x < nx; ++x) {
-            const double w = im->data[(z * ny + y) * nx + x];
-            if (w <= 0.0) continue;
-            const double idx[3] = {(double)x, (double)y, (double)z};
-            double ph[3];
-            gr_geometry_index_to_phys(&im->geom, idx, ph);
-            sw += w;
-            for (int a = 0; a < 3; ++a) sx[a] += w * ph[a];
-          }
-      if (sw <= 0.0) return gr_error(GR_ERR_EMPTY, "centre-of-mass initialisation: image has no positive intensities");
-      for (int a = 0; a < 3; ++a) out[k][a] = sx[a] / sw;
+    gr_status s;
+    if (c->gp) {
+      s = center_of_mass(c, c->fixed_geom, c->gp->fixed_raw, c->gp->fz0, c->gp->fz1, cf);
+      if (s == GR_OK) s = center_of_mass(c, c->moving_geom, c->gp->moving_raw, c->gp->mz0, c->gp->mz1, cm);
+    } else {
+      s = center_of_mass(c, c->fixed_geom, c->fixed->data, 0, c->fixed_geom->size[2], cf);
+      if (s == GR_OK) s = center_of_mass(c, c->moving_geom, c->moving->data, 0, c->moving_geom->size[2], cm);
     }
+    if (s != GR_OK) return s;
   } else {
-    gr_geometry_center(&c->fixed->geom, cf);
-    gr_geometry_center(&c->moving->geom, cm);
+    gr_geometry_center(c->fixed_geom, cf);
+    gr_geometry_center(c->moving_geom, cm);
   }
   double from[3];
   gr_affine_apply(pre, cf, from);
@@ -135,7 +169,6 @@ static double norm(const double *g, int n) {
  * or Adam, on the scaled parameters. Returns the last loss. */
 static gr_status run_level(gr_reg_ctx *c, const gr_stage_config *cfg, const linear_model *m, const gr_affine *pre,
                            const gr_level *lv, int level, double p[12], double *loss, int *iters) {
-  gr_backend *be = c->be;
   gr_metric_spec spec = cfg->metric;
   spec.want_affine_grad = 1;
   spec.want_field_grad = 0;
@@ -153,10 +186,10 @@ static gr_status run_level(gr_reg_ctx *c, const gr_stage_config *cfg, const line
     params_to_affine(m, p, &T);
     gr_affine_compose(&T, pre, &M);
     gr_metric_result res;
-    gr_status s = be->ops->metric(be, &spec, &lv->fgrid, lv->f, lv->fmask, &lv->mgrid, lv->m, lv->mmask, &M,
-                                  NULL, &res, NULL);
-    if (s != GR_OK) return s;
-    s = c->comm->ops->allreduce_sum_f64(c->comm, res.grad_affine, 12);
+    /* Sharded, the level metric normalises every rank's voxels by the global N
+     * and adds the per-plane gradient parts of all ranks in plane order, so
+     * res is already the global mean (no per-rank means to re-weight). */
+    gr_status s = gr_level_metric(c, lv, &spec, &M, NULL, &res, NULL);
     if (s != GR_OK) return s;
     *loss = res.value;
     gr_report(c, level, cfg->levels, it, nit, res.value);
@@ -191,7 +224,7 @@ static gr_status run_level(gr_reg_ctx *c, const gr_stage_config *cfg, const line
 
 gr_status gr_stage_linear(gr_reg_ctx *c, const gr_stage_config *cfg, const gr_affine *pre, gr_stage_result *r) {
   linear_model m;
-  model_init(cfg, &c->fixed->geom, &m);
+  model_init(cfg, c->fixed_geom, &m);
   double p[12];
   identity_params(&m, p);
   if (cfg->init != GR_INIT_NONE) {
@@ -202,7 +235,9 @@ gr_status gr_stage_linear(gr_reg_ctx *c, const gr_stage_config *cfg, const gr_af
   double loss = 0.0;
   for (int l = 0; l < cfg->levels; ++l) {
     gr_level lv;
-    gr_status s = gr_level_build(c, cfg->shrink[l], cfg->sigma_vox[l], &lv);
+    /* Sharded: LNCC windows need 2r planes of halo; MI and MSE are per voxel. */
+    const int halo = cfg->metric.kind == GR_METRIC_LNCC ? 2 * (cfg->metric.lncc_radius > 0 ? cfg->metric.lncc_radius : 2) : 0;
+    gr_status s = gr_level_build(c, cfg->shrink[l], cfg->sigma_vox[l], halo, &lv);
     if (s != GR_OK) return s;
     s = run_level(c, cfg, &m, pre, &lv, l, p, &loss, &r->iterations_run[l]);
     gr_level_release(c->be, &lv);

@@ -733,6 +733,19 @@ static void sweep_unused(const gr_map_ctx *c) {
   }
 }
 
+/* GigaRegNumberOfShards: split the run into N Grid Parallel shards (threads of
+ * one process; under mpirun the rank count decides instead). */
+static gr_status map_parallel(gr_map_ctx *c) {
+  if (!has(c, "GigaRegNumberOfShards")) return GR_OK;
+  int n = 0;
+  gr_status s = gr_param_get_int(c->m, "GigaRegNumberOfShards", 0, &n);
+  if (s != GR_OK) return s;
+  if (n < 1 || n > 4096)
+    return gr_error(GR_ERR_PARAM, "%s: GigaRegNumberOfShards: %d must be in 1..4096", c->origin, n);
+  c->st->shards = n;
+  return GR_OK;
+}
+
 /* ---- entry point ----------------------------------------------------------------- */
 
 gr_status gr_stage_config_from_params(const gr_param_map *m, const char *origin, gr_stage_config *stage,
@@ -758,6 +771,7 @@ gr_status gr_stage_config_from_params(const gr_param_map *m, const char *origin,
   if (s == GR_OK) s = map_init(&c);
   if (s == GR_OK) s = map_deformable(&c);
   if (s == GR_OK) s = map_output(&c);
+  if (s == GR_OK) s = map_parallel(&c);
   if (s != GR_OK) return s;
   map_conditional(&c);
   sweep_unused(&c);

@@ -59,24 +59,113 @@ static gr_status level_image(gr_backend *be, const gr_geometry *src_geom, const 
   return s;
 }
 
-gr_status gr_level_build(gr_reg_ctx *c, double shrink, double sigma_vox, gr_level *l) {
+/* ---- sharded levels ------------------------------------------------------------- */
+/* The sharded counterpart of level_image: smooth this rank's full-resolution
+ * slab with a halo of ceil(3 sigma_z) planes (exchanged, so the owned planes
+ * are exactly the whole-image smoothing), then ring-resample the smoothed
+ * owned planes of every rank onto planes [oz0, oz0 + onz) of the level grid.
+ * Down-sampling reads the fine planes around each coarse plane: mostly the own
+ * slab, a few planes of the neighbours; the ring's bounding box skips the rest. */
+static gr_status shard_level_image(gr_reg_ctx *c, const gr_geometry *src_geom, const gr_grid *src_grid,
+                                   const float *src_own, double sigma, const gr_grid *dst_grid, int64_t oz0,
+                                   int64_t onz, gr_interp interp, float **out) {
+  gr_backend *be = c->be;
+  const double ms = min_spacing(src_geom);
+  const double sv[3] = {sigma * ms / src_geom->spacing[0], sigma * ms / src_geom->spacing[1],
+                        sigma * ms / src_geom->spacing[2]};
+  const int hs = sigma > 0.0 ? (int)ceil(3.0 * sv[2]) : 0;
+  gr_shard fs;
+  gr_status s = gr_shard_init(src_grid, c->gp->nranks, c->gp->rank, hs, &fs);
+  if (s != GR_OK) return s;
+  const int64_t npts = dst_grid->n[0] * dst_grid->n[1] * onz;
+  *out = be->ops->alloc(be, (size_t)(npts > 0 ? npts : 1) * sizeof(float));
+  double *acc = be->ops->alloc(be, (size_t)(npts > 0 ? npts : 1) * sizeof(double));
+  float *tmp = NULL;
+  if (!*out || !acc) s = GR_ERR_NOMEM;
+  const float *from = src_own;
+  if (s == GR_OK && sigma > 0.0) {
+    tmp = be->ops->alloc(be, (size_t)fs.nloc * sizeof(float));
+    if (!tmp) s = GR_ERR_NOMEM;
+    if (s == GR_OK) s = be->ops->copy(be, tmp + gr_shard_own_offset(&fs), src_own, (size_t)fs.nown * sizeof(float));
+    if (s == GR_OK) s = gr_halo_exchange(c->comm, &fs, tmp, 1);
+    if (s == GR_OK) s = be->ops->smooth(be, &fs.local, tmp, 1, sv);
+    from = tmp + gr_shard_own_offset(&fs);
+  }
+  if (s == GR_OK) {
+    gr_slab_sample pts;
+    memset(&pts, 0, sizeof pts);
+    pts.out_grid = dst_grid;
+    pts.out_z0 = oz0;
+    pts.out_nz = onz;
+    pts.interp = interp;
+    pts.boundary = GR_BOUNDARY_CLAMP;
+    pts.acc = acc;
+    const gr_ring_image img = {src_grid, from, 1, fs.nown};
+    s = gr_ring_sample(be, c->comm, &img, &pts, NULL);
+  }
+  if (s == GR_OK) s = be->ops->slab_finalize(be, npts, acc, NULL, 1.0, *out);
+  if (tmp) be->ops->free(be, tmp);
+  if (acc) be->ops->free(be, acc);
+  return s;
+}
+
+static gr_status level_build_sharded(gr_reg_ctx *c, double sigma_vox, int halo, gr_level *l) {
+  const gr_gp_ctx *gp = c->gp;
+  gr_status s = gr_shard_check_planes(&l->fgrid, gp->nranks, "a fixed pyramid level");
+  if (s == GR_OK) s = gr_shard_check_planes(&l->mgrid, gp->nranks, "a moving pyramid level");
+  if (s == GR_OK) s = gr_shard_init(&l->fgrid, gp->nranks, gp->rank, halo, &l->fs);
+  if (s != GR_OK) return s;
+  l->sharded = 1;
+  gr_decomp_slab(l->mgrid.n[2], gp->nranks, gp->rank, &l->mz0, &l->mz1);
+  l->nf = l->fs.nloc;
+  l->nm = (l->mz1 - l->mz0) * l->mgrid.n[0] * l->mgrid.n[1];
+  const int64_t fz0 = l->fs.ext0, fnz = l->fs.ext1 - l->fs.ext0, mz0 = l->mz0, mnz = l->mz1 - l->mz0;
+  s = shard_level_image(c, c->fixed_geom, &c->fixed_grid, c->fixed_norm, sigma_vox, &l->fgrid, fz0, fnz,
+                        GR_INTERP_LINEAR, &l->f);
+  if (s == GR_OK)
+    s = shard_level_image(c, c->moving_geom, &c->moving_grid, c->moving_norm, sigma_vox, &l->mgrid, mz0, mnz,
+                          GR_INTERP_LINEAR, &l->m);
+  if (s == GR_OK && c->fixed_mask_dev)
+    s = shard_level_image(c, c->fixed_geom, &c->fixed_grid, c->fixed_mask_dev, 0.0, &l->fgrid, fz0, fnz,
+                          GR_INTERP_NEAREST, &l->fmask);
+  if (s == GR_OK && c->moving_mask_dev)
+    s = shard_level_image(c, c->moving_geom, &c->moving_grid, c->moving_mask_dev, 0.0, &l->mgrid, mz0, mnz,
+                          GR_INTERP_NEAREST, &l->mmask);
+  return s;
+}
+
+gr_status gr_level_build(gr_reg_ctx *c, double shrink, double sigma_vox, int halo, gr_level *l) {
   memset(l, 0, sizeof *l);
-  gr_geometry_shrink(&c->fixed->geom, shrink, &l->fgeom);
-  gr_geometry_shrink(&c->moving->geom, shrink, &l->mgeom);
+  gr_geometry_shrink(c->fixed_geom, shrink, &l->fgeom);
+  gr_geometry_shrink(c->moving_geom, shrink, &l->mgeom);
   gr_status s = gr_grid_from_geometry(&l->fgeom, &l->fgrid);
   if (s == GR_OK) s = gr_grid_from_geometry(&l->mgeom, &l->mgrid);
   if (s != GR_OK) return s;
+  if (c->gp) {
+    s = level_build_sharded(c, sigma_vox, halo, l);
+    if (s != GR_OK) gr_level_release(c->be, l);
+    return s;
+  }
   l->nf = gr_geometry_nvox(&l->fgeom);
   l->nm = gr_geometry_nvox(&l->mgeom);
   gr_backend *be = c->be;
-  s = level_image(be, &c->fixed->geom, &c->fixed_grid, c->fixed_norm, sigma_vox, &l->fgrid, GR_INTERP_LINEAR, &l->f);
-  if (s == GR_OK) s = level_image(be, &c->moving->geom, &c->moving_grid, c->moving_norm, sigma_vox, &l->mgrid, GR_INTERP_LINEAR, &l->m);
+  s = level_image(be, c->fixed_geom, &c->fixed_grid, c->fixed_norm, sigma_vox, &l->fgrid, GR_INTERP_LINEAR, &l->f);
+  if (s == GR_OK) s = level_image(be, c->moving_geom, &c->moving_grid, c->moving_norm, sigma_vox, &l->mgrid, GR_INTERP_LINEAR, &l->m);
   if (s == GR_OK && c->fixed_mask_dev)
-    s = level_image(be, &c->fixed->geom, &c->fixed_grid, c->fixed_mask_dev, 0.0, &l->fgrid, GR_INTERP_NEAREST, &l->fmask);
+    s = level_image(be, c->fixed_geom, &c->fixed_grid, c->fixed_mask_dev, 0.0, &l->fgrid, GR_INTERP_NEAREST, &l->fmask);
   if (s == GR_OK && c->moving_mask_dev)
-    s = level_image(be, &c->moving->geom, &c->moving_grid, c->moving_mask_dev, 0.0, &l->mgrid, GR_INTERP_NEAREST, &l->mmask);
+    s = level_image(be, c->moving_geom, &c->moving_grid, c->moving_mask_dev, 0.0, &l->mgrid, GR_INTERP_NEAREST, &l->mmask);
   if (s != GR_OK) gr_level_release(be, l);
   return s;
+}
+
+gr_status gr_level_metric(gr_reg_ctx *c, const gr_level *lv, const gr_metric_spec *spec, const gr_affine *T,
+                          const float *disp, gr_metric_result *res, float *grad_u) {
+  gr_backend *be = c->be;
+  if (!lv->sharded)
+    return be->ops->metric(be, spec, &lv->fgrid, lv->f, lv->fmask, &lv->mgrid, lv->m, lv->mmask, T, disp, res, grad_u);
+  const gr_dist_metric_args a = {spec, &lv->fs, lv->f, lv->fmask, &lv->mgrid, lv->m, lv->mmask, T, disp};
+  return gr_dist_metric(be, c->comm, &a, res, grad_u, NULL);
 }
 
 void gr_level_release(gr_backend *be, gr_level *l) {

@@ -3,28 +3,54 @@
 #define GIGAREG_REG_INTERNAL_H
 
 #include "gigareg/registration.h"
+#include "parallel/gp.h"
+
+/* Grid Parallel state of a sharded registration (NULL in gr_reg_ctx when one
+ * process holds everything): which planes this rank owns at full resolution,
+ * and where the caller's raw slab voxels are (centre-of-mass initialisation). */
+typedef struct gr_gp_ctx {
+  int nranks, rank;
+  int64_t fz0, fz1, mz0, mz1;     /* owned full-resolution planes, fixed and moving */
+  const float *fixed_raw;          /* owned planes of the caller's fixed image (not normalised) */
+  const float *moving_raw;
+  int whole_fields;                /* gather fields into whole images at the end (gr_register) */
+} gr_gp_ctx;
 
 typedef struct gr_reg_ctx {
   gr_backend *be;
   gr_comm *comm;
-  const gr_image *fixed, *moving, *fixed_mask, *moving_mask;
+  const gr_image *fixed, *moving, *fixed_mask, *moving_mask; /* unsharded only; sharded: slabs via gp */
+  const gr_geometry *fixed_geom, *moving_geom; /* whole images (both modes) */
   const gr_reg_options *opt;
-  float *fixed_norm, *moving_norm;   /* full-resolution intensity-normalised images (backend) */
+  float *fixed_norm, *moving_norm;   /* full-resolution intensity-normalised images (backend); sharded: owned planes */
   float *fixed_mask_dev, *moving_mask_dev;
-  gr_grid fixed_grid, moving_grid;
+  gr_grid fixed_grid, moving_grid;   /* whole grids */
   int stage, nstages;
   double t0;                          /* wall clock at start */
+  gr_gp_ctx *gp;                      /* NULL unless sharded */
 } gr_reg_ctx;
 
-/* One pyramid level: fixed/moving smoothed and resampled onto coarser grids. */
+/* One pyramid level: fixed/moving smoothed and resampled onto coarser grids.
+ * Sharded: f and fmask hold the stored planes of `fs` (owned + halo), m and
+ * mmask this rank's slab [mz0, mz1) of the moving level grid (the ring
+ * sampler's input); nf counts stored voxels. */
 typedef struct gr_level {
   gr_geometry fgeom, mgeom;
   gr_grid fgrid, mgrid;
   float *f, *m, *fmask, *mmask;      /* backend memory; masks may be NULL */
   int64_t nf, nm;
+  int sharded;
+  gr_shard fs;
+  int64_t mz0, mz1;
 } gr_level;
 
-gr_status gr_level_build(gr_reg_ctx *c, double shrink, double sigma_vox, gr_level *out);
+/* `halo`: planes of fixed-grid halo the stage needs at this level (sharded only). */
+gr_status gr_level_build(gr_reg_ctx *c, double shrink, double sigma_vox, int halo, gr_level *out);
+/* The metric at one level: the fused backend op on one shard, the distributed
+ * metric (ring sampler, ordered reductions) on several. res is global; grad_u
+ * (may be NULL) on the level's fixed grid / stored planes. disp on the same. */
+gr_status gr_level_metric(gr_reg_ctx *c, const gr_level *lv, const gr_metric_spec *spec, const gr_affine *T,
+                          const float *disp, gr_metric_result *res, float *grad_u);
 void gr_level_release(gr_backend *be, gr_level *l);
 /* Geometry of a grid shrunk by `shrink` covering the same physical extent. */
 void gr_geometry_shrink(const gr_geometry *g, double shrink, gr_geometry *out);
@@ -63,4 +89,27 @@ gr_status gr_field_resample(gr_backend *be, const gr_grid *dst_grid, float **dst
                             const float *src);
 /* Download a backend field into a new host image on geometry g. */
 gr_status gr_field_download(gr_backend *be, const gr_geometry *g, const float *src, gr_image **out);
+
+/* ---- sharded stages (greedy_sharded.c, syn_sharded.c) and their helpers (shard_ops.c) ---- */
+gr_status gr_stage_greedy_sharded(gr_reg_ctx *c, const gr_stage_config *cfg, const gr_affine *pre, gr_stage_result *r);
+gr_status gr_stage_syn_sharded(gr_reg_ctx *c, const gr_stage_config *cfg, const gr_affine *pre, gr_stage_result *r);
+/* Halo a deformable stage needs at a level: LNCC 2r (exact window gradient),
+ * Gaussian supports of the gradient and field smoothing, the compose reach of
+ * one step (ceil(lr) + 1), at least 1 (trilinear). */
+int gr_shard_field_halo(const gr_stage_config *cfg, double lr);
+/* Sharded gr_field_update: the same arithmetic on the stored planes with halo
+ * exchanges between the steps (docs/grid-parallel.md). */
+gr_status gr_shard_field_update(gr_reg_ctx *c, const gr_stage_config *cfg, const gr_shard *s, gr_field_opt *o,
+                                float **u, float **scratch, double lr);
+/* Resample a sharded 3-plane field from the owned planes of shard `from` onto the
+ * stored planes of shard `to` (other grid; CLAMP, linear), with the ring sampler. */
+gr_status gr_shard_field_resample(gr_reg_ctx *c, const gr_shard *from, const float *src, const gr_shard *to,
+                                  float **dst);
+/* Fixed-point inverse on a sharded field (owned planes of s, halo 0 arrays). */
+gr_status gr_shard_field_invert(gr_reg_ctx *c, const gr_shard *s, const float *u_own, float *inv_own, int iterations);
+/* out = s + u o (x + s) for arbitrary (large) s: the ring sampler over u's owned planes. */
+gr_status gr_shard_field_compose_ring(gr_reg_ctx *c, const gr_shard *s, const float *u_own, const float *s_own,
+                                      float *out_own);
+/* Stage result fields from owned planes: whole images (gathered) or slabs. */
+gr_status gr_shard_field_result(gr_reg_ctx *c, const gr_shard *s, const float *own, gr_image **out);
 #endif

@@ -99,6 +99,7 @@ static gr_status syn_compose_result(gr_backend *be, const gr_grid *g, const floa
 }
 
 gr_status gr_stage_syn(gr_reg_ctx *c, const gr_stage_config *cfg, const gr_affine *pre, gr_stage_result *r) {
+  if (c->gp) return gr_stage_syn_sharded(c, cfg, pre, r);
   gr_backend *be = c->be;
   syn_buffers b;
   memset(&b, 0, sizeof b);
@@ -107,7 +108,7 @@ gr_status gr_stage_syn(gr_reg_ctx *c, const gr_stage_config *cfg, const gr_affin
   double loss = 0.0;
   for (int l = 0; l < cfg->levels && s == GR_OK; ++l) {
     gr_level lv;
-    s = gr_level_build(c, cfg->shrink[l], cfg->sigma_vox[l], &lv);
+    s = gr_level_build(c, cfg->shrink[l], cfg->sigma_vox[l], 0, &lv);
     if (s != GR_OK) break;
     s = syn_level_alloc(be, &lv, &ugrid, &b);
     ugrid = lv.fgrid;
@@ -132,8 +133,8 @@ gr_status gr_stage_syn(gr_reg_ctx *c, const gr_stage_config *cfg, const gr_affin
     be->ops->free(be, b.u[k]);
     b.u[k] = up;
   }
-  if (s == GR_OK) s = syn_compose_result(be, &c->fixed_grid, b.u[1], b.u[0], &c->fixed->geom, &r->field);
-  if (s == GR_OK) s = syn_compose_result(be, &c->fixed_grid, b.u[0], b.u[1], &c->fixed->geom, &r->inverse_field);
+  if (s == GR_OK) s = syn_compose_result(be, &c->fixed_grid, b.u[1], b.u[0], c->fixed_geom, &r->field);
+  if (s == GR_OK) s = syn_compose_result(be, &c->fixed_grid, b.u[0], b.u[1], c->fixed_geom, &r->inverse_field);
   syn_free(be, &b);
   r->kind = cfg->kind;
   r->nparams = 0;

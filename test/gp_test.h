@@ -1,0 +1,132 @@
+/* Shared pieces of the Grid Parallel tests: deterministic oblique scenes with
+ * large displacements, and a runner that executes a per-shard function either
+ * on local-group threads (P = 2, 3, 4, ...) or, with "--mpi" under mpirun, once
+ * per MPI rank. Checks run on the main thread (local group) or rank 0 (MPI),
+ * after the shards finished, so GR_CHECK never runs concurrently. */
+#ifndef GP_TEST_H
+#define GP_TEST_H
+#include "gr_test.h"
+#include "gigareg/grid_parallel.h"
+#include "parallel/gp.h"
+#ifdef GIGAREG_HAVE_MPI
+#include "gigareg/comm_mpi.h"
+#endif
+
+static uint64_t gp_rng __attribute__((unused)) = 0x9e3779b97f4a7c15ull;
+static inline double gp_urand(void) {
+  gp_rng ^= gp_rng >> 12;
+  gp_rng ^= gp_rng << 25;
+  gp_rng ^= gp_rng >> 27;
+  return (double)((gp_rng * 0x2545f4914f6cdd1dull) >> 11) * (1.0 / 9007199254740992.0);
+}
+
+static inline int64_t gp_nvox(const gr_grid *g) { return g->n[0] * g->n[1] * g->n[2]; }
+
+/* Oblique, anisotropic grid centred near the origin. */
+static inline void gp_grid(int64_t nx, int64_t ny, int64_t nz, const double sp[3], const double eu[3], gr_grid *g,
+                    gr_geometry *geom_out) {
+  gr_geometry geom;
+  gr_geometry_identity(&geom, nx, ny, nz);
+  const double p[6] = {eu[0], eu[1], eu[2], 0, 0, 0}, zero[3] = {0, 0, 0};
+  gr_affine R;
+  gr_euler_to_affine(p, zero, &R);
+  for (int r = 0; r < 3; ++r)
+    for (int c = 0; c < 3; ++c) geom.direction[r * 3 + c] = R.m[r * 4 + c];
+  for (int a = 0; a < 3; ++a) geom.spacing[a] = sp[a];
+  for (int r = 0; r < 3; ++r) {
+    double s = 0.0;
+    for (int a = 0; a < 3; ++a) s += geom.direction[r * 3 + a] * sp[a] * 0.5 * (double)(geom.size[a] - 1);
+    geom.origin[r] = -s + 0.37 * (r + 1);
+  }
+  gr_grid_from_geometry(&geom, g);
+  if (geom_out) *geom_out = geom;
+}
+
+/* Smooth texture in physical space (values in ~[0, 1]). */
+static inline double gp_texture(const double p[3], double phase) {
+  return 0.5 + 0.2 * sin(0.35 * p[0] + phase) * cos(0.27 * p[1] - 0.5 * phase) +
+         0.15 * sin(0.22 * p[2] + 0.3 * p[0]) + 0.1 * exp(-(p[0] * p[0] + p[1] * p[1] + p[2] * p[2]) / 60.0);
+}
+
+static inline void gp_fill(const gr_grid *g, float *img, double phase) {
+  const int64_t nx = g->n[0], ny = g->n[1], nz = g->n[2];
+  for (int64_t k = 0; k < nz; ++k)
+    for (int64_t j = 0; j < ny; ++j)
+      for (int64_t i = 0; i < nx; ++i) {
+        double p[3];
+        for (int r = 0; r < 3; ++r) p[r] = g->i2p[r * 4] * i + g->i2p[r * 4 + 1] * j + g->i2p[r * 4 + 2] * k + g->i2p[r * 4 + 3];
+        img[(k * ny + j) * nx + i] = (float)gp_texture(p, phase);
+      }
+}
+
+/* Displacement (mm) of amplitude amp_mm, smooth, with a z-shear that moves
+ * points across several slabs. */
+static inline void gp_field(const gr_grid *g, float *u, double amp_mm) {
+  const int64_t nx = g->n[0], ny = g->n[1], nz = g->n[2], n = nx * ny * nz;
+  for (int64_t k = 0; k < nz; ++k)
+    for (int64_t j = 0; j < ny; ++j)
+      for (int64_t i = 0; i < nx; ++i) {
+        const double x = (double)i / nx, y = (double)j / ny, z = (double)k / nz;
+        const int64_t v = (k * ny + j) * nx + i;
+        u[v] = (float)(amp_mm * 0.4 * sin(6.0 * y + 1.0) * cos(3.0 * z));
+        u[n + v] = (float)(amp_mm * 0.5 * sin(5.0 * x + 2.0 * z));
+        u[2 * n + v] = (float)(amp_mm * (0.8 * sin(4.0 * x + 3.0 * y) + 0.3 * cos(7.0 * z)));
+      }
+}
+
+/* Float arrays equal as numbers (== : -0 and +0 agree); returns the count of mismatches
+ * and the largest absolute difference. */
+static inline int64_t gp_compare(const float *a, const float *b, int64_t n, double *maxdiff) {
+  int64_t bad = 0;
+  double md = 0.0;
+  for (int64_t i = 0; i < n; ++i) {
+    if (a[i] != b[i]) {
+      ++bad;
+      const double d = fabs((double)a[i] - (double)b[i]);
+      if (d > md || d != d) md = d;
+    }
+  }
+  if (maxdiff) *maxdiff = md;
+  return bad;
+}
+
+/* ---- runner --------------------------------------------------------------------- */
+typedef gr_status (*gp_shard_fn)(gr_comm *c, void *user);
+typedef void (*gp_check_fn)(void *user, int P, const char *mode);
+
+static inline int gp_mpi_mode(int argc, char **argv) {
+  for (int i = 1; i < argc; ++i)
+    if (!strcmp(argv[i], "--mpi")) return 1;
+  return 0;
+}
+
+/* Local groups of each size in Ps, or (mpi) one run on MPI_COMM_WORLD. Returns
+ * 0 on success (also on ranks > 0 under MPI, whose checks are skipped). */
+static inline int gp_run(int mpi, gp_shard_fn fn, gp_check_fn check, void *user, const int *Ps, int nP) {
+  if (mpi) {
+#ifdef GIGAREG_HAVE_MPI
+    gr_comm *c = NULL;
+    GR_CHECK_OK(gr_comm_mpi_world(NULL, NULL, &c));
+    if (!c) return 1;
+    const int rank = gr_comm_rank(c), P = gr_comm_size(c);
+    const gr_status s = fn(c, user);
+    GR_CHECK(s == GR_OK, "rank %d: %s: %s", rank, gr_strerror(s), gr_last_error());
+    if (rank == 0 && s == GR_OK) check(user, P, "mpi");
+    gr_comm_destroy(c);
+    return 0;
+#else
+    GR_SKIP("this build has no MPI");
+#endif
+  }
+  for (int k = 0; k < nP; ++k) {
+    const gr_status s = gr_comm_local_group_run(Ps[k], fn, user);
+    GR_CHECK(s == GR_OK, "P=%d: %s: %s", Ps[k], gr_strerror(s), gr_last_error());
+    if (s == GR_OK) check(user, Ps[k], "local-group");
+  }
+  return 0;
+}
+
+static inline void gp_finish(int mpi) {
+  if (mpi) gr_comm_mpi_finalize();
+}
+#endif

@@ -1,0 +1,231 @@
+/* Sharded registration equals the single-process registration: a rigid (MI,
+ * centre-of-mass start) -> greedy LNCC chain with a fixed mask, and a greedy MI
+ * stage with a moving mask, over 2-3 pyramid levels, on a pair related by an
+ * affine and a smooth deformation of several voxels (points cross slab borders
+ * by several planes). Local groups P = 2, 3, 4, or one MPI run (--mpi).
+ * Expected: identical parameters and fields (bitwise); the test reports the
+ * largest differences and fails above 1e-5 relative (parameters, metric) or
+ * 0.01 voxel (fields). Also: one greedy LNCC update (two evaluations), and an
+ * affine LNCC -> SyN LNCC chain with both masks. */
+#include "gp_test.h"
+#include "gigareg/registration.h"
+#include "registration/reg_internal.h"
+
+#define NCFG 4
+static gr_backend *be;
+static gr_image *fixed, *moving, *fmask, *mmask;
+static gr_stage_config cfgs[NCFG][2];
+static int nst[NCFG];
+static int use_fmask[NCFG], use_mmask[NCFG];
+static gr_stage_result ref[NCFG][2];
+
+typedef struct shard_out {
+  gr_stage_result res[NCFG][2];
+} shard_out;
+static shard_out got;
+
+static void make_pair(void) {
+  const double sp[3] = {1.2, 1.0, 1.1}, eu[3] = {0.04, -0.03, 0.06};
+  gr_grid g;
+  gr_geometry geom;
+  gp_grid(36, 32, 30, sp, eu, &g, &geom);
+  gr_image_create(&geom, 1, &fixed);
+  gr_image_create(&geom, 1, &moving);
+  gr_image_create(&geom, 1, &fmask);
+  gr_image_create(&geom, 1, &mmask);
+  const int64_t n = gp_nvox(&g);
+  /* a head-like blob with texture, zero outside (so centre of mass is meaningful) */
+  for (int64_t k = 0; k < g.n[2]; ++k)
+    for (int64_t j = 0; j < g.n[1]; ++j)
+      for (int64_t i = 0; i < g.n[0]; ++i) {
+        double p[3];
+        for (int r = 0; r < 3; ++r) p[r] = g.i2p[r * 4] * i + g.i2p[r * 4 + 1] * j + g.i2p[r * 4 + 2] * k + g.i2p[r * 4 + 3];
+        const double r2 = p[0] * p[0] / 250.0 + p[1] * p[1] / 180.0 + p[2] * p[2] / 160.0;
+        const int64_t v = (k * g.n[1] + j) * g.n[0] + i;
+        fixed->data[v] = (float)(r2 < 1.0 ? 100.0 * (gp_texture(p, 0.4) + 0.3 * (1.0 - r2)) : 2.0);
+        fmask->data[v] = r2 < 1.2 ? 1.0f : 0.0f;
+        mmask->data[v] = r2 < 1.3 ? 1.0f : 0.0f;
+      }
+  /* moving(y) = fixed(x) with y = A(x + w(x)) + t approximately: sample fixed at y - w, then shift */
+  float *w = malloc(sizeof(float) * n * 3);
+  gp_field(&g, w, 3.5);
+  gr_affine T;
+  const double prm[6] = {0.03, -0.02, 0.05, 1.5, -1.0, 2.0}, c[3] = {0, 0, 0};
+  gr_euler_to_affine(prm, c, &T);
+  be->ops->resample(be, &g, moving->data, &g, fixed->data, 1, &T, w, GR_INTERP_LINEAR, GR_BOUNDARY_ZERO);
+  for (int64_t v = 0; v < n; ++v) moving->data[v] = 0.8f * moving->data[v] + 5.0f; /* other intensity scale (MI) */
+  free(w);
+}
+
+static void make_configs(void) {
+  /* 0: rigid MI (COM init) -> greedy LNCC, fixed mask */
+  gr_stage_config_defaults(GR_STAGE_RIGID, &cfgs[0][0]);
+  cfgs[0][0].init = GR_INIT_CENTER_OF_MASS;
+  cfgs[0][0].metric.kind = GR_METRIC_MI;
+  cfgs[0][0].levels = 2;
+  cfgs[0][0].shrink[0] = 2, cfgs[0][0].shrink[1] = 1;
+  cfgs[0][0].sigma_vox[0] = 1.0, cfgs[0][0].sigma_vox[1] = 0.5;
+  cfgs[0][0].iterations[0] = 12, cfgs[0][0].iterations[1] = 6;
+  gr_stage_config_defaults(GR_STAGE_GREEDY, &cfgs[0][1]);
+  cfgs[0][1].metric.kind = GR_METRIC_LNCC;
+  cfgs[0][1].levels = 3;
+  const double sh[3] = {4, 2, 1};
+  const int it[3] = {12, 8, 4};
+  for (int l = 0; l < 3; ++l) {
+    cfgs[0][1].shrink[l] = sh[l];
+    cfgs[0][1].sigma_vox[l] = 0.5 * sh[l];
+    cfgs[0][1].iterations[l] = it[l];
+  }
+  nst[0] = 2;
+  use_fmask[0] = 1;
+  /* 1: greedy MI, moving mask, 2 levels, larger steps */
+  gr_stage_config_defaults(GR_STAGE_GREEDY, &cfgs[1][0]);
+  cfgs[1][0].metric.kind = GR_METRIC_MI;
+  cfgs[1][0].metric.mi_bins = 24;
+  cfgs[1][0].levels = 2;
+  cfgs[1][0].shrink[0] = 2, cfgs[1][0].shrink[1] = 1;
+  cfgs[1][0].sigma_vox[0] = 1.0, cfgs[1][0].sigma_vox[1] = 0.0;
+  cfgs[1][0].iterations[0] = 10, cfgs[1][0].iterations[1] = 5;
+  cfgs[1][0].learning_rate[0] = cfgs[1][0].learning_rate[1] = 0.6;
+  nst[1] = 1;
+  use_mmask[1] = 1;
+  /* 2: one greedy LNCC iteration at full resolution (field sigma 0: halos from the exchange alone) */
+  gr_stage_config_defaults(GR_STAGE_GREEDY, &cfgs[2][0]);
+  cfgs[2][0].metric.kind = GR_METRIC_LNCC;
+  cfgs[2][0].levels = 1;
+  cfgs[2][0].shrink[0] = 1;
+  cfgs[2][0].sigma_vox[0] = 0.0;
+  cfgs[2][0].iterations[0] = 2; /* the second evaluation sees the field after one update */
+  cfgs[2][0].field_sigma_vox = 0.0;
+  nst[2] = 1;
+  /* 3: affine LNCC (windows across slab borders in a linear stage) -> SyN LNCC */
+  gr_stage_config_defaults(GR_STAGE_AFFINE, &cfgs[3][0]);
+  cfgs[3][0].metric.kind = GR_METRIC_LNCC;
+  cfgs[3][0].levels = 2;
+  cfgs[3][0].shrink[0] = 2, cfgs[3][0].shrink[1] = 1;
+  cfgs[3][0].sigma_vox[0] = 1.0, cfgs[3][0].sigma_vox[1] = 0.5;
+  cfgs[3][0].iterations[0] = 10, cfgs[3][0].iterations[1] = 5;
+  gr_stage_config_defaults(GR_STAGE_SYN, &cfgs[3][1]);
+  cfgs[3][1].metric.kind = GR_METRIC_LNCC;
+  cfgs[3][1].levels = 2;
+  cfgs[3][1].shrink[0] = 2, cfgs[3][1].shrink[1] = 1;
+  cfgs[3][1].sigma_vox[0] = 1.0, cfgs[3][1].sigma_vox[1] = 0.5;
+  cfgs[3][1].iterations[0] = 8, cfgs[3][1].iterations[1] = 4;
+  nst[3] = 2;
+  use_fmask[3] = use_mmask[3] = 1;
+}
+
+static gr_status run_cfg(gr_comm *c, int k, gr_stage_result *out) {
+  return gr_register(be, c, fixed, moving, use_fmask[k] ? fmask : NULL, use_mmask[k] ? mmask : NULL, NULL, cfgs[k],
+                     nst[k], NULL, out);
+}
+
+static gr_status shard_fn(gr_comm *c, void *user) {
+  (void)user;
+  const int me = gr_comm_rank(c);
+  gr_status s = GR_OK;
+  for (int k = 0; k < NCFG && s == GR_OK; ++k) {
+    gr_stage_result r[2];
+    s = run_cfg(c, k, r);
+    for (int q = 0; q < nst[k]; ++q) {
+      if (me == 0 && s == GR_OK) got.res[k][q] = r[q];
+      else gr_stage_result_clear(&r[q]);
+    }
+  }
+  return s;
+}
+
+static double field_diff_vox(const gr_image *a, const gr_image *b, int64_t *nbad) {
+  const int64_t n = gr_image_nvox(a);
+  double md = 0.0;
+  *nbad = 0;
+  for (int64_t i = 0; i < n; ++i)
+    for (int q = 0; q < 3; ++q) {
+      const double d = fabs((double)a->data[q * n + i] - (double)b->data[q * n + i]) / a->geom.spacing[q];
+      if (d != 0.0) ++*nbad;
+      if (d > md) md = d;
+    }
+  return md;
+}
+
+static void check(void *user, int P, const char *mode) {
+  (void)user;
+  for (int k = 0; k < NCFG; ++k)
+    for (int q = 0; q < nst[k]; ++q) {
+      const gr_stage_result *a = &got.res[k][q], *b = &ref[k][q];
+      int pbad = 0;
+      double pmax = 0.0;
+      for (int i = 0; i < 12; ++i) {
+        const double d = fabs(a->params[i] - b->params[i]);
+        pbad += d != 0.0;
+        pmax = fmax(pmax, d / fmax(1.0, fabs(b->params[i])));
+      }
+      const double mrel = fabs(a->final_metric - b->final_metric) / fmax(1e-12, fabs(b->final_metric));
+      int itbad = 0;
+      for (int l = 0; l < GR_MAX_LEVELS; ++l) itbad += a->iterations_run[l] != b->iterations_run[l];
+      GR_CHECK(pmax <= 1e-5 && mrel <= 1e-5 && itbad == 0, "%s P=%d cfg %d stage %d: params rel %g, metric rel %g, %d levels ran other iteration counts",
+               mode, P, k, q, pmax, mrel, itbad);
+      double fmaxd = 0.0, imaxd = 0.0;
+      int64_t fbad = 0, ibad = 0;
+      if (b->field) {
+        GR_CHECK(a->field && a->inverse_field, "%s P=%d cfg %d: missing fields", mode, P, k);
+        if (!a->field || !a->inverse_field) continue;
+        fmaxd = field_diff_vox(a->field, b->field, &fbad);
+        imaxd = field_diff_vox(a->inverse_field, b->inverse_field, &ibad);
+        GR_CHECK(fmaxd <= 0.01 && imaxd <= 0.01, "%s P=%d cfg %d stage %d: field differs by %g voxel, inverse by %g",
+                 mode, P, k, q, fmaxd, imaxd);
+      }
+      fprintf(stderr, "%s P=%d cfg %d stage %d: %s (params %d differ, max rel %.3g; metric %.10g rel diff %.3g; "
+                      "field values differing %lld, max %.3g vox; inverse %lld, max %.3g vox)\n",
+              mode, P, k, q, (pbad || fbad || ibad || mrel != 0.0) ? "within tolerance" : "bitwise equal", pbad,
+              pmax, a->final_metric, mrel, (long long)fbad, fmaxd, (long long)ibad, imaxd);
+      gr_stage_result_clear(&got.res[k][q]);
+    }
+}
+
+int main(int argc, char **argv) {
+  const int mpi = gp_mpi_mode(argc, argv);
+  GR_CHECK_OK(gr_backend_cpu_create(1, &be));
+  make_pair();
+  make_configs();
+  gr_comm *one = NULL;
+  GR_CHECK_OK(gr_comm_local_create(&one));
+  int rank0 = 1;
+  if (mpi && gr_comm_mpi_available()) {
+#ifdef GIGAREG_HAVE_MPI
+    int init = 0;
+    MPI_Initialized(&init);
+    if (!init) MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &init);
+    int r = 0;
+    MPI_Comm_rank(MPI_COMM_WORLD, &r);
+    rank0 = r == 0;
+#endif
+  }
+  const double t0 = gr_wall_seconds();
+  for (int k = 0; k < NCFG && rank0; ++k) {
+    GR_CHECK_OK(run_cfg(one, k, ref[k]));
+    for (int q = 0; q < nst[k]; ++q) {
+      const gr_stage_result *r = &ref[k][q];
+      double mx = 0.0;
+      if (r->field)
+        for (int64_t i = 0; i < 3 * gr_image_nvox(r->field); ++i) mx = fmax(mx, fabs(r->field->data[i]));
+      fprintf(stderr, "reference cfg %d stage %d: iterations %d/%d/%d, metric %.6g, max |u| %.3f mm\n", k, q,
+              r->iterations_run[0], r->iterations_run[1], r->iterations_run[2], r->final_metric, mx);
+    }
+  }
+  if (rank0) fprintf(stderr, "single-process references: %.2f s\n", gr_wall_seconds() - t0);
+  gr_comm_destroy(one);
+  const int Ps[] = {2, 3, 4};
+  const double t1 = gr_wall_seconds();
+  gp_run(mpi, shard_fn, check, NULL, Ps, 3);
+  if (rank0) fprintf(stderr, "sharded runs: %.2f s\n", gr_wall_seconds() - t1);
+  for (int k = 0; k < NCFG; ++k)
+    for (int q = 0; q < nst[k]; ++q) gr_stage_result_clear(&ref[k][q]);
+  gp_finish(mpi);
+  gr_image_destroy(fixed);
+  gr_image_destroy(moving);
+  gr_image_destroy(fmask);
+  gr_image_destroy(mmask);
+  gr_backend_destroy(be);
+  GR_TEST_RETURN();
+}
