@@ -30,3 +30,11 @@ endif()
 add_test(NAME fuzz_param_regression COMMAND fuzz_param_replay ${_gr_fz_dir}/corpus/param)
 
 set_tests_properties(fuzz_param_regression PROPERTIES TIMEOUT 300)
+
+# Image-reader corpus (fuzz/corpus/image: first byte = format, then the file):
+# valid seeds plus truncated/garbled headers.
+add_executable(fuzz_image_replay ${_gr_fz_dir}/fuzz_image_header.c ${_gr_fz_dir}/fuzz_driver_main.c)
+target_link_libraries(fuzz_image_replay PRIVATE gigareg)
+target_compile_options(fuzz_image_replay PRIVATE -Wall -Wextra)
+add_test(NAME fuzz_image_regression COMMAND fuzz_image_replay ${_gr_fz_dir}/corpus/image)
+set_tests_properties(fuzz_image_regression PROPERTIES TIMEOUT 300 LABELS unit)
