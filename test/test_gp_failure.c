@@ -1,6 +1,7 @@
 /* Grid Parallel with slab inputs and failures:
  *  - gr_register_slabs (each rank passes only its slabs, gets its field slab
- *    back) stitched together equals the single-process registration;
+ *    back) stitched together equals the single-process registration, also
+ *    with one shard (the sharded code path at N = 1);
  *  - a NaN in one rank's slab makes every rank fail with that rank's message
  *    (agreed error, no rank left waiting);
  *  - (local group only) an allocation failure on one shard in the middle of a
@@ -19,7 +20,7 @@ static gr_backend_ops failing_ops;
 #define MAXP 8
 typedef struct job {
   int nan_rank;       /* rank whose fixed slab gets a NaN (-1: none) */
-  int fail_rank;      /* rank whose allocations fail after `fail_after` (-1: none) */
+  int fail_rank;      /* rank whose allocations fail after `fail_after` (-1: none, -2: the last rank) */
   int fail_after;
   gr_status status[MAXP];
   char msg[MAXP][256];
@@ -64,7 +65,7 @@ static gr_status shard_fn(gr_comm *c, void *user) {
   in.moving = ms;
   gr_backend *mybe = be, fb;
   int left = j->fail_after;
-  if (me == j->fail_rank) {
+  if (me == j->fail_rank || (j->fail_rank == -2 && me == P - 1)) {
     fb = *be;
     fb.ops = &failing_ops;
     fb.impl = &left;
@@ -126,12 +127,6 @@ static void check(void *user, int P, const char *mode) {
   }
 }
 
-static gr_status fail_fn(gr_comm *c, void *user) {
-  job *j = user;
-  j->fail_rank = gr_comm_size(c) - 1;
-  return shard_fn(c, user);
-}
-
 int main(int argc, char **argv) {
   const int mpi = gp_mpi_mode(argc, argv);
   GR_CHECK_OK(gr_backend_cpu_create(1, &be));
@@ -162,10 +157,10 @@ int main(int argc, char **argv) {
   gr_image_create(&geom, 3, &J.field);
   gr_image_create(&geom, 3, &J.inverse);
 
-  const int Ps[] = {2, 3, 4};
+  const int Ps[] = {2, 3, 4}, Ps1[] = {1, 2, 3, 4}; /* 1: the sharded code path with one shard */
   J.nan_rank = J.fail_rank = -1;
   scenario = 0;
-  gp_run(mpi, shard_fn, check, &J, Ps, 3);
+  gp_run(mpi, shard_fn, check, &J, Ps1, 4);
   gr_image_destroy(J.field);
   gr_image_destroy(J.inverse);
   J.field = J.inverse = NULL;
@@ -174,9 +169,10 @@ int main(int argc, char **argv) {
   gp_run(mpi, shard_fn, check, &J, Ps, 3);
   if (!mpi) {
     J.nan_rank = -1;
+    J.fail_rank = -2;
     J.fail_after = 40; /* well inside the first level's iterations */
     scenario = 2;
-    gp_run(mpi, fail_fn, check, &J, Ps, 3);
+    gp_run(mpi, shard_fn, check, &J, Ps, 3);
   }
   gr_stage_result_clear(&ref);
   gp_finish(mpi);

@@ -24,7 +24,6 @@ gr_status gr_dist_metric(gr_backend *be, gr_comm *c, const gr_dist_metric_args *
   double *mm = a->moving_mask ? be->ops->alloc(be, (size_t)n * sizeof(double)) : NULL;
   int64_t *red = malloc(sizeof(int64_t) * (size_t)(1 + B * B));
   double *partials = malloc(sizeof(double) * (size_t)(fs->own1 - fs->own0) * GR_METRIC_PARTIALS);
-  double *g_for_region = g;
   gr_status s = (w && (g || !want_grad) && (mm || !a->moving_mask) && red && partials) ? GR_OK : GR_ERR_NOMEM;
   if (s == GR_ERR_NOMEM) gr_error(GR_ERR_NOMEM, "distributed metric: scratch for %lld voxels", (long long)n);
 
@@ -62,7 +61,7 @@ gr_status gr_dist_metric(gr_backend *be, gr_comm *c, const gr_dist_metric_args *
   reg.hist = red ? red + 1 : NULL;
   reg.partials = partials;
   reg.pre_w = w;
-  reg.pre_g = g_for_region;
+  reg.pre_g = g;
   reg.pre_mmask = mm;
   gr_metric_result r;
   if (s == GR_OK) {

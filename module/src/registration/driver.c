@@ -1,5 +1,6 @@
 /* gr_register: validation, intensity normalisation, upload, and the stage loop. */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "gigareg/grid_parallel.h"
@@ -189,8 +190,14 @@ static gr_status prepare_sharded(gr_reg_ctx *c, const gr_slab_inputs *in, const 
   if (s == GR_OK && in->fixed_mask) s = check_slab(in->fixed_mask, c->fixed_geom, P, me, "fixed mask");
   if (s == GR_OK && in->moving_mask) s = check_slab(in->moving_mask, c->moving_geom, P, me, "moving mask");
   for (int k = 0; s == GR_OK && k < nstages; ++k) s = check_stage(&stages[k], k);
-  if (s == GR_OK) s = gr_image_check_finite(in->fixed, "fixed image");
-  if (s == GR_OK) s = gr_image_check_finite(in->moving, "moving image");
+  char what[2][96]; /* voxel indices in the messages are slab-local: name the planes */
+  int64_t z[4];
+  gr_decomp_slab(c->fixed_geom->size[2], P, me, &z[0], &z[1]);
+  gr_decomp_slab(c->moving_geom->size[2], P, me, &z[2], &z[3]);
+  snprintf(what[0], sizeof what[0], "fixed image (planes %lld..%lld)", (long long)z[0], (long long)z[1] - 1);
+  snprintf(what[1], sizeof what[1], "moving image (planes %lld..%lld)", (long long)z[2], (long long)z[3] - 1);
+  if (s == GR_OK) s = gr_image_check_finite(in->fixed, what[0]);
+  if (s == GR_OK) s = gr_image_check_finite(in->moving, what[1]);
   if (s == GR_OK) s = gr_grid_from_geometry(c->fixed_geom, &c->fixed_grid);
   if (s == GR_OK) s = gr_grid_from_geometry(c->moving_geom, &c->moving_grid);
   if (s == GR_OK) s = gr_shard_check_planes(&c->fixed_grid, P, "the fixed image");
