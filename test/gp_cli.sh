@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Grid Parallel through the gigareg CLI: the same registration (rigid MI ->
-# greedy MI) run with one shard, with -shards 3 (threads) and, when given an
+# greedy MI) on the CPU backend (GPU sharding is not implemented yet) run with one shard, with -shards 3 (threads) and, when given an
 # mpiexec, under mpiexec -n 2. Every output file must be byte-identical to the
 # single-shard run (TransformParameters up to the output folder name).
 #   gp_cli.sh BIN_DIR INPUTS SCRATCH [MPIEXEC [MPIEXEC_FLAGS...]]
@@ -13,7 +13,7 @@ F=$in/t1.nii.gz; M=$in/t1_warped.nrrd
 # shorter schedules than the CLI suite's files: this test is about equality
 sed 's/(MaximumNumberOfIterations .*)/(MaximumNumberOfIterations 25 15)/' "$in/rigid.txt" >"$scratch/rigid.txt"
 sed 's/(MaximumNumberOfIterations .*)/(MaximumNumberOfIterations 12 6)/' "$in/greedy.txt" >"$scratch/greedy.txt"
-run() { local out=$1; shift; "$@" -f "$F" -m "$M" -p "$scratch/rigid.txt" -p "$scratch/greedy.txt" -out "$scratch/$out" -q -threads 1 \
+run() { local out=$1; shift; "$@" -f "$F" -m "$M" -p "$scratch/rigid.txt" -p "$scratch/greedy.txt" -out "$scratch/$out" -q -threads 1 -device cpu \
           || fail "run '$out' failed"; }
 same() { # same DIR_A DIR_B
   local n=0
