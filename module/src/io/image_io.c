@@ -679,3 +679,36 @@ gr_status gr_image_write(const char *path, const gr_image *img, gr_pixel_type ty
   }
   return gr_unknown_format(path);
 }
+
+gr_status gr_write_text_header_and_voxels(const char *path, const char *text, size_t len, const char *raw_path,
+                                          const gr_image *img, gr_pixel_type t) {
+  const int detached = raw_path != NULL;
+  gr_status st = GR_OK;
+  gr_atomic_file data_af, hdr_af;
+  memset(&data_af, 0, sizeof data_af);
+  if (detached) {
+    st = gr_atomic_open(&data_af, raw_path, 0);
+    if (st == GR_OK) st = gr_write_voxels(&data_af, img, t, 1);
+    if (st != GR_OK) {
+      gr_atomic_abort(&data_af);
+      return st;
+    }
+  }
+  st = gr_atomic_open(&hdr_af, path, 0);
+  if (st == GR_OK) st = gr_atomic_write(&hdr_af, text, len);
+  if (st == GR_OK && !detached) st = gr_write_voxels(&hdr_af, img, t, 1);
+  if (st != GR_OK) {
+    gr_atomic_abort(&hdr_af);
+    if (detached) gr_atomic_abort(&data_af);
+    return st;
+  }
+  if (!detached) return gr_atomic_commit(&hdr_af);
+  st = gr_atomic_commit(&data_af);
+  if (st != GR_OK) {
+    gr_atomic_abort(&hdr_af);
+    return st;
+  }
+  st = gr_atomic_commit(&hdr_af);
+  if (st != GR_OK) remove(raw_path);
+  return st;
+}

@@ -114,6 +114,12 @@ void gr_atomic_abort(gr_atomic_file *af);
  * interleave is set (MetaImage, NRRD) or keeping planes (NIfTI), and writes
  * them in host byte order. */
 gr_status gr_write_voxels(gr_atomic_file *af, const gr_image *img, gr_pixel_type t, int interleave);
+/* Text-header formats (MetaImage, NRRD): header + interleaved voxels in one
+ * file, or (raw_path != NULL) header and a detached data file, each written
+ * atomically; the data file is committed first so a header never names a
+ * missing or stale raw file. */
+gr_status gr_write_text_header_and_voxels(const char *path, const char *text, size_t len, const char *raw_path,
+                                          const gr_image *img, gr_pixel_type t);
 
 /* Geometry read from a file must be usable: GR_ERR_FORMAT naming path if not. */
 gr_status gr_io_check_geometry(const gr_geometry *g, const char *path);

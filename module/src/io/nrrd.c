@@ -504,37 +504,7 @@ gr_status gr_nrrd_write(const char *path, const gr_image *img, gr_pixel_type typ
     return gr_error(GR_ERR_NOMEM, "cannot format the NRRD header of '%s'", path);
   }
 
-  gr_status st = GR_OK;
-  gr_atomic_file data_af, hdr_af;
-  memset(&data_af, 0, sizeof data_af);
-  if (detached) {
-    st = gr_atomic_open(&data_af, raw_path, 0);
-    if (st == GR_OK) st = gr_write_voxels(&data_af, img, t, 1);
-    if (st != GR_OK) {
-      gr_atomic_abort(&data_af);
-      free(text);
-      free(raw_path);
-      return st;
-    }
-  }
-  st = gr_atomic_open(&hdr_af, path, 0);
-  if (st == GR_OK) st = gr_atomic_write(&hdr_af, text, (size_t)n);
-  if (st == GR_OK && !detached) st = gr_write_voxels(&hdr_af, img, t, 1);
-  if (st != GR_OK) {
-    gr_atomic_abort(&hdr_af);
-    gr_atomic_abort(&data_af);
-  } else if (detached) {
-    /* Data first: a header must never point at a missing or stale raw file. */
-    st = gr_atomic_commit(&data_af);
-    if (st == GR_OK) {
-      st = gr_atomic_commit(&hdr_af);
-      if (st != GR_OK) remove(raw_path);
-    } else {
-      gr_atomic_abort(&hdr_af);
-    }
-  } else {
-    st = gr_atomic_commit(&hdr_af);
-  }
+  const gr_status st = gr_write_text_header_and_voxels(path, text, (size_t)n, detached ? raw_path : NULL, img, t);
   free(text);
   free(raw_path);
   return st;
