@@ -69,6 +69,28 @@ static void image_range(const gr_image *img, double *lo, double *hi) {
   *hi = b;
 }
 
+/* Intensity ranges -> [0, 1] images and masks on the backend (shared by the
+ * one-process and the sharded paths). */
+static gr_status normalise_and_upload(gr_reg_ctx *c, const gr_image *fixed, const gr_image *moving,
+                                      const gr_image *fmask, const gr_image *mmask, double flo, double fhi,
+                                      double mlo, double mhi, const gr_stage_config *stages, int nstages) {
+  if (!(fhi > flo)) return gr_error(GR_ERR_EMPTY, "fixed image is constant (%g): nothing to register", flo);
+  if (!(mhi > mlo)) return gr_error(GR_ERR_EMPTY, "moving image is constant (%g): nothing to register", mlo);
+  /* MSE compares raw intensities, so both images share one scale; the other
+   * metrics are invariant to per-image affine intensity changes. */
+  int any_mse = 0;
+  for (int k = 0; k < nstages; ++k) any_mse |= stages[k].metric.kind == GR_METRIC_MSE;
+  if (any_mse) {
+    flo = mlo = fmin(flo, mlo);
+    fhi = mhi = fmax(fhi, mhi);
+  }
+  gr_status s = upload_normalised(c->be, fixed, flo, fhi, &c->fixed_norm);
+  if (s == GR_OK) s = upload_normalised(c->be, moving, mlo, mhi, &c->moving_norm);
+  if (s == GR_OK && fmask) s = upload_raw(c->be, fmask, &c->fixed_mask_dev);
+  if (s == GR_OK && mmask) s = upload_raw(c->be, mmask, &c->moving_mask_dev);
+  return s;
+}
+
 static gr_status prepare(gr_reg_ctx *c, const gr_stage_config *stages, int nstages) {
   gr_status s = gr_image_check_finite(c->fixed, "fixed image");
   if (s == GR_OK) s = gr_image_check_finite(c->moving, "moving image");
@@ -81,21 +103,7 @@ static gr_status prepare(gr_reg_ctx *c, const gr_stage_config *stages, int nstag
   double flo, fhi, mlo, mhi;
   image_range(c->fixed, &flo, &fhi);
   image_range(c->moving, &mlo, &mhi);
-  if (!(fhi > flo)) return gr_error(GR_ERR_EMPTY, "fixed image is constant (%g): nothing to register", flo);
-  if (!(mhi > mlo)) return gr_error(GR_ERR_EMPTY, "moving image is constant (%g): nothing to register", mlo);
-  /* MSE compares raw intensities, so both images share one scale; the other
-   * metrics are invariant to per-image affine intensity changes. */
-  int any_mse = 0;
-  for (int k = 0; k < nstages; ++k) any_mse |= stages[k].metric.kind == GR_METRIC_MSE;
-  if (any_mse) {
-    flo = mlo = fmin(flo, mlo);
-    fhi = mhi = fmax(fhi, mhi);
-  }
-  s = upload_normalised(c->be, c->fixed, flo, fhi, &c->fixed_norm);
-  if (s == GR_OK) s = upload_normalised(c->be, c->moving, mlo, mhi, &c->moving_norm);
-  if (s == GR_OK && c->fixed_mask) s = upload_raw(c->be, c->fixed_mask, &c->fixed_mask_dev);
-  if (s == GR_OK && c->moving_mask) s = upload_raw(c->be, c->moving_mask, &c->moving_mask_dev);
-  return s;
+  return normalise_and_upload(c, c->fixed, c->moving, c->fixed_mask, c->moving_mask, flo, fhi, mlo, mhi, stages, nstages);
 }
 
 static void release(gr_reg_ctx *c) {
@@ -227,18 +235,8 @@ static gr_status prepare_sharded(gr_reg_ctx *c, const gr_slab_inputs *in, const 
   double flo = -r[0], fhi = r[1], mlo = -r[2], mhi = r[3];
   if (in->fixed_mask && r[4] == 0.0) return gr_error(GR_ERR_EMPTY, "fixed mask is empty (no voxel > 0)");
   if (in->moving_mask && r[5] == 0.0) return gr_error(GR_ERR_EMPTY, "moving mask is empty (no voxel > 0)");
-  if (!(fhi > flo)) return gr_error(GR_ERR_EMPTY, "fixed image is constant (%g): nothing to register", flo);
-  if (!(mhi > mlo)) return gr_error(GR_ERR_EMPTY, "moving image is constant (%g): nothing to register", mlo);
-  int any_mse = 0;
-  for (int k = 0; k < nstages; ++k) any_mse |= stages[k].metric.kind == GR_METRIC_MSE;
-  if (any_mse) {
-    flo = mlo = fmin(flo, mlo);
-    fhi = mhi = fmax(fhi, mhi);
-  }
-  s = upload_normalised(c->be, in->fixed, flo, fhi, &c->fixed_norm);
-  if (s == GR_OK) s = upload_normalised(c->be, in->moving, mlo, mhi, &c->moving_norm);
-  if (s == GR_OK && in->fixed_mask) s = upload_raw(c->be, in->fixed_mask, &c->fixed_mask_dev);
-  if (s == GR_OK && in->moving_mask) s = upload_raw(c->be, in->moving_mask, &c->moving_mask_dev);
+  s = normalise_and_upload(c, in->fixed, in->moving, in->fixed_mask, in->moving_mask, flo, fhi, mlo, mhi, stages,
+                           nstages);
   return gr_comm_agree_msg(c->comm, s);
 }
 
