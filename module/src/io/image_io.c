@@ -712,3 +712,14 @@ gr_status gr_write_text_header_and_voxels(const char *path, const char *text, si
   if (st != GR_OK) remove(raw_path);
   return st;
 }
+
+gr_status gr_fopen_regular(const char *path, FILE **fp) {
+  *fp = fopen(path, "rb");
+  if (!*fp) return gr_error(GR_ERR_IO, "cannot open '%s': %s", path, strerror(errno));
+  if (gr_file_size(*fp) < 0) {
+    fclose(*fp);
+    *fp = NULL;
+    return gr_error(GR_ERR_IO, "cannot read '%s': not a regular file", path);
+  }
+  return GR_OK;
+}

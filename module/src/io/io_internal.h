@@ -113,6 +113,8 @@ void gr_atomic_abort(gr_atomic_file *af);
 /* Converts the planes of img to type t, interleaving components when
  * interleave is set (MetaImage, NRRD) or keeping planes (NIfTI), and writes
  * them in host byte order. */
+/* fopen(path, "rb") of a regular file, or GR_ERR_IO naming the file. */
+gr_status gr_fopen_regular(const char *path, FILE **fp);
 gr_status gr_write_voxels(gr_atomic_file *af, const gr_image *img, gr_pixel_type t, int interleave);
 /* Text-header formats (MetaImage, NRRD): header + interleaved voxels in one
  * file, or (raw_path != NULL) header and a detached data file, each written

@@ -206,12 +206,9 @@ static void gr_meta_geometry(const gr_meta_header *h, gr_geometry *g) {
 gr_status gr_meta_read(const char *path, int header_only, gr_image **out, gr_geometry *geom, int *ncomp,
                        gr_pixel_type *type) {
   if (out) *out = NULL;
-  FILE *fp = fopen(path, "rb");
-  if (!fp) return gr_error(GR_ERR_IO, "cannot open '%s': %s", path, strerror(errno));
-  if (gr_file_size(fp) < 0) {
-    fclose(fp);
-    return gr_error(GR_ERR_IO, "cannot read '%s': not a regular file", path);
-  }
+  FILE *fp = NULL;
+  const gr_status ost = gr_fopen_regular(path, &fp);
+  if (ost != GR_OK) return ost;
   gr_meta_header *h = malloc(sizeof *h);
   if (!h) {
     fclose(fp);

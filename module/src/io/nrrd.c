@@ -346,12 +346,9 @@ static gr_status gr_nrrd_skip_lines(FILE *fp, int64_t n, const char *label) {
 gr_status gr_nrrd_read(const char *path, int header_only, gr_image **out, gr_geometry *geom, int *ncomp,
                        gr_pixel_type *type) {
   if (out) *out = NULL;
-  FILE *fp = fopen(path, "rb");
-  if (!fp) return gr_error(GR_ERR_IO, "cannot open '%s': %s", path, strerror(errno));
-  if (gr_file_size(fp) < 0) {
-    fclose(fp);
-    return gr_error(GR_ERR_IO, "cannot read '%s': not a regular file", path);
-  }
+  FILE *fp = NULL;
+  const gr_status ost = gr_fopen_regular(path, &fp);
+  if (ost != GR_OK) return ost;
   gr_nrrd_header *h = malloc(sizeof *h);
   if (!h) {
     fclose(fp);
