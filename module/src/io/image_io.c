@@ -723,3 +723,41 @@ gr_status gr_fopen_regular(const char *path, FILE **fp) {
   }
   return GR_OK;
 }
+
+gr_status gr_open_detached_data(const char *path, const char *data_file, const char *format, FILE **data,
+                                char **label) {
+  *data = NULL;
+  *label = NULL;
+  if (gr_strieq(data_file, "LIST") || strchr(data_file, '%'))
+    return gr_error(GR_ERR_UNSUPPORTED, "'%s': %s data split over several files (%s) is not supported", path, format,
+                    GR_QUOTE(data_file));
+  char *data_path = gr_path_sibling(path, data_file);
+  const size_t cap = (data_path ? strlen(data_path) : 0) + strlen(path) + 32;
+  char *lab = data_path ? malloc(cap) : NULL;
+  gr_status st = GR_OK;
+  if (!data_path || !lab) {
+    st = gr_error(GR_ERR_NOMEM, "out of memory reading '%s'", path);
+  } else {
+    snprintf(lab, cap, "%s' (data of '%s)", data_path, path);
+    *data = fopen(data_path, "rb");
+    if (!*data) st = gr_error(GR_ERR_IO, "cannot open '%s', the data file of '%s': %s", data_path, path, strerror(errno));
+  }
+  free(data_path);
+  if (st != GR_OK) {
+    free(lab);
+    return st;
+  }
+  *label = lab;
+  return GR_OK;
+}
+
+gr_status gr_seek_tail_voxels(FILE *data, const char *path, const char *label, const int64_t size[3], int ncomp,
+                              gr_pixel_type t, int raw, const char *what) {
+  int64_t bytes = 0;
+  const int64_t fsize = gr_file_size(data);
+  if (!raw) return gr_error(GR_ERR_FORMAT, "'%s': %s requires uncompressed data", path, what);
+  if (!gr_data_bytes(size, ncomp, t, &bytes) || fsize < bytes)
+    return gr_error(GR_ERR_FORMAT, "'%s' is truncated: %lld bytes of voxel data expected", label, (long long)bytes);
+  if (fseeko(data, (off_t)(fsize - bytes), SEEK_SET) != 0) return gr_error(GR_ERR_IO, "cannot seek in '%s'", label);
+  return GR_OK;
+}

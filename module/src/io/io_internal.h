@@ -113,6 +113,15 @@ void gr_atomic_abort(gr_atomic_file *af);
 /* Converts the planes of img to type t, interleaving components when
  * interleave is set (MetaImage, NRRD) or keeping planes (NIfTI), and writes
  * them in host byte order. */
+/* Opens the detached data file a text header names (resolved next to the
+ * header). `format` names the header kind in messages. On success *data is
+ * open and *label (owned by the caller) reads "<data>' (data of '<header>)". */
+gr_status gr_open_detached_data(const char *path, const char *data_file, const char *format, FILE **data,
+                                char **label);
+/* Seeks to the last `bytes` of voxel data (MetaImage HeaderSize -1, NRRD byte
+ * skip -1: "the data is the end of the file"); raw data only. */
+gr_status gr_seek_tail_voxels(FILE *data, const char *path, const char *label, const int64_t size[3], int ncomp,
+                              gr_pixel_type t, int raw, const char *what);
 /* fopen(path, "rb") of a regular file, or GR_ERR_IO naming the file. */
 gr_status gr_fopen_regular(const char *path, FILE **fp);
 gr_status gr_write_voxels(gr_atomic_file *af, const gr_image *img, gr_pixel_type t, int interleave);

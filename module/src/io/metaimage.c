@@ -237,36 +237,13 @@ gr_status gr_meta_read(const char *path, int header_only, gr_image **out, gr_geo
   FILE *data = fp;
   if (gr_strieq(h->data_file, "LOCAL")) {
     st = gr_load_voxels(fp, path, enc, 0, h->type, swap, &g, h->ncomp, 0, out);
-  } else if (gr_strieq(h->data_file, "LIST") || strchr(h->data_file, '%')) {
-    st = gr_error(GR_ERR_UNSUPPORTED, "'%s': MetaImage data split over several files (%s) is not supported", path,
-                  GR_QUOTE(h->data_file));
   } else {
-    char *data_path = gr_path_sibling(path, h->data_file);
-    const size_t cap = (data_path ? strlen(data_path) : 0) + strlen(path) + 32;
-    label = data_path ? malloc(cap) : NULL;
-    if (!data_path || !label) {
-      st = gr_error(GR_ERR_NOMEM, "out of memory reading '%s'", path);
-    } else {
-      snprintf(label, cap, "%s' (data of '%s)", data_path, path);
-      data = fopen(data_path, "rb");
-      if (!data) {
-        st = gr_error(GR_ERR_IO, "cannot open '%s', the data file of '%s': %s", data_path, path, strerror(errno));
-      } else if (h->header_size == -1) {
-        /* MetaIO: the data is the last bytes of the file. */
-        int64_t bytes = 0;
-        const int64_t fsize = gr_file_size(data);
-        if (enc != GR_ENC_RAW)
-          st = gr_error(GR_ERR_FORMAT, "'%s': HeaderSize = -1 requires uncompressed data", path);
-        else if (!gr_data_bytes(g.size, h->ncomp, h->type, &bytes) || fsize < bytes)
-          st = gr_error(GR_ERR_FORMAT, "'%s' is truncated: %lld bytes of voxel data expected", label, (long long)bytes);
-        else if (fseeko(data, (off_t)(fsize - bytes), SEEK_SET) != 0)
-          st = gr_error(GR_ERR_IO, "cannot seek in '%s'", label);
-      } else if (h->header_size > 0 && fseeko(data, (off_t)h->header_size, SEEK_SET) != 0) {
-        st = gr_error(GR_ERR_IO, "cannot seek in '%s'", label);
-      }
-      if (st == GR_OK) st = gr_load_voxels(data, label, enc, 0, h->type, swap, &g, h->ncomp, 0, out);
-    }
-    free(data_path);
+    st = gr_open_detached_data(path, h->data_file, "MetaImage", &data, &label);
+    if (st == GR_OK && h->header_size == -1) /* MetaIO: the data is the last bytes of the file */
+      st = gr_seek_tail_voxels(data, path, label, g.size, h->ncomp, h->type, enc == GR_ENC_RAW, "HeaderSize = -1");
+    else if (st == GR_OK && h->header_size > 0 && fseeko(data, (off_t)h->header_size, SEEK_SET) != 0)
+      st = gr_error(GR_ERR_IO, "cannot seek in '%s'", label);
+    if (st == GR_OK) st = gr_load_voxels(data, label, enc, 0, h->type, swap, &g, h->ncomp, 0, out);
   }
   if (data && data != fp) fclose(data);
   fclose(fp);

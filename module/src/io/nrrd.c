@@ -373,23 +373,8 @@ gr_status gr_nrrd_read(const char *path, int header_only, gr_image **out, gr_geo
   FILE *data = fp;
   char *label = NULL;
   if (h->data_file[0]) {
-    if (gr_strieq(h->data_file, "LIST") || strchr(h->data_file, '%')) {
-      st = gr_error(GR_ERR_UNSUPPORTED, "'%s': NRRD data split over several files (%s) is not supported", path,
-                    GR_QUOTE(h->data_file));
-    } else {
-      char *data_path = gr_path_sibling(path, h->data_file);
-      const size_t cap = (data_path ? strlen(data_path) : 0) + strlen(path) + 32;
-      label = data_path ? malloc(cap) : NULL;
-      if (!data_path || !label) {
-        st = gr_error(GR_ERR_NOMEM, "out of memory reading '%s'", path);
-      } else {
-        snprintf(label, cap, "%s' (data of '%s)", data_path, path);
-        data = fopen(data_path, "rb");
-        if (!data)
-          st = gr_error(GR_ERR_IO, "cannot open '%s', the data file of '%s': %s", data_path, path, strerror(errno));
-      }
-      free(data_path);
-    }
+    st = gr_open_detached_data(path, h->data_file, "NRRD", &data, &label);
+    if (st != GR_OK) data = fp; /* the shared cleanup below closes fp exactly once */
   } else if (!attached) {
     st = gr_error(GR_ERR_FORMAT, "'%s': NRRD header has neither attached data nor a data file", path);
   }
@@ -399,14 +384,7 @@ gr_status gr_nrrd_read(const char *path, int header_only, gr_image **out, gr_geo
   if (st == GR_OK) {
     if (h->byte_skip == -1) {
       /* teem: the data is the last bytes of the file (raw only). */
-      int64_t bytes = 0;
-      const int64_t fsize = gr_file_size(data);
-      if (h->enc != GR_ENC_RAW)
-        st = gr_error(GR_ERR_FORMAT, "'%s': byte skip -1 requires raw encoding", path);
-      else if (!gr_data_bytes(g.size, nc, h->type, &bytes) || fsize < bytes)
-        st = gr_error(GR_ERR_FORMAT, "'%s' is truncated: %lld bytes of voxel data expected", name, (long long)bytes);
-      else if (fseeko(data, (off_t)(fsize - bytes), SEEK_SET) != 0)
-        st = gr_error(GR_ERR_IO, "cannot seek in '%s'", name);
+      st = gr_seek_tail_voxels(data, path, name, g.size, nc, h->type, h->enc == GR_ENC_RAW, "byte skip -1");
     } else if (h->enc == GR_ENC_RAW) {
       if (h->byte_skip > 0 && fseeko(data, (off_t)h->byte_skip, SEEK_CUR) != 0)
         st = gr_error(GR_ERR_IO, "cannot seek in '%s'", name);
