@@ -69,18 +69,11 @@ if(_w AND GIGAREG_HAVE_CUDA)
   endif()
 endif()
 
-set(GIGAREG_HAVE_ITK OFF)
-_gr_want(GIGAREG_USE_ITK _w)
-if(_w)
-  find_package(ITK QUIET COMPONENTS ITKCommon)
-  if(ITK_FOUND)
-    set(GIGAREG_HAVE_ITK ON)
-  endif()
-endif()
+# ITK is detected by cmake/GigaRegITK.cmake (after enable_language(CXX): ITK's
+# config probes HDF5 with C++ try_compile and fails in a C-only project).
 
 message(STATUS "GigaReg components:")
 message(STATUS "  OpenMP : ${GIGAREG_HAVE_OPENMP}")
 message(STATUS "  CUDA   : ${GIGAREG_HAVE_CUDA}${_cuda_note}")
 message(STATUS "  MPI    : ${GIGAREG_HAVE_MPI}")
 message(STATUS "  NCCL   : ${GIGAREG_HAVE_NCCL}")
-message(STATUS "  ITK    : ${GIGAREG_HAVE_ITK} (ITK classes land with the ITK-module issue)")

@@ -7,7 +7,7 @@
 #include "registration/reg_internal.h"
 
 /* Load an image and shrink it by `shrink` (Gaussian sigma 0.5*shrink voxels), like a pyramid level. */
-static gr_image *fx_load(gr_backend *be, const char *path, double shrink) {
+static inline gr_image *fx_load(gr_backend *be, const char *path, double shrink) {
   gr_image *img = NULL;
   if (!gr_test_file_exists(path)) return NULL;
   if (gr_image_read(path, &img) != GR_OK) {
@@ -31,7 +31,7 @@ static gr_image *fx_load(gr_backend *be, const char *path, double shrink) {
 }
 
 /* moving(y) = src(T^-1 y) on src's grid, so the transform fixed->moving is T. */
-static gr_image *fx_warp_affine(gr_backend *be, const gr_image *src, const gr_affine *T) {
+static inline gr_image *fx_warp_affine(gr_backend *be, const gr_image *src, const gr_affine *T) {
   gr_affine inv;
   gr_affine_invert(T, &inv);
   gr_image *out = NULL;
@@ -45,7 +45,7 @@ static gr_image *fx_warp_affine(gr_backend *be, const gr_image *src, const gr_af
 
 /* Smooth deterministic displacement w (mm) of amplitude `amp_vox` voxels:
  * sums of low-frequency sines, so its Jacobian stays well above 0. */
-static gr_image *fx_smooth_field(const gr_geometry *geom, double amp_vox, unsigned seed) {
+static inline gr_image *fx_smooth_field(const gr_geometry *geom, double amp_vox, unsigned seed) {
   gr_image *w = NULL;
   gr_image_create(geom, 3, &w);
   const int64_t nx = geom->size[0], ny = geom->size[1], nz = geom->size[2], n = nx * ny * nz;
@@ -67,7 +67,7 @@ static gr_image *fx_smooth_field(const gr_geometry *geom, double amp_vox, unsign
 }
 
 /* out(x) = src(x + w(x)) (field on src's grid). */
-static gr_image *fx_warp_field(gr_backend *be, const gr_image *src, const gr_image *w, gr_interp interp) {
+static inline gr_image *fx_warp_field(gr_backend *be, const gr_image *src, const gr_image *w, gr_interp interp) {
   gr_image *out = NULL;
   gr_image_create(&src->geom, 1, &out);
   gr_grid g;
@@ -78,7 +78,7 @@ static gr_image *fx_warp_field(gr_backend *be, const gr_image *src, const gr_ima
 }
 
 /* Mean over voxels with ref > thr of |a - b| in voxel units (fields on the same grid). */
-static double fx_mean_epe_vox(const gr_image *a, const gr_image *b, const gr_image *ref, float thr, double *maxe) {
+static inline double fx_mean_epe_vox(const gr_image *a, const gr_image *b, const gr_image *ref, float thr, double *maxe) {
   const int64_t n = gr_image_nvox(ref);
   double s = 0.0, mx = 0.0;
   int64_t cnt = 0;
@@ -98,7 +98,7 @@ static double fx_mean_epe_vox(const gr_image *a, const gr_image *b, const gr_ima
   return cnt ? s / cnt : INFINITY;
 }
 
-static double fx_mean_norm_vox(const gr_image *a, const gr_image *ref, float thr) {
+static inline double fx_mean_norm_vox(const gr_image *a, const gr_image *ref, float thr) {
   gr_image *zero = NULL;
   gr_image_create(&a->geom, 3, &zero);
   const double m = fx_mean_epe_vox(a, zero, ref, thr, NULL);
@@ -106,7 +106,7 @@ static double fx_mean_norm_vox(const gr_image *a, const gr_image *ref, float thr
   return m;
 }
 
-static float fx_otsu_like_threshold(const gr_image *img) {
+static inline float fx_otsu_like_threshold(const gr_image *img) {
   double mx = 0.0;
   const int64_t n = gr_image_nvox(img);
   for (int64_t i = 0; i < n; ++i) if (img->data[i] > mx) mx = img->data[i];

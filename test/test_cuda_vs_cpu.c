@@ -265,7 +265,7 @@ static void test_fields(const gr_image *t1, const dual *U, const dual *U2) {
 }
 
 static void test_adam_axpy_minmax(const gr_image *t1, const dual *U, const dual *U2, const dual *T1, const dual *FM) {
-  fprintf(stderr, "adam_direction / axpy / minmax\n");
+  fprintf(stderr, "adam_direction / adam_moments / adam_compose / axpy / minmax\n");
   gr_grid g;
   gr_grid_from_geometry(&t1->geom, &g);
   const int64_t n = gr_image_nvox(t1), n3 = 3 * n;
@@ -286,6 +286,18 @@ static void test_adam_axpy_minmax(const gr_image *t1, const dual *U, const dual 
     compare(label, dir.d, dir.h, n3, 1e-5);
     fprintf(stderr, "  adam step %d: max_vox cpu %.17g gpu %.17g\n", t, mx_c, mx_g);
     GR_CHECK(fabs(mx_c - mx_g) <= 1e-12 * mx_c, "adam max_vox %.17g vs %.17g", mx_g, mx_c);
+  }
+  { /* the fused update: moments + max, then the step formed inside compose */
+    double mx_c = 0.0, mx_g = 0.0;
+    GR_CHECK_OK(g_cpu->ops->adam_moments(g_cpu, &g, U->h, m.h, v.h, 0.9, 0.99, 1e-8, 4, &mx_c));
+    GR_CHECK_OK(g_gpu->ops->adam_moments(g_gpu, &g, U->d, m.d, v.d, 0.9, 0.99, 1e-8, 4, &mx_g));
+    compare("adam_moments step 4: m", m.d, m.h, n3, 1e-5);
+    compare("adam_moments step 4: v", v.d, v.h, n3, 1e-5);
+    GR_CHECK(fabs(mx_c - mx_g) <= 1e-12 * mx_c, "adam_moments max_vox %.17g vs %.17g", mx_g, mx_c);
+    const float scale = (float)(-0.8 / mx_c);
+    GR_CHECK_OK(g_cpu->ops->adam_compose(g_cpu, &g, m.h, v.h, 0.9, 0.99, 1e-8, 4, scale, U2->h, dir.h));
+    GR_CHECK_OK(g_gpu->ops->adam_compose(g_gpu, &g, m.d, v.d, 0.9, 0.99, 1e-8, 4, scale, U2->d, dir.d));
+    compare("adam_compose (fused update)", dir.d, dir.h, n3, 1e-5);
   }
   dual y = dual_from_host(U2->h, n3);
   GR_CHECK_OK(g_cpu->ops->axpy(g_cpu, n3, -0.37f, U->h, y.h));

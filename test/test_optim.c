@@ -129,6 +129,46 @@ static void test_bias_correction(gr_backend *be, const gr_grid *g) {
   be->ops->free(be, d);
 }
 
+/* The fused update (adam_moments + adam_compose) is bitwise the unfused
+ * sequence (adam_direction, fill + axpy to form the step, compose) over
+ * several steps: the driver may use either, and sharded runs use the latter. */
+static void test_fused_update(gr_backend *be, const gr_grid *g) {
+  const int64_t n = g->n[0] * g->n[1] * g->n[2], n3 = 3 * n;
+  float *grad = malloc(sizeof(float) * (size_t)n3), *m1 = calloc((size_t)n3, sizeof(float)),
+        *v1 = calloc((size_t)n3, sizeof(float)), *m2 = calloc((size_t)n3, sizeof(float)),
+        *v2 = calloc((size_t)n3, sizeof(float)), *dir = malloc(sizeof(float) * (size_t)n3),
+        *step = malloc(sizeof(float) * (size_t)n3), *u1 = calloc((size_t)n3, sizeof(float)),
+        *u2 = calloc((size_t)n3, sizeof(float)), *o1 = malloc(sizeof(float) * (size_t)n3),
+        *o2 = malloc(sizeof(float) * (size_t)n3);
+  int64_t differ = 0;
+  for (int t = 1; t <= 4; ++t) {
+    fill_grad(grad, n3, 77u + (uint32_t)t);
+    double mx1 = 0.0, mx2 = 0.0;
+    GR_CHECK_OK(be->ops->adam_direction(be, g, grad, m1, v1, dir, 0.9, 0.99, 1e-8, t, &mx1));
+    GR_CHECK_OK(be->ops->adam_moments(be, g, grad, m2, v2, 0.9, 0.99, 1e-8, t, &mx2));
+    GR_CHECK(mx1 == mx2, "step %d: max_vox %.17g (unfused) vs %.17g (fused)", t, mx1, mx2);
+    const float scale = (float)(-0.7 / mx1);
+    GR_CHECK_OK(be->ops->fill(be, step, 0.0f, n3));
+    GR_CHECK_OK(be->ops->axpy(be, n3, scale, dir, step));
+    GR_CHECK_OK(be->ops->compose(be, g, u1, step, o1));
+    GR_CHECK_OK(be->ops->adam_compose(be, g, m2, v2, 0.9, 0.99, 1e-8, t, scale, u2, o2));
+    for (int64_t i = 0; i < n3; ++i) differ += memcmp(&o1[i], &o2[i], sizeof(float)) != 0;
+    differ += memcmp(m1, m2, sizeof(float) * (size_t)n3) != 0;
+    differ += memcmp(v1, v2, sizeof(float) * (size_t)n3) != 0;
+    memcpy(u1, o1, sizeof(float) * (size_t)n3);
+    memcpy(u2, o2, sizeof(float) * (size_t)n3);
+  }
+  GR_CHECK(differ == 0, "fused update differs from the unfused sequence in %lld values", (long long)differ);
+  double umax = 0.0;
+  for (int64_t i = 0; i < n3; ++i) umax = fabs(u1[i]) > umax ? fabs(u1[i]) : umax;
+  GR_CHECK(umax > 0.1, "the update moved nothing (max |u| %g)", umax);
+  GR_CHECK(be->ops->adam_compose(be, g, m2, v2, 0.9, 0.99, 1e-8, 1, 1.0f, u2, u2) == GR_ERR_INVALID_ARG,
+           "adam_compose accepted out == u");
+  GR_CHECK(be->ops->adam_moments(be, g, grad, m2, v2, 1.0, 0.99, 1e-8, 1, &umax) == GR_ERR_INVALID_ARG,
+           "adam_moments accepted beta1 = 1");
+  free(grad); free(m1); free(v1); free(m2); free(v2); free(dir); free(step); free(u1); free(u2); free(o1); free(o2);
+}
+
 int main(void) {
   gr_backend *be = NULL;
   GR_CHECK_OK(gr_backend_cpu_create(0, &be));
@@ -136,6 +176,7 @@ int main(void) {
   const gr_grid g = make_grid();
   test_first_step(be, &g);
   test_bias_correction(be, &g);
+  test_fused_update(be, &g);
   GR_CHECK(be->bytes_current == 0, "leak: %zu bytes", be->bytes_current);
   gr_backend_destroy(be);
   GR_TEST_RETURN();

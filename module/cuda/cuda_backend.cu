@@ -277,6 +277,11 @@ static const gr_backend_ops cuda_ops_table = {
     jacobian_det,    /* jacobian_det */
     invert,          /* invert */
     cu_destroy,      /* destroy */
+    nullptr,         /* sample_slab */
+    nullptr,         /* slab_finalize */
+    nullptr,         /* metric_region */
+    adam_moments,    /* adam_moments */
+    adam_compose,    /* adam_compose */
 };
 
 }  // namespace grcu
@@ -325,6 +330,10 @@ extern "C" gr_status gr_backend_cuda_create(int device, gr_backend **out) {
   im->device = device;
   im->num_sms = prop.multiProcessorCount;
   im->smem_optin = (size_t)optin;
+  {
+    const char *ex = getenv("GIGAREG_CUDA_EXACT");
+    im->exact = ex && ex[0] && strcmp(ex, "0") != 0;
+  }
   snprintf(im->name, sizeof im->name, "%s", prop.name);
   const cudaError_t e = cudaStreamCreateWithFlags(&im->stream, cudaStreamDefault);
   if (e != cudaSuccess) {

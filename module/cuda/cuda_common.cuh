@@ -46,6 +46,9 @@ struct Impl {
   cudaStream_t stream = nullptr; /* every op is enqueued here, in order */
   int num_sms = 0;
   size_t smem_optin = 0;         /* max dynamic shared memory per block after opt-in */
+  /* Bitwise-CPU mode (environment GIGAREG_CUDA_EXACT=1): ops that have a fast
+   * float variant (smoothing) run the double, CPU-order one instead. */
+  bool exact = false;
   char name[256] = {0};
   /* Caching pool: freed blocks are kept by capacity and handed out again, so a
    * registration level (same sizes every iteration) calls cudaMalloc only on its

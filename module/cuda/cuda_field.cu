@@ -1,9 +1,10 @@
 /* Displacement-field kernels: compose, invert, jacobian_det (cpu_field.c
- * semantics). Fields are 3 planes of mm displacements on grid g; sample
+ * semantics) and adam_compose (the fused update's compose). Fields are 3 planes of mm displacements on grid g; sample
  * positions are idx + p2i_lin * s(x) (no round trip through mm). One thread per
  * voxel, arithmetic as the CPU's (bitwise equal results).
  * compose/invert sample u with CLAMP (the border value extends); the 8-corner
  * stencil is computed once and shared by the three planes. */
+#include "cuda_adam.cuh"
 #include "cuda_ops.cuh"
 
 namespace grcu {
@@ -21,18 +22,37 @@ static FieldMap field_map(const gr_grid *g) {
   return f;
 }
 
-/* NEG = false: out = s + u(x + s) (compose); NEG = true: out = -u(x + s) (one
- * fixed-point step of the inverse). out may alias s (each thread reads its own
- * voxel of s before writing it), never u. */
-template <bool NEG>
+/* The step of the fused update (adam_compose): s = scale * Adam direction. */
+struct AdamStep {
+  AdamRule r;
+  const float *m, *v;
+  float scale;
+};
+
+enum WarpMode { kCompose = 0, kNegSample = 1, kAdamCompose = 2 };
+
+/* kCompose: out = s + u(x + s); kNegSample: out = -u(x + s) (one fixed-point
+ * step of the inverse); kAdamCompose: kCompose with s formed from the moments
+ * exactly as axpy forms it from adam_direction's output (scale * dir + 0, no
+ * fused multiply-add). out may alias s (each thread reads its own voxel of s
+ * before writing it), never u. */
+template <int MODE>
 __global__ void __launch_bounds__(kBlock) warp_field_kernel(const FieldMap fm, const float *__restrict__ u,
-                                                            const float *s, float *out) {
+                                                            const float *s, const AdamStep as, float *out) {
   const long long x = (long long)blockIdx.x * kBX + threadIdx.x, y = (long long)blockIdx.y * kBY + threadIdx.y;
   if (x >= fm.d.n[0] || y >= fm.d.n[1]) return;
   const long long nvox = fm.d.nvox;
   for (long long z = blockIdx.z; z < fm.d.n[2]; z += gridDim.z) {
     const long long i = z * fm.d.nxy + y * fm.d.n[0] + x;
-    const double s0 = s[i], s1 = s[i + nvox], s2 = s[i + 2 * nvox];
+    double sv[3];
+#pragma unroll
+    for (int q = 0; q < 3; ++q) {
+      const long long k = i + q * nvox;
+      sv[q] = MODE == kAdamCompose
+                  ? (double)__fadd_rn(__fmul_rn(as.scale, adam_dir(as.r, __ldg(as.m + k), __ldg(as.v + k))), 0.0f)
+                  : (double)s[k];
+    }
+    const double s0 = sv[0], s1 = sv[1], s2 = sv[2];
     const double c[3] = {dadd(dadd(dadd((double)x, dmul(fm.L[0], s0)), dmul(fm.L[1], s1)), dmul(fm.L[2], s2)),
                          dadd(dadd(dadd((double)y, dmul(fm.L[3], s0)), dmul(fm.L[4], s1)), dmul(fm.L[5], s2)),
                          dadd(dadd(dadd((double)z, dmul(fm.L[6], s0)), dmul(fm.L[7], s1)), dmul(fm.L[8], s2))};
@@ -41,7 +61,7 @@ __global__ void __launch_bounds__(kBlock) warp_field_kernel(const FieldMap fm, c
     for (int k = 0; k < 3; ++k) axis_clamp(c[k], fm.d.n[k], a[k]);
     const Corners o = tri_offsets(a, fm.d.n[0], fm.d.nxy);
     const double u0 = tri_value_at(u, o, a), u1 = tri_value_at(u + nvox, o, a), u2 = tri_value_at(u + 2 * nvox, o, a);
-    if (NEG) {
+    if (MODE == kNegSample) {
       out[i] = (float)-u0;
       out[i + nvox] = (float)-u1;
       out[i + 2 * nvox] = (float)-u2;
@@ -72,8 +92,28 @@ gr_status compose(gr_backend *be, const gr_grid *g, const float *u, const float 
   if (out == u) return gr_error(GR_ERR_INVALID_ARG, "compose: output must not alias u (it is sampled at moved points)");
   if ((st = enter(be)) != GR_OK) return st;
   const FieldMap fm = field_map(g);
-  warp_field_kernel<false><<<voxel_grid(fm.d.n), dim3(kBX, kBY), 0, impl_of(be)->stream>>>(fm, u, s, out);
+  warp_field_kernel<kCompose><<<voxel_grid(fm.d.n), dim3(kBX, kBY), 0, impl_of(be)->stream>>>(fm, u, s, AdamStep(), out);
   GRCU_LAUNCHED("compose kernel");
+  return GR_OK;
+}
+
+gr_status adam_compose(gr_backend *be, const gr_grid *g, const float *m, const float *v, double b1, double b2,
+                       double eps, int t, float scale, const float *u, float *out) {
+  gr_status st = check_grid(g, "adam_compose");
+  if (st != GR_OK) return st;
+  if (!m || !v || !u || !out) return gr_error(GR_ERR_INVALID_ARG, "adam_compose: NULL field");
+  if (out == u || out == m || out == v)
+    return gr_error(GR_ERR_INVALID_ARG, "adam_compose: output must not alias u, m or v");
+  AdamStep as;
+  if ((st = adam_rule_make("adam_compose", b1, b2, eps, t, &as.r)) != GR_OK) return st;
+  as.m = m;
+  as.v = v;
+  as.scale = scale;
+  if ((st = enter(be)) != GR_OK) return st;
+  const FieldMap fm = field_map(g);
+  warp_field_kernel<kAdamCompose><<<voxel_grid(fm.d.n), dim3(kBX, kBY), 0, impl_of(be)->stream>>>(fm, u, nullptr, as,
+                                                                                                 out);
+  GRCU_LAUNCHED("adam_compose kernel");
   return GR_OK;
 }
 
@@ -98,7 +138,7 @@ gr_status invert(gr_backend *be, const gr_grid *g, const float *u, float *inv, i
   float *cur = inv, *next = tmp;
   cudaError_t e = cudaSuccess;
   for (int it = 0; it < iterations && e == cudaSuccess; ++it) {
-    warp_field_kernel<true><<<voxel_grid(fm.d.n), dim3(kBX, kBY), 0, stream>>>(fm, u, cur, next);
+    warp_field_kernel<kNegSample><<<voxel_grid(fm.d.n), dim3(kBX, kBY), 0, stream>>>(fm, u, cur, AdamStep(), next);
     e = cudaGetLastError();
     float *t = cur;
     cur = next;

@@ -7,8 +7,8 @@
  *   cuda_metric.cu   - metric: argument checks and dispatch
  *   cuda_mse.cu, cuda_ncc.cu, cuda_lncc.cu, cuda_mi.cu - one metric each
  *   cuda_smooth.cu   - separable Gaussian
- *   cuda_field.cu    - compose, invert, jacobian_det
- *   cuda_optim.cu    - adam_direction
+ *   cuda_field.cu    - compose, adam_compose, invert, jacobian_det
+ *   cuda_optim.cu    - adam_direction, adam_moments (cuda_adam.cuh: the shared direction rule)
  * Every op checks its arguments like the CPU reference, enqueues its kernels on
  * the backend's stream and returns; ops that return a host value (metric,
  * minmax, adam_direction's max) wait for their own result. */
@@ -28,6 +28,10 @@ gr_status smooth(gr_backend *be, const gr_grid *g, float *data, int ncomp, const
 gr_status compose(gr_backend *be, const gr_grid *g, const float *u, const float *s, float *out);
 gr_status adam_direction(gr_backend *be, const gr_grid *g, const float *grad, float *m, float *v, float *dir,
                          double b1, double b2, double eps, int t, double *max_vox);
+gr_status adam_moments(gr_backend *be, const gr_grid *g, const float *grad, float *m, float *v, double b1, double b2,
+                       double eps, int t, double *max_vox);
+gr_status adam_compose(gr_backend *be, const gr_grid *g, const float *m, const float *v, double b1, double b2,
+                       double eps, int t, float scale, const float *u, float *out);
 gr_status minmax(gr_backend *be, int64_t n, const float *x, const float *mask, double *mn, double *mx);
 gr_status jacobian_det(gr_backend *be, const gr_grid *g, const float *u, float *out);
 gr_status invert(gr_backend *be, const gr_grid *g, const float *u, float *inv, int iterations);

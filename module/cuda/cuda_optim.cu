@@ -1,24 +1,25 @@
-/* adam_direction (cpu_optim.c semantics): Adam moments and the bias-corrected
- * normalised direction, element-wise over the 3 planes, plus the largest
- * voxel-unit length of the direction. One streaming pass: reads grad, m, v and
- * writes m, v, dir (24 bytes per component). The max is exact, so it is
+/* adam_direction and adam_moments (cpu_optim.c semantics): Adam moments, the
+ * bias-corrected normalised direction from the stored moments (cuda_adam.cuh),
+ * element-wise over the 3 planes, and the largest voxel-unit length of the
+ * direction. One streaming pass: reads grad, m, v and writes m, v (and dir for
+ * adam_direction): 20 (24) bytes per component. The max is exact, so it is
  * reduced with integer atomics on the bit patterns of the non-negative
  * doubles (their integer order is their numeric order): deterministic. */
 #include <math.h>
 #include <string.h>
+#include "cuda_adam.cuh"
 #include "cuda_ops.cuh"
 #include "cuda_reduce.cuh"
 
 namespace grcu {
 
 struct AdamArgs {
-  double b1, b2, omb1, omb2; /* beta and 1 - beta */
-  double c1, c2;             /* bias corrections 1 / (1 - beta^t) */
-  double eps;
-  double L[9];               /* linear part of p2i: mm -> voxels */
+  AdamRule r;
+  double L[9]; /* linear part of p2i: mm -> voxels */
   long long nvox;
 };
 
+template <bool DIR>
 __global__ void __launch_bounds__(kBlock) adam_kernel(const AdamArgs a, const float *__restrict__ grad,
                                                       float *__restrict__ m, float *__restrict__ v,
                                                       float *__restrict__ dir, unsigned long long *max_bits) {
@@ -30,12 +31,13 @@ __global__ void __launch_bounds__(kBlock) adam_kernel(const AdamArgs a, const fl
     for (int c = 0; c < 3; ++c) {
       const long long k = i + c * a.nvox;
       const double gk = __ldg(grad + k);
-      const double mk = dadd(dmul(a.b1, (double)m[k]), dmul(a.omb1, gk));
-      const double vk = dadd(dmul(a.b2, (double)v[k]), dmul(dmul(a.omb2, gk), gk));
-      m[k] = (float)mk;
-      v[k] = (float)vk;
-      d[c] = ddiv(dmul(mk, a.c1), dadd(__dsqrt_rn(dmul(vk, a.c2)), a.eps));
-      dir[k] = (float)d[c];
+      const float mk = (float)dadd(dmul(a.r.b1, (double)m[k]), dmul(a.r.omb1, gk));
+      const float vk = (float)dadd(dmul(a.r.b2, (double)v[k]), dmul(dmul(a.r.omb2, gk), gk));
+      m[k] = mk;
+      v[k] = vk;
+      const float dk = adam_dir(a.r, mk, vk);
+      d[c] = dk;
+      if (DIR) dir[k] = dk;
     }
     const double e0 = dot3(a.L[0], d[0], a.L[1], d[1], a.L[2], d[2]);
     const double e1 = dot3(a.L[3], d[0], a.L[4], d[1], a.L[5], d[2]);
@@ -51,27 +53,14 @@ __global__ void __launch_bounds__(kBlock) adam_kernel(const AdamArgs a, const fl
   if ((threadIdx.x & 31) == 0 && mx > 0.0) atomicMax(max_bits, (unsigned long long)__double_as_longlong(mx));
 }
 
-gr_status adam_direction(gr_backend *be, const gr_grid *g, const float *grad, float *m, float *v, float *dir,
-                         double b1, double b2, double eps, int t, double *max_vox) {
-  if (!g || !grad || !m || !v || !dir || !max_vox) return gr_error(GR_ERR_INVALID_ARG, "adam_direction: NULL argument");
+static gr_status adam_pass(gr_backend *be, const char *what, const gr_grid *g, const float *grad, float *m, float *v,
+                           float *dir, double b1, double b2, double eps, int t, double *max_vox) {
   for (int ax = 0; ax < 3; ++ax)
-    if (g->n[ax] < 1)
-      return gr_error(GR_ERR_INVALID_ARG, "adam_direction: grid size %lld along axis %d", (long long)g->n[ax], ax);
-  if (!(b1 >= 0.0 && b1 < 1.0) || !(b2 >= 0.0 && b2 < 1.0))
-    return gr_error(GR_ERR_INVALID_ARG, "adam_direction: beta1 %g / beta2 %g must lie in [0, 1)", b1, b2);
-  if (!(eps > 0.0) || !isfinite(eps))
-    return gr_error(GR_ERR_INVALID_ARG, "adam_direction: epsilon %g must be finite and > 0", eps);
-  if (t < 1) return gr_error(GR_ERR_INVALID_ARG, "adam_direction: step %d (1-based, must be >= 1)", t);
-  gr_status s = enter(be);
-  if (s != GR_OK) return s;
+    if (g->n[ax] < 1) return gr_error(GR_ERR_INVALID_ARG, "%s: grid size %lld along axis %d", what, (long long)g->n[ax], ax);
   AdamArgs a;
-  a.b1 = b1;
-  a.b2 = b2;
-  a.omb1 = 1.0 - b1;
-  a.omb2 = 1.0 - b2;
-  a.c1 = 1.0 / (1.0 - pow(b1, t));
-  a.c2 = 1.0 / (1.0 - pow(b2, t));
-  a.eps = eps;
+  gr_status s = adam_rule_make(what, b1, b2, eps, t, &a.r);
+  if (s == GR_OK) s = enter(be);
+  if (s != GR_OK) return s;
   for (int r = 0; r < 3; ++r)
     for (int c = 0; c < 3; ++c) a.L[r * 3 + c] = g->p2i[r * 4 + c];
   a.nvox = g->n[0] * g->n[1] * g->n[2];
@@ -81,17 +70,30 @@ gr_status adam_direction(gr_backend *be, const gr_grid *g, const float *grad, fl
   unsigned long long bits = 0;
   cudaError_t e = cudaMemsetAsync(d_max, 0, sizeof *d_max, im->stream);
   if (e == cudaSuccess) {
-    adam_kernel<<<flat_blocks(a.nvox), kBlock, 0, im->stream>>>(a, grad, m, v, dir, d_max);
+    if (dir) adam_kernel<true><<<flat_blocks(a.nvox), kBlock, 0, im->stream>>>(a, grad, m, v, dir, d_max);
+    else adam_kernel<false><<<flat_blocks(a.nvox), kBlock, 0, im->stream>>>(a, grad, m, v, dir, d_max);
     e = cudaGetLastError();
   }
   if (e == cudaSuccess) e = cudaMemcpyAsync(&bits, d_max, sizeof bits, cudaMemcpyDeviceToHost, im->stream);
   if (e == cudaSuccess) e = cudaStreamSynchronize(im->stream);
   scratch_free(be, d_max);
-  if (e != cudaSuccess) return device_error(e, "adam_direction");
+  if (e != cudaSuccess) return device_error(e, what);
   double mx;
   memcpy(&mx, &bits, sizeof mx);
   *max_vox = mx;
   return GR_OK;
+}
+
+gr_status adam_direction(gr_backend *be, const gr_grid *g, const float *grad, float *m, float *v, float *dir,
+                         double b1, double b2, double eps, int t, double *max_vox) {
+  if (!g || !grad || !m || !v || !dir || !max_vox) return gr_error(GR_ERR_INVALID_ARG, "adam_direction: NULL argument");
+  return adam_pass(be, "adam_direction", g, grad, m, v, dir, b1, b2, eps, t, max_vox);
+}
+
+gr_status adam_moments(gr_backend *be, const gr_grid *g, const float *grad, float *m, float *v, double b1, double b2,
+                       double eps, int t, double *max_vox) {
+  if (!g || !grad || !m || !v || !max_vox) return gr_error(GR_ERR_INVALID_ARG, "adam_moments: NULL argument");
+  return adam_pass(be, "adam_moments", g, grad, m, v, nullptr, b1, b2, eps, t, max_vox);
 }
 
 }  // namespace grcu

@@ -170,7 +170,8 @@ typedef struct gr_backend_ops {
   gr_status (*compose)(gr_backend *be, const gr_grid *g, const float *u, const float *s, float *out);
 
   /* Adam moments update and normalised direction:
-   * m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2; dir = mhat / (sqrt(vhat) + eps).
+   * m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2 (stored as float); dir = mhat / (sqrt(vhat) + eps)
+   * from the stored (rounded) moments, so a fused pass can recompute dir from m, v alone.
    * t is the 1-based step count. Returns max over voxels of |dir| in voxel units
    * (|p2i_linear * dir(x)|) through *max_vox (for the global step normalisation). */
   gr_status (*adam_direction)(gr_backend *be, const gr_grid *g, const float *grad,
@@ -203,6 +204,21 @@ typedef struct gr_backend_ops {
                              const gr_grid *fixed_grid, const float *fixed, const float *fixed_mask,
                              const gr_grid *moving_grid, const float *moving, const float *moving_mask,
                              const gr_affine *T, const float *disp, gr_metric_result *res, float *grad_u);
+
+  /* ---- Fused field update (appended; a backend that leaves them NULL gets the
+   * unfused sequence adam_direction -> axpy -> compose, which needs a direction
+   * and a scratch field: 24 more bytes per voxel) ------------------------------
+   * adam_moments: adam_direction without writing the direction (m, v updated,
+   * *max_vox as adam_direction reports it).
+   * adam_compose: out(x) = s(x) + u(x + s(x)) with s = scale * dir, dir
+   * recomputed from the updated m, v exactly as adam_direction writes it (a
+   * float) and the product rounded to float as axpy rounds it, so the result is
+   * bitwise the unfused sequence's. out must not alias u, m or v (it may be the
+   * gradient's storage, which is dead by then). */
+  gr_status (*adam_moments)(gr_backend *be, const gr_grid *g, const float *grad, float *m, float *v, double b1,
+                            double b2, double eps, int t, double *max_vox);
+  gr_status (*adam_compose)(gr_backend *be, const gr_grid *g, const float *m, const float *v, double b1, double b2,
+                            double eps, int t, float scale, const float *u, float *out);
 } gr_backend_ops;
 
 struct gr_backend {

@@ -210,6 +210,8 @@ static const gr_backend_ops cpu_ops = {
   .sample_slab = cpu_sample_slab,
   .slab_finalize = cpu_slab_finalize,
   .metric_region = cpu_metric_region,
+  .adam_moments = cpu_adam_moments,
+  .adam_compose = cpu_adam_compose,
 };
 
 gr_status gr_backend_cpu_create(int threads, gr_backend **out) {

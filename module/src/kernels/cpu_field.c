@@ -45,9 +45,25 @@ typedef enum warp_mode {
   WARP_NEG_SAMPLE  /* out(x) = -u(x + s(x)): one fixed-point step of the inverse */
 } warp_mode;
 
+/* The step of the fused update: s = scale * Adam direction from m, v. */
+typedef struct adam_step {
+  const cpu_adam_rule *rule;
+  const float *m, *v;
+  float scale;
+} adam_step;
+
+/* s(x) at voxel i: read from s, or (adam != NULL) formed from the moments
+ * exactly as axpy forms it from adam_direction's output (scale * dir + 0). */
+static inline void step_at(const float *s, const adam_step *adam, int64_t i, int64_t nvox, double out[3]) {
+  for (int c = 0; c < 3; ++c) {
+    const int64_t k = i + c * nvox;
+    out[c] = adam ? (double)(adam->scale * cpu_adam_dir(adam->rule, adam->m[k], adam->v[k]) + 0.0f) : (double)s[k];
+  }
+}
+
 /* out may alias s (each voxel reads its own s before writing), never u. */
-static void warp_pass(gr_backend *be, const field_dims *d, const float *restrict u, const float *s, float *out,
-                      warp_mode mode) {
+static void warp_pass(gr_backend *be, const field_dims *d, const float *restrict u, const float *s,
+                      const adam_step *adam, float *out, warp_mode mode) {
   (void)be;
   const int64_t nx = d->nx, ny = d->ny, nz = d->nz, nvox = d->nvox;
   const double *L = d->L;
@@ -57,7 +73,9 @@ static void warp_pass(gr_backend *be, const field_dims *d, const float *restrict
       const int64_t row = z * d->nxy + y * nx;
       for (int64_t x = 0; x < nx; ++x) {
         const int64_t i = row + x;
-        const double s0 = s[i], s1 = s[i + nvox], s2 = s[i + 2 * nvox];
+        double sv[3];
+        step_at(s, adam, i, nvox, sv);
+        const double s0 = sv[0], s1 = sv[1], s2 = sv[2];
         const double c[3] = {(double)x + L[0] * s0 + L[1] * s1 + L[2] * s2,
                              (double)y + L[3] * s0 + L[4] * s1 + L[5] * s2,
                              (double)z + L[6] * s0 + L[7] * s1 + L[8] * s2};
@@ -90,7 +108,23 @@ gr_status cpu_compose(gr_backend *be, const gr_grid *g, const float *u, const fl
   if (!u || !s || !out) return gr_error(GR_ERR_INVALID_ARG, "compose: NULL field");
   if (out == u) return gr_error(GR_ERR_INVALID_ARG, "compose: output must not alias u (it is sampled at moved points)");
   const field_dims d = field_dims_of(g);
-  warp_pass(be, &d, u, s, out, WARP_COMPOSE);
+  warp_pass(be, &d, u, s, NULL, out, WARP_COMPOSE);
+  return GR_OK;
+}
+
+gr_status cpu_adam_compose(gr_backend *be, const gr_grid *g, const float *m, const float *v, double b1, double b2,
+                           double eps, int t, float scale, const float *u, float *out) {
+  gr_status st = check_grid(g, "adam_compose");
+  if (st != GR_OK) return st;
+  if (!m || !v || !u || !out) return gr_error(GR_ERR_INVALID_ARG, "adam_compose: NULL field");
+  if (out == u || out == m || out == v)
+    return gr_error(GR_ERR_INVALID_ARG, "adam_compose: output must not alias u, m or v");
+  cpu_adam_rule r;
+  st = cpu_adam_rule_make("adam_compose", b1, b2, eps, t, &r);
+  if (st != GR_OK) return st;
+  const adam_step adam = {&r, m, v, scale};
+  const field_dims d = field_dims_of(g);
+  warp_pass(be, &d, u, NULL, &adam, out, WARP_COMPOSE);
   return GR_OK;
 }
 
@@ -115,7 +149,7 @@ gr_status cpu_invert(gr_backend *be, const gr_grid *g, const float *u, float *in
   if (!tmp) return GR_ERR_NOMEM; /* alloc recorded the details */
   float *cur = inv, *next = tmp;
   for (int it = 0; it < iterations; ++it) {
-    warp_pass(be, &d, u, cur, next, WARP_NEG_SAMPLE);
+    warp_pass(be, &d, u, cur, NULL, next, WARP_NEG_SAMPLE);
     float *t = cur;
     cur = next;
     next = t;

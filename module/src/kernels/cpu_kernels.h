@@ -5,12 +5,13 @@
  *   cpu_metric.c   - cpu_metric dispatch + shared per-voxel warp helpers
  *   cpu_mse.c, cpu_ncc.c, cpu_lncc.c, cpu_mi.c - one metric each (value + gradient, fused)
  *   cpu_smooth.c   - separable Gaussian
- *   cpu_field.c    - compose, invert, jacobian_det
- *   cpu_optim.c    - adam_direction
+ *   cpu_field.c    - compose, adam_compose, invert, jacobian_det
+ *   cpu_optim.c    - adam_direction, adam_moments (and the direction rule adam_compose shares)
  *   cpu_slab.c     - sample_slab, slab_finalize (Grid Parallel: the ring sampler's step)
  * Semantics documented in backend.h are normative: the CUDA backend must match them. */
 #ifndef GIGAREG_CPU_KERNELS_H
 #define GIGAREG_CPU_KERNELS_H
+#include <math.h>
 #include "gigareg/backend.h"
 
 gr_status cpu_resample(gr_backend *be, const gr_grid *out_grid, float *out, const gr_grid *in_grid,
@@ -31,7 +32,22 @@ gr_status cpu_smooth(gr_backend *be, const gr_grid *g, float *data, int ncomp, c
 gr_status cpu_compose(gr_backend *be, const gr_grid *g, const float *u, const float *s, float *out);
 gr_status cpu_adam_direction(gr_backend *be, const gr_grid *g, const float *grad, float *m, float *v,
                              float *dir, double b1, double b2, double eps, int t, double *max_vox);
+gr_status cpu_adam_moments(gr_backend *be, const gr_grid *g, const float *grad, float *m, float *v, double b1,
+                           double b2, double eps, int t, double *max_vox);
+gr_status cpu_adam_compose(gr_backend *be, const gr_grid *g, const float *m, const float *v, double b1, double b2,
+                           double eps, int t, float scale, const float *u, float *out);
 gr_status cpu_jacobian_det(gr_backend *be, const gr_grid *g, const float *u, float *out);
 gr_status cpu_invert(gr_backend *be, const gr_grid *g, const float *u, float *inv, int iterations);
+
+/* Adam's bias-corrected direction from the stored moments (backend.h): one
+ * rule shared by adam_direction, adam_moments and adam_compose so that the
+ * fused update reproduces the unfused one bit for bit. */
+typedef struct cpu_adam_rule {
+  double b1, b2, c1, c2, eps; /* c = 1 / (1 - beta^t) */
+} cpu_adam_rule;
+gr_status cpu_adam_rule_make(const char *what, double b1, double b2, double eps, int t, cpu_adam_rule *out);
+static inline float cpu_adam_dir(const cpu_adam_rule *r, float m, float v) {
+  return (float)(((double)m * r->c1) / (sqrt((double)v * r->c2) + r->eps));
+}
 
 #endif

@@ -5,10 +5,12 @@
 
 static int64_t grid_nvox(const gr_grid *g) { return g->n[0] * g->n[1] * g->n[2]; }
 
-gr_status gr_field_opt_init(gr_backend *be, int64_t n, gr_field_opt *o) {
+int gr_field_update_fused(const gr_backend *be) { return be->ops->adam_moments && be->ops->adam_compose; }
+
+gr_status gr_field_opt_init(gr_backend *be, int64_t n, int with_step, gr_field_opt *o) {
   memset(o, 0, sizeof *o);
   float **bufs[4] = {&o->grad, &o->m, &o->v, &o->step};
-  for (int i = 0; i < 4; ++i) {
+  for (int i = 0; i < (with_step ? 4 : 3); ++i) {
     *bufs[i] = be->ops->alloc(be, (size_t)n * 3 * sizeof(float));
     if (!*bufs[i]) {
       gr_field_opt_free(be, o);
@@ -31,6 +33,33 @@ void gr_field_opt_free(gr_backend *be, gr_field_opt *o) {
   }
 }
 
+static gr_status smooth_field(gr_backend *be, const gr_stage_config *cfg, const gr_grid *g, float *u) {
+  if (!(cfg->field_sigma_vox > 0)) return GR_OK;
+  const double fs[3] = {cfg->field_sigma_vox, cfg->field_sigma_vox, cfg->field_sigma_vox};
+  return be->ops->smooth(be, g, u, 3, fs);
+}
+
+/* Moments and the global max in one pass, then the step formed on the fly
+ * inside the compose pass, written over the (dead) gradient, which becomes u:
+ * no direction or scratch field, two passes instead of four. */
+static gr_status fused_update(gr_reg_ctx *c, const gr_stage_config *cfg, const gr_grid *g, gr_field_opt *o, float **u,
+                              double lr) {
+  gr_backend *be = c->be;
+  double maxv = 0.0;
+  gr_status s = be->ops->adam_moments(be, g, o->grad, o->m, o->v, cfg->adam_beta1, cfg->adam_beta2, cfg->adam_eps,
+                                      o->t, &maxv);
+  if (s == GR_OK) s = c->comm->ops->allreduce_max_f64(c->comm, &maxv, 1);
+  if (s != GR_OK) return s;
+  if (!(maxv > 0.0)) return GR_OK;
+  s = be->ops->adam_compose(be, g, o->m, o->v, cfg->adam_beta1, cfg->adam_beta2, cfg->adam_eps, o->t,
+                            (float)(-lr / maxv), *u, o->grad);
+  if (s != GR_OK) return s;
+  float *t = *u;
+  *u = o->grad;
+  o->grad = t;
+  return smooth_field(be, cfg, g, *u);
+}
+
 gr_status gr_field_update(gr_reg_ctx *c, const gr_stage_config *cfg, const gr_grid *g, gr_field_opt *o,
                           float **u, float **scratch, double lr) {
   gr_backend *be = c->be;
@@ -41,6 +70,7 @@ gr_status gr_field_update(gr_reg_ctx *c, const gr_stage_config *cfg, const gr_gr
   if (s != GR_OK) return s;
   o->t += 1;
   double maxv = 0.0;
+  if (gr_field_update_fused(be)) return fused_update(c, cfg, g, o, u, lr);
   s = be->ops->adam_direction(be, g, o->grad, o->m, o->v, o->step, cfg->adam_beta1, cfg->adam_beta2,
                               cfg->adam_eps, o->t, &maxv);
   if (s == GR_OK) s = c->comm->ops->allreduce_max_f64(c->comm, &maxv, 1);
@@ -54,11 +84,7 @@ gr_status gr_field_update(gr_reg_ctx *c, const gr_stage_config *cfg, const gr_gr
   float *t = *u;
   *u = *scratch;
   *scratch = t;
-  if (cfg->field_sigma_vox > 0) {
-    const double fs[3] = {cfg->field_sigma_vox, cfg->field_sigma_vox, cfg->field_sigma_vox};
-    s = be->ops->smooth(be, g, *u, 3, fs);
-  }
-  return s;
+  return smooth_field(be, cfg, g, *u);
 }
 
 gr_status gr_field_resample(gr_backend *be, const gr_grid *dst_grid, float **dst, const gr_grid *src_grid,

@@ -59,7 +59,7 @@ gr_status gr_stage_greedy_sharded(gr_reg_ctx *c, const gr_stage_config *cfg, con
     ush = lv.fs;
     gr_field_opt o;
     memset(&o, 0, sizeof o);
-    if (s == GR_OK) s = gr_field_opt_init(be, n, &o);
+    if (s == GR_OK) s = gr_field_opt_init(be, n, 1, &o);
     if (s == GR_OK) {
       scratch = be->ops->alloc(be, (size_t)n * 3 * sizeof(float));
       if (!scratch) s = GR_ERR_NOMEM;

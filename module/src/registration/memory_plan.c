@@ -411,15 +411,20 @@ static void field_update(pctx *c, const gr_stage_config *cfg, const plevel *L) {
   smooth_scratch(&c->s, ln, fs);
 }
 
+/* One process runs the fused update (adam_moments + adam_compose: no direction
+ * field, no scratch field); the sharded update keeps both (shard_ops.c). */
+static int fused_update(const pctx *c) { return c->s.o->ranks <= 1; }
+
 static void opt_alloc(pctx *c, const plevel *L, sbuf o[4]) { /* field_ops.c gr_field_opt_init */
-  for (int i = 0; i < 4; ++i) {
+  memset(o, 0, 4 * sizeof *o);
+  for (int i = 0; i < (fused_update(c) ? 3 : 4); ++i) {
     o[i] = gbuf(&c->s, L->fn, L->h, 12, GR_MEM_OPTIMIZER);
     s_alloc(&c->s, &o[i]);
   }
 }
 
 static void opt_free(pctx *c, sbuf o[4]) {
-  for (int i = 0; i < 4; ++i) s_free(&c->s, &o[i]);
+  for (int i = 0; i < (fused_update(c) ? 3 : 4); ++i) s_free(&c->s, &o[i]);
 }
 
 /* A field held on one grid, moved to another (field_ops.c gr_field_resample:
@@ -467,13 +472,13 @@ static gr_status plan_greedy(pctx *c, int k, const gr_stage_config *cfg, size_t 
     sbuf o[4];
     opt_alloc(c, &L, o);
     sbuf scratch = gbuf(&c->s, L.fn, L.h, 12, GR_MEM_SCRATCH);
-    s_alloc(&c->s, &scratch);
+    if (!fused_update(c)) s_alloc(&c->s, &scratch);
     if (cfg->iterations[l] > 0) {
       level_metric(c, cfg, &L, 1, masks);
       field_update(c, cfg, &L);
     }
     opt_free(c, o);
-    s_free(&c->s, &scratch);
+    if (!fused_update(c)) s_free(&c->s, &scratch);
     level_release(c, &L);
   }
   int64_t ln[3];
@@ -515,7 +520,7 @@ static gr_status plan_syn(pctx *c, int k, const gr_stage_config *cfg, size_t *ho
     have_u = 1;
     memcpy(un, L.fn, sizeof un);
     sbuf scratch = gbuf(&c->s, L.fn, L.h, 12, GR_MEM_SCRATCH), warped = gbuf(&c->s, L.fn, L.h, 4, GR_MEM_SCRATCH);
-    s_alloc(&c->s, &scratch);
+    if (!fused_update(c)) s_alloc(&c->s, &scratch);
     s_alloc(&c->s, &warped);
     if (cfg->iterations[l] > 0) {
       level_metric(c, cfg, &L, 1, c->s.o->fixed_mask || c->s.o->moving_mask); /* moving side */
@@ -524,7 +529,7 @@ static gr_status plan_syn(pctx *c, int k, const gr_stage_config *cfg, size_t *ho
       field_update(c, cfg, &L);
     }
     for (int q = 0; q < 2; ++q) opt_free(c, o[q]);
-    s_free(&c->s, &scratch);
+    if (!fused_update(c)) s_free(&c->s, &scratch);
     s_free(&c->s, &warped);
     level_release(c, &L);
   }

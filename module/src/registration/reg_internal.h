@@ -78,10 +78,14 @@ typedef struct gr_field_opt {
   float *grad, *m, *v, *step;   /* 3 planes each, backend */
   int t;
 } gr_field_opt;
-gr_status gr_field_opt_init(gr_backend *be, int64_t n, gr_field_opt *o);
+/* True when the backend has the fused update ops (adam_moments + adam_compose):
+ * gr_field_update then needs neither o->step nor a scratch field. */
+int gr_field_update_fused(const gr_backend *be);
+gr_status gr_field_opt_init(gr_backend *be, int64_t n, int with_step, gr_field_opt *o);
 void gr_field_opt_free(gr_backend *be, gr_field_opt *o);
-/* Smooth grad, Adam-normalise, scale to lr voxels max, compose into *u (swaps
- * *u with a scratch buffer), smooth u. */
+/* Smooth grad, Adam-normalise, scale to lr voxels max, compose into *u, smooth
+ * u. Fused backends swap *u with o->grad (scratch unused, may be NULL); others
+ * swap *u with *scratch. */
 gr_status gr_field_update(gr_reg_ctx *c, const gr_stage_config *cfg, const gr_grid *g,
                           gr_field_opt *o, float **u, float **scratch, double lr);
 /* Resample a 3-plane field from one grid to another (CLAMP, linear). */

@@ -24,6 +24,7 @@ static void syn_free(gr_backend *be, syn_buffers *b) {
 
 static gr_status syn_level_alloc(gr_backend *be, const gr_level *lv, const gr_grid *old_grid, syn_buffers *b) {
   gr_status s = GR_OK;
+  const int fused = gr_field_update_fused(be);
   for (int k = 0; k < 2 && s == GR_OK; ++k) {
     if (b->u[k]) {
       float *up = NULL;
@@ -34,19 +35,19 @@ static gr_status syn_level_alloc(gr_backend *be, const gr_level *lv, const gr_gr
       b->u[k] = be->ops->alloc(be, (size_t)lv->nf * 3 * sizeof(float));
       s = b->u[k] ? be->ops->fill(be, b->u[k], 0.0f, lv->nf * 3) : GR_ERR_NOMEM;
     }
-    if (s == GR_OK) s = gr_field_opt_init(be, lv->nf, &b->o[k]);
+    if (s == GR_OK) s = gr_field_opt_init(be, lv->nf, !fused, &b->o[k]);
   }
   if (s == GR_OK) {
-    b->scratch = be->ops->alloc(be, (size_t)lv->nf * 3 * sizeof(float));
+    b->scratch = fused ? NULL : be->ops->alloc(be, (size_t)lv->nf * 3 * sizeof(float));
     b->warped = be->ops->alloc(be, (size_t)lv->nf * sizeof(float));
-    if (!b->scratch || !b->warped) s = GR_ERR_NOMEM;
+    if ((!fused && !b->scratch) || !b->warped) s = GR_ERR_NOMEM;
   }
   return s;
 }
 
 static void syn_level_free(gr_backend *be, syn_buffers *b) {
   for (int k = 0; k < 2; ++k) gr_field_opt_free(be, &b->o[k]);
-  be->ops->free(be, b->scratch);
+  if (b->scratch) be->ops->free(be, b->scratch);
   be->ops->free(be, b->warped);
   b->scratch = b->warped = NULL;
 }
