@@ -6,9 +6,10 @@
  *
  * One iteration is exactly what the registration driver does per iteration
  * (greedy_stage.c + field_ops.c gr_field_update): metric (value + d loss/d u),
- * smooth the gradient (sigma 1), Adam direction + global max, fill + axpy
- * (scale to lr voxels), compose, smooth the field (sigma 0.5), all through the
- * backend table. Reported per size and loss:
+ * smooth the gradient (sigma 1), Adam moments + global max, the step formed
+ * inside the compose pass (adam_compose), smooth the field (sigma 0.5), all
+ * through the backend table (GR_BENCH_UNFUSED=1: the older sequence Adam
+ * direction, fill + axpy, compose, with its two extra fields). Reported per size and loss:
  *   ms/iteration (median), ms per Gvox, modelled DRAM bytes per voxel and the
  *   effective bandwidth against the 3.0 TB/s copy roofline, peak accounted
  *   device bytes per voxel (be->bytes_peak over the iterations) and the whole
@@ -37,7 +38,14 @@ static const char *op_names[NOPS] = {"metric", "smooth grad", "adam", "fill+axpy
 
 /* Modelled DRAM bytes per voxel of each op (each input read once, each output
  * written once, moving-image gathers counted as one 4-byte read). */
+static int g_fused; /* the fused update (adam_moments + adam_compose), as the driver runs it */
+
 static double op_bytes(int op, gr_metric_kind k) {
+  if (g_fused) {
+    if (op == OP_ADAM) return 60.0;    /* read g, m, v; write m, v */
+    if (op == OP_SCALE) return 0.0;    /* folded into compose */
+    if (op == OP_COMPOSE) return 48.0; /* read m, v 24, u 12 (gathered), write 12 */
+  }
   switch (op) {
     case OP_METRIC: /* LNCC: warp (u 12 + M 4 + W 8) + fused (F 4 + W 8 + u 12 + M 4 + grad 12);
                        MI: histogram (u 12 + F 4 + M 4) + gradient (u 12 + F 4 + M 4 + grad 12) */
@@ -216,14 +224,16 @@ static void run_size(int n, gr_metric_kind kind, int radius, int iters) {
 
   /* ---- the driver's buffers (gr_field_opt_init + greedy_stage.c) ---- */
   u = be->ops->alloc(be, fb);
-  scratch = be->ops->alloc(be, fb);
   grad = be->ops->alloc(be, fb);
   m = be->ops->alloc(be, fb);
   v = be->ops->alloc(be, fb);
-  step = be->ops->alloc(be, fb);
-  if (!u || !scratch || !grad || !m || !v || !step) TRY(GR_ERR_NOMEM);
-  float *bufs[6] = {u, scratch, grad, m, v, step};
-  for (int i = 0; i < 6; ++i) TRY(be->ops->fill(be, bufs[i], 0.0f, n3));
+  if (!g_fused) { /* the unfused update also needs a direction and a scratch field */
+    scratch = be->ops->alloc(be, fb);
+    step = be->ops->alloc(be, fb);
+  }
+  if (!u || !grad || !m || !v || (!g_fused && (!scratch || !step))) TRY(GR_ERR_NOMEM);
+  float *bufs[6] = {u, grad, m, v, scratch, step};
+  for (int i = 0; i < (g_fused ? 4 : 6); ++i) TRY(be->ops->fill(be, bufs[i], 0.0f, n3));
   be->bytes_peak = be->bytes_current; /* from here on: the iteration's working set */
 
   const double gs[3] = {cfg.grad_sigma_vox, cfg.grad_sigma_vox, cfg.grad_sigma_vox};
@@ -261,16 +271,25 @@ static void run_size(int n, gr_metric_kind kind, int radius, int iters) {
     OP_END(OP_SMOOTH_G);
     ++t;
     OP_BEGIN(OP_ADAM);
-    TRY(be->ops->adam_direction(be, &g, grad, m, v, step, cfg.adam_beta1, cfg.adam_beta2, cfg.adam_eps, t, &maxv));
+    if (g_fused)
+      TRY(be->ops->adam_moments(be, &g, grad, m, v, cfg.adam_beta1, cfg.adam_beta2, cfg.adam_eps, t, &maxv));
+    else
+      TRY(be->ops->adam_direction(be, &g, grad, m, v, step, cfg.adam_beta1, cfg.adam_beta2, cfg.adam_eps, t, &maxv));
     OP_END(OP_ADAM);
     OP_BEGIN(OP_SCALE);
-    if (maxv > 0.0) {
+    if (maxv > 0.0 && !g_fused) {
       TRY(be->ops->fill(be, grad, 0.0f, n3));
       TRY(be->ops->axpy(be, n3, (float)(-lr / maxv), step, grad));
     }
     OP_END(OP_SCALE);
     OP_BEGIN(OP_COMPOSE);
-    if (maxv > 0.0) {
+    if (maxv > 0.0 && g_fused) { /* the step is formed inside compose, written over the dead gradient */
+      TRY(be->ops->adam_compose(be, &g, m, v, cfg.adam_beta1, cfg.adam_beta2, cfg.adam_eps, t, (float)(-lr / maxv),
+                                u, grad));
+      float *tmp = u;
+      u = grad;
+      grad = tmp;
+    } else if (maxv > 0.0) {
       TRY(be->ops->compose(be, &g, u, grad, scratch));
       float *tmp = u;
       u = scratch;
@@ -396,6 +415,17 @@ int main(int argc, char **argv) {
     fprintf(stderr, "bench_gpu: no CUDA device\n");
     return 77;
   }
+  { /* the driver's path: fused when the backend has the ops; GR_BENCH_UNFUSED=1 measures the old sequence */
+    gr_backend *probe = NULL;
+    if (gr_backend_create(GR_DEVICE_CUDA, 0, 0, &probe) == GR_OK) {
+      g_fused = probe->ops->adam_moments && probe->ops->adam_compose && !getenv("GR_BENCH_UNFUSED");
+      gr_backend_destroy(probe);
+    }
+    if (g_fused) op_names[OP_ADAM] = "adam moments";
+    if (g_fused) op_names[OP_SCALE] = "(scale: fused)";
+    if (g_fused) op_names[OP_COMPOSE] = "adam compose";
+  }
+  fprintf(stderr, "update: %s\n", g_fused ? "fused (adam_moments + adam_compose)" : "unfused (adam_direction, fill+axpy, compose)");
   struct cudaDeviceProp prop;
   cudaGetDeviceProperties(&prop, 0);
   int drv = 0, rt = 0;
@@ -413,8 +443,8 @@ int main(int argc, char **argv) {
   for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; ++si) {
     const int n = sizes[si];
     if (n > max_n) break;
-    /* ~96 bytes per voxel needed (driver buffers 80 + metric/smoothing scratch) */
-    const double need = 96.0 * (double)n * n * n;
+    /* bytes per voxel needed: images 8 + fields (fused 48, unfused 72) + metric/smoothing scratch ~12 + slack */
+    const double need = (g_fused ? 72.0 : 96.0) * (double)n * n * n;
     if (need > 0.97 * (double)free0) {
       fprintf(stderr, "== %d^3 skipped: needs ~%.1f GB, %.1f GB free\n", n, need / 1e9, free0 / 1e9);
       row *R = &rows[nrows++];
@@ -429,6 +459,8 @@ int main(int argc, char **argv) {
     run_size(n, GR_METRIC_MI, 0, iters);
   }
 
+  printf("\nUpdate path: %s\n", g_fused ? "fused (adam_moments + adam_compose: no direction or scratch field)"
+                                        : "unfused (adam_direction, fill + axpy, compose)");
   printf("\n## CUDA backend on %s (driver %d.%d, runtime %d.%d, %d SMs, %.0f GiB)\n\n", prop.name, drv / 1000,
          (drv % 1000) / 10, rt / 1000, (rt % 1000) / 10, prop.multiProcessorCount, total / 1073741824.0);
   printf("Copy probe (device-to-device, %zu MiB, read + write): %.3f ms = %.2f TB/s\n\n", copy_bytes >> 20, copy_ms,

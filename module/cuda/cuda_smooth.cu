@@ -184,6 +184,67 @@ __global__ void __launch_bounds__(kBlock) smooth_z_kernel(const float *__restric
   }
 }
 
+/* z pass for small radii (R <= kZRegMax): one thread per 4 adjacent (x, y)
+ * columns walks a chunk of z with the 2R+1 planes of its window in registers,
+ * so every input plane is read once per chunk (plus 2R halo planes) instead
+ * of 2R+1 times from cache. Same arithmetic and order as smooth_z_kernel
+ * (bitwise equal in either precision). in != out; needs 16-byte columns. */
+constexpr int kZRegMax = 6;
+
+template <typename T, int R>
+__global__ void __launch_bounds__(kBlock) smooth_z_reg_kernel(const float *__restrict__ in, float *__restrict__ out,
+                                                              const Dims d, const AxisKernel<T, kSmoothMaxR> kz,
+                                                              long long zchunk) {
+  const long long gx = ((long long)blockIdx.x * kBX + threadIdx.x) * 4, gy = (long long)blockIdx.y * kBY + threadIdx.y;
+  if (gx >= d.n[0] || gy >= d.n[1]) return;
+  const long long nz = d.n[2], base = gy * d.n[0] + gx;
+  const long long z0 = (long long)blockIdx.z * zchunk, z1 = z0 + zchunk < nz ? z0 + zchunk : nz;
+  const float4 zero = make_float4(0.f, 0.f, 0.f, 0.f);
+  float4 win[2 * R + 1]; /* win[j]: plane z - R + j */
+#pragma unroll
+  for (int j = 0; j < 2 * R; ++j) {
+    const long long zz = z0 - R + j;
+    win[j + 1] = (zz >= 0 && zz < nz) ? __ldg(reinterpret_cast<const float4 *>(in + zz * d.nxy + base)) : zero;
+  }
+  for (long long z = z0; z < z1; ++z) {
+#pragma unroll
+    for (int j = 0; j < 2 * R; ++j) win[j] = win[j + 1];
+    const long long zh = z + R;
+    win[2 * R] = zh < nz ? __ldg(reinterpret_cast<const float4 *>(in + zh * d.nxy + base)) : zero;
+    const T wc = kz.w[R];
+    T a0 = smul(wc, (T)win[R].x), a1 = smul(wc, (T)win[R].y), a2 = smul(wc, (T)win[R].z), a3 = smul(wc, (T)win[R].w);
+#pragma unroll
+    for (int t = 0; t < R; ++t) {
+      const T wt = kz.w[t];
+      a0 = stap(a0, wt, (T)win[t].x, (T)win[2 * R - t].x);
+      a1 = stap(a1, wt, (T)win[t].y, (T)win[2 * R - t].y);
+      a2 = stap(a2, wt, (T)win[t].z, (T)win[2 * R - t].z);
+      a3 = stap(a3, wt, (T)win[t].w, (T)win[2 * R - t].w);
+    }
+    const T inv = inv_norm(kz, z);
+    float4 o;
+    o.x = (float)smul(a0, inv);
+    o.y = (float)smul(a1, inv);
+    o.z = (float)smul(a2, inv);
+    o.w = (float)smul(a3, inv);
+    *reinterpret_cast<float4 *>(out + z * d.nxy + base) = o;
+  }
+}
+
+template <typename T>
+static void launch_z_reg(int r, dim3 grid, cudaStream_t st, const float *in, float *out, const Dims &d,
+                         const AxisKernel<T, kSmoothMaxR> &kz, long long zchunk) {
+  const dim3 b(kBX, kBY);
+  switch (r) {
+    case 1: smooth_z_reg_kernel<T, 1><<<grid, b, 0, st>>>(in, out, d, kz, zchunk); break;
+    case 2: smooth_z_reg_kernel<T, 2><<<grid, b, 0, st>>>(in, out, d, kz, zchunk); break;
+    case 3: smooth_z_reg_kernel<T, 3><<<grid, b, 0, st>>>(in, out, d, kz, zchunk); break;
+    case 4: smooth_z_reg_kernel<T, 4><<<grid, b, 0, st>>>(in, out, d, kz, zchunk); break;
+    case 5: smooth_z_reg_kernel<T, 5><<<grid, b, 0, st>>>(in, out, d, kz, zchunk); break;
+    default: smooth_z_reg_kernel<T, 6><<<grid, b, 0, st>>>(in, out, d, kz, zchunk); break;
+  }
+}
+
 /* Generic pass along x (axis 0) or y (axis 1), one thread per voxel; in != out. */
 template <typename T>
 __global__ void __launch_bounds__(kBlock) smooth_axis_kernel(const float *__restrict__ in, float *__restrict__ out,
@@ -269,7 +330,8 @@ static cudaError_t smooth_planes(const SmoothPlan &p, const double sigma_vox[3],
       }
     }
     if (p.r[2]) {
-      if (p.vec4) smooth_z_kernel<T, 4><<<p.zgrid4, vblock, 0, st>>>(cur, other, d, gk[2], p.zchunk);
+      if (p.vec4 && p.r[2] <= kZRegMax) launch_z_reg<T>(p.r[2], p.zgrid4, st, cur, other, d, gk[2], p.zchunk);
+      else if (p.vec4) smooth_z_kernel<T, 4><<<p.zgrid4, vblock, 0, st>>>(cur, other, d, gk[2], p.zchunk);
       else smooth_z_kernel<T, 1><<<p.zgrid, vblock, 0, st>>>(cur, other, d, gk[2], p.zchunk);
       float *t = cur; cur = other; other = t;
     }
