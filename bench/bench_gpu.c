@@ -346,7 +346,8 @@ static void run_size(int n, gr_metric_kind kind, int radius, int iters) {
   m = v = step = grad = NULL;
   w = be->ops->alloc(be, fb);
   ut = be->ops->alloc(be, fb);
-  if (w && ut) {
+  if (!scratch) scratch = be->ops->alloc(be, fb); /* the fused run had none */
+  if (w && ut && scratch) {
     lcg_state = 0x9e3779b97f4a7c15ull + (uint64_t)n;
     /* regenerate w with the same random stream (the two textures come first) */
     TRY(coarse_noise(be, &geom, n / 12 > 4 ? n / 12 : 4, 1, 0.0f, 1.0f, scratch));

@@ -18,6 +18,7 @@
  *     MI on chris_t1 at half resolution, CUDA vs CPU fields agree within 0.05
  *     voxel mean.
  * Exit 77 (skipped) without a CUDA build or without a GPU. */
+#define _POSIX_C_SOURCE 200809L /* setenv */
 #include <math.h>
 #include <stdint.h>
 #include "gr_test.h"
@@ -239,6 +240,31 @@ static void test_smooth(const gr_image *t1, const dual *U, const dual *T1) {
   GR_CHECK_OK(g_gpu->ops->smooth(g_gpu, &g, w.d, 1, big));
   compare("smooth image sigma (6, 6, 2)", w.d, w.h, n, 1e-5);
   dual_free(&w);
+
+  /* GIGAREG_CUDA_EXACT=1: the double, CPU-order smoothing is bitwise the CPU's */
+  setenv("GIGAREG_CUDA_EXACT", "1", 1);
+  gr_backend *ex = NULL;
+  GR_CHECK_OK(gr_backend_create(GR_DEVICE_CUDA, 0, 0, &ex));
+  unsetenv("GIGAREG_CUDA_EXACT");
+  if (!ex) return;
+  for (int k = 0; k < 4; ++k) {
+    float *d = ex->ops->alloc(ex, (size_t)n * 3 * sizeof(float));
+    float *h = malloc((size_t)n * 3 * sizeof(float)), *back = malloc((size_t)n * 3 * sizeof(float));
+    memcpy(h, U->h, (size_t)n * 3 * sizeof(float));
+    GR_CHECK_OK(ex->ops->upload(ex, d, h, (size_t)n * 3 * sizeof(float)));
+    GR_CHECK_OK(g_cpu->ops->smooth(g_cpu, &g, h, 3, sig[k]));
+    GR_CHECK_OK(ex->ops->smooth(ex, &g, d, 3, sig[k]));
+    GR_CHECK_OK(ex->ops->download(ex, back, d, (size_t)n * 3 * sizeof(float)));
+    int64_t nd = 0;
+    for (int64_t i = 0; i < 3 * n; ++i) nd += memcmp(&h[i], &back[i], sizeof(float)) != 0;
+    fprintf(stderr, "  exact smooth sigma (%g, %g, %g): %lld of %lld differ from the CPU\n", sig[k][0], sig[k][1],
+            sig[k][2], (long long)nd, (long long)(3 * n));
+    GR_CHECK(nd == 0, "GIGAREG_CUDA_EXACT smoothing differs from the CPU in %lld values", (long long)nd);
+    ex->ops->free(ex, d);
+    free(h);
+    free(back);
+  }
+  gr_backend_destroy(ex);
 }
 
 static void test_fields(const gr_image *t1, const dual *U, const dual *U2) {

@@ -21,6 +21,7 @@
  * Weights ride in the kernel parameters (constant bank, read with uniform
  * indices); radius up to 127 voxels per axis. */
 #include <math.h>
+#include <type_traits>
 #include "cuda_ops.cuh"
 
 namespace grcu {
@@ -231,6 +232,105 @@ __global__ void __launch_bounds__(kBlock) smooth_z_reg_kernel(const float *__res
   }
 }
 
+/* Fused x + y pass for the float path and small y radii (RY <= kZRegMax, x
+ * radius <= kTileR): each warp owns a 32-column strip of one z-plane and walks
+ * a chunk of y. Per step it stages one input row (32 + 2 rx floats) in its own
+ * shared-memory slot, forms the x-smoothed row, and keeps the last 2 RY + 1
+ * x-smoothed rows in registers, from which it writes the y-smoothed output
+ * row. Every input row is read once per chunk (plus 2 RY halo rows and the 2 rx
+ * halo columns), every output written once: a streaming pass, where the tiled
+ * kernel spends its time in barriers. Rows outside the grid are zero and each
+ * axis is renormalised over its in-grid taps, as everywhere else. */
+constexpr int kWalkWarps = 8;
+
+template <int RY>
+__global__ void __launch_bounds__(32 * kWalkWarps) smooth_xy_walk_kernel(const float *__restrict__ in,
+                                                                        float *__restrict__ out, const Dims d,
+                                                                        const AxisKernel<float, kTileR> kx,
+                                                                        const AxisKernel<float, kTileR> ky,
+                                                                        long long ychunk, long long nstrips,
+                                                                        long long nychunks) {
+  __shared__ float row[kWalkWarps][32 + 2 * kTileR];
+  const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
+  const long long job = (long long)blockIdx.x * kWalkWarps + wid;
+  const long long per_plane = nstrips * nychunks;
+  if (job >= per_plane * d.n[2]) return;
+  const long long z = job / per_plane, rem = job - z * per_plane;
+  const long long yc = rem / nstrips, strip = rem - yc * nstrips;
+  const long long nx = d.n[0], ny = d.n[1];
+  const long long x0 = strip * 32, gx = x0 + lane;
+  const long long y0 = yc * ychunk, y1 = y0 + ychunk < ny ? y0 + ychunk : ny;
+  const int rx = kx.r;
+  const float inv_x = rx ? inv_norm(kx, gx < nx ? gx : nx - 1) : 1.0f;
+  const float *plane = in + z * d.nxy;
+  float *srow = row[wid];
+
+  /* x-smoothed value of row yy at this lane's column (0 outside the grid) */
+  auto xrow = [&](long long yy) -> float {
+    if (yy < 0 || yy >= ny) return 0.0f;
+    const float *p = plane + yy * nx;
+    for (int i = lane; i < 32 + 2 * rx; i += 32) {
+      const long long sx = x0 - rx + i;
+      srow[i] = (sx >= 0 && sx < nx) ? __ldg(p + sx) : 0.0f;
+    }
+    __syncwarp();
+    float acc;
+    if (rx) {
+      acc = __fmul_rn(kx.w[rx], srow[lane + rx]);
+      for (int t = 0; t < rx; ++t) acc = stap(acc, kx.w[t], srow[lane + t], srow[lane + 2 * rx - t]);
+      acc = __fmul_rn(acc, inv_x);
+    } else {
+      acc = srow[lane];
+    }
+    __syncwarp(); /* the slot is rewritten by the next row */
+    return acc;
+  };
+
+  float win[2 * RY + 1]; /* win[j]: x-smoothed row y - RY + j */
+#pragma unroll
+  for (int j = 0; j < 2 * RY; ++j) win[j + 1] = xrow(y0 - RY + j);
+  for (long long y = y0; y < y1; ++y) {
+#pragma unroll
+    for (int j = 0; j < 2 * RY; ++j) win[j] = win[j + 1];
+    win[2 * RY] = xrow(y + RY);
+    float acc;
+    if (RY) {
+      acc = __fmul_rn(ky.w[RY], win[RY]);
+#pragma unroll
+      for (int t = 0; t < RY; ++t) acc = stap(acc, ky.w[t], win[t], win[2 * RY - t]);
+      acc = __fmul_rn(acc, inv_norm(ky, y));
+    } else {
+      acc = win[0];
+    }
+    if (gx < nx) out[z * d.nxy + y * nx + gx] = acc;
+  }
+}
+
+static cudaError_t launch_xy_walk(int ry, const Dims &d, const AxisKernel<float, kTileR> &kx,
+                                  const AxisKernel<float, kTileR> &ky, int num_sms, cudaStream_t st, const float *in,
+                                  float *out) {
+  const long long nstrips = (d.n[0] + 31) / 32;
+  /* y chunks: long enough that the 2 RY halo rows cost little, enough warps for ~64 per SM */
+  long long nyc = (64LL * num_sms + nstrips * d.n[2] - 1) / (nstrips * d.n[2]);
+  long long ychunk = (d.n[1] + (nyc > 0 ? nyc : 1) - 1) / (nyc > 0 ? nyc : 1);
+  if (ychunk < 32) ychunk = 32;
+  nyc = (d.n[1] + ychunk - 1) / ychunk;
+  const long long warps = nstrips * nyc * d.n[2];
+  const long long blocks = (warps + kWalkWarps - 1) / kWalkWarps;
+  if (blocks > 0x7fffffffLL) return cudaErrorInvalidConfiguration;
+  const dim3 grid((unsigned)blocks), block(32 * kWalkWarps);
+  switch (ry) {
+    case 0: smooth_xy_walk_kernel<0><<<grid, block, 0, st>>>(in, out, d, kx, ky, ychunk, nstrips, nyc); break;
+    case 1: smooth_xy_walk_kernel<1><<<grid, block, 0, st>>>(in, out, d, kx, ky, ychunk, nstrips, nyc); break;
+    case 2: smooth_xy_walk_kernel<2><<<grid, block, 0, st>>>(in, out, d, kx, ky, ychunk, nstrips, nyc); break;
+    case 3: smooth_xy_walk_kernel<3><<<grid, block, 0, st>>>(in, out, d, kx, ky, ychunk, nstrips, nyc); break;
+    case 4: smooth_xy_walk_kernel<4><<<grid, block, 0, st>>>(in, out, d, kx, ky, ychunk, nstrips, nyc); break;
+    case 5: smooth_xy_walk_kernel<5><<<grid, block, 0, st>>>(in, out, d, kx, ky, ychunk, nstrips, nyc); break;
+    default: smooth_xy_walk_kernel<6><<<grid, block, 0, st>>>(in, out, d, kx, ky, ychunk, nstrips, nyc); break;
+  }
+  return cudaGetLastError();
+}
+
 template <typename T>
 static void launch_z_reg(int r, dim3 grid, cudaStream_t st, const float *in, float *out, const Dims &d,
                          const AxisKernel<T, kSmoothMaxR> &kz, long long zchunk) {
@@ -291,7 +391,8 @@ static void build_kernel(double sigma, long long len, int r, AxisKernel<T, MAXR>
 struct SmoothPlan {
   Dims d;
   int r[3];
-  bool tiled, vec4;
+  bool tiled, vec4, walk_xy;
+  int num_sms;
   dim3 vgrid, tgrid, zgrid, zgrid4;
   long long zchunk;
 };
@@ -318,7 +419,17 @@ static cudaError_t smooth_planes(const SmoothPlan &p, const double sigma_vox[3],
     float *plane = data + (long long)q * d.nvox;
     float *cur = plane, *other = tmp;
     if (p.r[0] || p.r[1]) {
-      if (p.tiled) {
+      bool walked = false;
+      if constexpr (std::is_same<T, float>::value) {
+        if (p.tiled && p.walk_xy && p.r[1] <= kZRegMax) {
+          const cudaError_t we = launch_xy_walk(p.r[1], d, tk[0], tk[1], p.num_sms, st, cur, other);
+          if (we != cudaSuccess) return we;
+          float *t = cur; cur = other; other = t;
+          walked = true;
+        }
+      }
+      if (walked) {
+      } else if (p.tiled) {
         smooth_xy_kernel<T><<<p.tgrid, 256, 0, st>>>(cur, other, d, tk[0], tk[1]);
         float *t = cur; cur = other; other = t;
       } else {
@@ -365,6 +476,8 @@ gr_status smooth(gr_backend *be, const gr_grid *g, float *data, int ncomp, const
   p.d = dims_of(g);
   const Dims &d = p.d;
   p.tiled = p.r[0] <= kTileR && p.r[1] <= kTileR;
+  p.walk_xy = true;
+  p.num_sms = im->num_sms;
   float *tmp = (float *)scratch_alloc(be, (size_t)d.nvox * sizeof(float), "smoothing plane");
   if (!tmp) return GR_ERR_NOMEM;
 
