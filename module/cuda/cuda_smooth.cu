@@ -265,43 +265,55 @@ __global__ void __launch_bounds__(32 * kWalkWarps) smooth_xy_walk_kernel(const f
   const float *plane = in + z * d.nxy;
   float *srow = row[wid];
 
-  /* x-smoothed value of row yy at this lane's column (0 outside the grid) */
-  auto xrow = [&](long long yy) -> float {
-    if (yy < 0 || yy >= ny) return 0.0f;
+  /* Raw samples of row yy this lane stages: column x0 - rx + lane and, for the
+   * last 2 rx slots, x0 - rx + lane + 32 (zero outside the grid). */
+  auto load_row = [&](long long yy, float &a, float &b) {
+    a = b = 0.0f;
+    if (yy < 0 || yy >= ny) return;
     const float *p = plane + yy * nx;
-    for (int i = lane; i < 32 + 2 * rx; i += 32) {
-      const long long sx = x0 - rx + i;
-      srow[i] = (sx >= 0 && sx < nx) ? __ldg(p + sx) : 0.0f;
-    }
+    const long long sx = x0 - rx + lane;
+    if (sx >= 0 && sx < nx) a = __ldg(p + sx);
+    if (lane < 2 * rx && sx + 32 < nx) b = __ldg(p + sx + 32);
+  };
+  /* x-smoothed value at this lane's column of a staged row */
+  auto xsmooth = [&](float a, float b) -> float {
+    if (!rx) return a; /* x axis skipped (warp-uniform) */
+    srow[lane] = a;
+    if (lane < 2 * rx) srow[lane + 32] = b;
     __syncwarp();
-    float acc;
-    if (rx) {
-      acc = __fmul_rn(kx.w[rx], srow[lane + rx]);
-      for (int t = 0; t < rx; ++t) acc = stap(acc, kx.w[t], srow[lane + t], srow[lane + 2 * rx - t]);
-      acc = __fmul_rn(acc, inv_x);
-    } else {
-      acc = srow[lane];
-    }
+    float acc = __fmul_rn(kx.w[rx], srow[lane + rx]);
+    for (int t = 0; t < rx; ++t) acc = stap(acc, kx.w[t], srow[lane + t], srow[lane + 2 * rx - t]);
     __syncwarp(); /* the slot is rewritten by the next row */
-    return acc;
+    return __fmul_rn(acc, inv_x);
   };
 
-  float win[2 * RY + 1]; /* win[j]: x-smoothed row y - RY + j */
+  /* Rows y0 - RY .. y1 - 1 + RY in order; two rows' loads stay in flight
+   * while the current one is smoothed (one outstanding load per warp leaves
+   * HBM half idle). */
+  const long long rfirst = y0 - RY, nrows = (y1 - y0) + 2 * RY;
+  float a0, b0, a1, b1;
+  load_row(rfirst, a0, b0);
+  load_row(rfirst + 1, a1, b1);
+  float win[2 * RY + 1]; /* win[j]: x-smoothed row y - RY + j once full */
 #pragma unroll
-  for (int j = 0; j < 2 * RY; ++j) win[j + 1] = xrow(y0 - RY + j);
-  for (long long y = y0; y < y1; ++y) {
+  for (int j = 0; j <= 2 * RY; ++j) win[j] = 0.0f;
+  for (long long k = 0; k < nrows; ++k) {
+    const float ca = a0, cb = b0;
+    a0 = a1;
+    b0 = b1;
+    if (k + 2 < nrows) load_row(rfirst + k + 2, a1, b1);
+    const long long yy = rfirst + k;
+    const float xs = (yy >= 0 && yy < ny) ? xsmooth(ca, cb) : 0.0f;
 #pragma unroll
     for (int j = 0; j < 2 * RY; ++j) win[j] = win[j + 1];
-    win[2 * RY] = xrow(y + RY);
-    float acc;
-    if (RY) {
-      acc = __fmul_rn(ky.w[RY], win[RY]);
+    win[2 * RY] = xs;
+    if (k < 2 * RY) continue;
+    const long long y = yy - RY;
+    float acc = __fmul_rn(ky.w[RY], win[RY]);
 #pragma unroll
-      for (int t = 0; t < RY; ++t) acc = stap(acc, ky.w[t], win[t], win[2 * RY - t]);
-      acc = __fmul_rn(acc, inv_norm(ky, y));
-    } else {
-      acc = win[0];
-    }
+    for (int t = 0; t < RY; ++t) acc = stap(acc, ky.w[t], win[t], win[2 * RY - t]);
+    if (RY) acc = __fmul_rn(acc, inv_norm(ky, y));
+    else acc = win[0];
     if (gx < nx) out[z * d.nxy + y * nx + gx] = acc;
   }
 }
