@@ -34,6 +34,8 @@ void gr_cli_usage(FILE *f) {
       "  -np N          with --plan: ranks of a Grid Parallel slab split (default 1)\n"
       "  -shards N      Grid Parallel: split the run into N z-slab shards (threads of this process;\n"
       "                 same result as one shard). Under mpirun -np N each rank is one shard.\n"
+      "  -comm C        under mpirun: auto | mpi | nccl (default auto: NCCL between GPUs when the\n"
+      "                 backend is CUDA and NCCL is available, else MPI)\n"
       "  --xml          print the 3D Slicer module description (Slicer runs this)\n"
       "  --help, --version\n"
       "3D Slicer style (docs/slicer.md; may be mixed with the above):\n"
@@ -90,6 +92,7 @@ static const char **value_slot(gr_cli_args *a, const char *o) {
       {"-mMask", offsetof(gr_cli_args, moving_mask)}, {"--movingMask", offsetof(gr_cli_args, moving_mask)},
       {"-t0", offsetof(gr_cli_args, t0)},             {"--initialTransform", offsetof(gr_cli_args, t0)},
       {"-device", offsetof(gr_cli_args, device)},     {"--device", offsetof(gr_cli_args, device)},
+      {"-comm", offsetof(gr_cli_args, comm)},
       {"--preset", offsetof(gr_cli_args, preset)},
       {"--outputVolume", offsetof(gr_cli_args, output_volume)},
       {"--outputTransform", offsetof(gr_cli_args, output_transform)},
@@ -178,6 +181,10 @@ int gr_cli_parse(int argc, char **argv, gr_cli_args *a) {
   }
   if (a->qa && !a->out && !a->plan) {
     fprintf(stderr, "gigareg: error: -qa writes its PNGs into -out: give -out DIR\n");
+    return 2;
+  }
+  if (a->comm && strcmp(a->comm, "auto") && strcmp(a->comm, "mpi") && strcmp(a->comm, "nccl")) {
+    fprintf(stderr, "gigareg: error: -comm %s: expected auto, mpi or nccl\n", a->comm);
     return 2;
   }
   if (a->ranks > 1 && !a->plan) {

@@ -123,8 +123,33 @@ static gr_status make_backend(run_state *st) {
     gr_status s = gr_device_parse(st->args.device, &kind, &index);
     if (s != GR_OK) return s;
   }
+  /* Under mpirun, one rank per GPU: "cuda" or "auto" without an index takes
+   * the local rank's GPU (local rank modulo the device count). */
+  const int ranks = st->comm ? gr_comm_size(st->comm) : 1;
+  if (ranks > 1 && kind != GR_DEVICE_CPU && !(st->args.device && strchr(st->args.device, ':'))) {
+    const int dev = gr_comm_local_device();
+    if (dev >= 0) index = dev;
+  }
   gr_status s = gr_backend_create(kind, index, st->args.threads, &st->be);
   if (s == GR_OK && !st->comm) s = gr_comm_local_create(&st->comm); /* mpirun: main made the MPI one */
+  /* -comm: under mpirun the MPI communicator carries everything, or NCCL moves
+   * the device buffers between GPUs (auto: when the backend is CUDA and NCCL loads). */
+  const char *cm = st->args.comm ? st->args.comm : "auto";
+  if (s == GR_OK && ranks > 1 && strcmp(cm, "mpi") != 0) {
+    const int cuda = !strcmp(st->be->ops->name, "cuda");
+    if (!strcmp(cm, "nccl") && !cuda) {
+      s = gr_error(GR_ERR_INVALID_ARG, "-comm nccl needs the CUDA backend (-device cuda)");
+    } else if (cuda) {
+      /* auto: NCCL only when every rank can load it (the bootstrap is collective) */
+      double missing = !strcmp(cm, "nccl") || gr_comm_nccl_available() ? 0.0 : 1.0;
+      if (strcmp(cm, "nccl") != 0) s = st->comm->ops->allreduce_max_f64(st->comm, &missing, 1);
+      gr_comm *nc = NULL;
+      if (s == GR_OK && missing == 0.0) s = gr_comm_nccl_create(st->comm, index, &nc);
+      if (s == GR_OK && nc) st->comm = nc; /* owns the MPI communicator now */
+    }
+  } else if (s == GR_OK && ranks <= 1 && st->args.comm && strcmp(st->args.comm, "auto") != 0 && !st->args.quiet) {
+    fprintf(stderr, "gigareg: note: -comm %s has no effect without mpirun (one process)\n", st->args.comm);
+  }
   return s;
 }
 

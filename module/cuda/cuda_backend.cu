@@ -259,6 +259,15 @@ static void cu_destroy(gr_backend *be) {
   free(be);
 }
 
+/* Grid Parallel entries: cuda_slab.cu (sample_slab, slab_finalize) and
+ * cuda_metric_region.cu (metric_region). */
+gr_status sample_slab(gr_backend *be, gr_slab_sample *a);
+gr_status slab_finalize(gr_backend *be, int64_t n, const double *acc, const float *base, double scale, float *out);
+gr_status metric_region(gr_backend *be, const gr_metric_spec *spec, gr_metric_region *reg, const gr_grid *fixed_grid,
+                        const float *fixed, const float *fixed_mask, const gr_grid *moving_grid, const float *moving,
+                        const float *moving_mask, const gr_affine *T, const float *disp, gr_metric_result *res,
+                        float *grad_u);
+
 static const gr_backend_ops cuda_ops_table = {
     "cuda",          /* name */
     cu_alloc,        /* alloc */
@@ -277,9 +286,9 @@ static const gr_backend_ops cuda_ops_table = {
     jacobian_det,    /* jacobian_det */
     invert,          /* invert */
     cu_destroy,      /* destroy */
-    nullptr,         /* sample_slab */
-    nullptr,         /* slab_finalize */
-    nullptr,         /* metric_region */
+    sample_slab,     /* sample_slab */
+    slab_finalize,   /* slab_finalize */
+    metric_region,   /* metric_region */
     adam_moments,    /* adam_moments */
     adam_compose,    /* adam_compose */
 };

@@ -13,6 +13,7 @@
  * without host staging. */
 #ifndef GIGAREG_COMM_H
 #define GIGAREG_COMM_H
+#include <stddef.h>
 #include <stdint.h>
 #include "gigareg/status.h"
 
@@ -70,10 +71,41 @@ typedef struct gr_comm_ops {
   void (*abort)(gr_comm *c, gr_status s, const char *msg);
 } gr_comm_ops;
 
+/* Device memory in point-to-point exchanges (and only there: reductions,
+ * allgatherv and broadcast always take host buffers). A communicator whose
+ * `mem` is set may be handed device buffers of that memory kind in
+ * exchange_start; the thread group then copies messages with mem->copy, and
+ * the MPI communicator stages them through host memory (or, with a CUDA-aware
+ * MPI, passes them on after mem->sync). `mem` NULL (the default) means host
+ * buffers only. gr_register / gr_register_slabs set it for the duration of a
+ * sharded run from the backend (gr_backend_comm_memory). */
+typedef struct gr_comm_memory {
+  const char *name;
+  /* 1 when p points into device memory that host code cannot dereference. */
+  int (*is_device)(const void *p);
+  /* Synchronous copy between any two of host and device memory: device work
+   * queued before the call that writes src has completed when it reads, and
+   * the copy has landed when it returns. */
+  gr_status (*copy)(void *dst, const void *src, size_t bytes);
+  /* Wait until all device work queued so far has completed. */
+  gr_status (*sync)(void);
+} gr_comm_memory;
+
 struct gr_comm {
   const gr_comm_ops *ops;
   void *impl;
+  const gr_comm_memory *mem; /* device buffers in exchanges; NULL = host only (calloc'd comms start NULL) */
 };
+
+struct gr_backend;
+/* The device-memory handler of a backend: the CUDA runtime's for the CUDA
+ * backend, NULL for host-memory backends (and in a build without CUDA). */
+const gr_comm_memory *gr_backend_comm_memory(const struct gr_backend *be);
+/* Set / read c->mem (see gr_comm_memory). */
+void gr_comm_set_memory(gr_comm *c, const gr_comm_memory *mem);
+const gr_comm_memory *gr_comm_get_memory(const gr_comm *c);
+/* memcpy, or mem->copy when either pointer is device memory of `mem` (mem may be NULL). */
+gr_status gr_comm_copy(const gr_comm_memory *mem, void *dst, const void *src, size_t bytes);
 
 /* Single-process communicator (rank 0 of 1). */
 gr_status gr_comm_local_create(gr_comm **out);
@@ -97,6 +129,23 @@ int gr_comm_mpi_available(void);
 int gr_comm_launched_by_mpi(void);
 gr_status gr_comm_mpi_world(int *argc, char ***argv, gr_comm **out);
 void gr_comm_mpi_finalize(void);
+
+/* NCCL (module/src/parallel/comm_nccl.c; built with GIGAREG_HAVE_NCCL and MPI,
+ * GR_ERR_UNSUPPORTED otherwise): one rank per GPU. Wraps `base` (an MPI
+ * communicator; the new communicator owns it and destroys it with itself):
+ * the NCCL unique id is broadcast over `base`, point-to-point exchanges of
+ * device buffers go through ncclSend/ncclRecv groups on a stream of `device`,
+ * exchanges of host buffers and every collective (their buffers are host
+ * memory) go through `base`. device < 0: local rank (OMPI_COMM_WORLD_LOCAL_RANK,
+ * MPI_LOCALRANKID, SLURM_LOCALID) modulo the device count. */
+int gr_comm_nccl_available(void);
+gr_status gr_comm_nccl_create(gr_comm *base, int device, gr_comm **out);
+/* This process's rank among the ranks of its node from the launcher's
+ * environment; -1 when unknown. */
+int gr_comm_local_rank(void);
+/* The GPU for one rank per GPU: gr_comm_local_rank() (0 when unknown) modulo
+ * the CUDA device count; -1 without CUDA devices (or a build without CUDA). */
+int gr_comm_local_device(void);
 
 /* Wrappers: check that the op exists, then call it. */
 int gr_comm_rank(const gr_comm *c);

@@ -90,3 +90,53 @@ int gr_comm_launched_by_mpi(void) {
   }
   return 0;
 }
+
+/* ---- device memory in exchanges ------------------------------------------------- */
+#include "gigareg/backend.h"
+#ifdef GIGAREG_HAVE_CUDA
+#include "kernels/cuda_entry.h"
+static const gr_comm_memory cuda_memory = {"cuda", gr_cuda_pointer_is_device, gr_cuda_copy_any, gr_cuda_sync_all};
+#endif
+
+const gr_comm_memory *gr_backend_comm_memory(const struct gr_backend *be) {
+#ifdef GIGAREG_HAVE_CUDA
+  if (be && be->ops && be->ops->name && !strcmp(be->ops->name, "cuda")) return &cuda_memory;
+#else
+  (void)be;
+#endif
+  return NULL;
+}
+
+void gr_comm_set_memory(gr_comm *c, const gr_comm_memory *mem) {
+  if (c) c->mem = mem;
+}
+
+const gr_comm_memory *gr_comm_get_memory(const gr_comm *c) { return c ? c->mem : NULL; }
+
+gr_status gr_comm_copy(const gr_comm_memory *mem, void *dst, const void *src, size_t bytes) {
+  if (!bytes || dst == src) return GR_OK;
+  if (mem && (mem->is_device(dst) || mem->is_device(src))) return mem->copy(dst, src, bytes);
+  memcpy(dst, src, bytes);
+  return GR_OK;
+}
+
+int gr_comm_local_rank(void) {
+  const char *vars[] = {"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "MV2_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID",
+                        "PMI_LOCAL_RANK"};
+  for (int k = 0; k < 5; ++k) {
+    const char *v = getenv(vars[k]);
+    if (v && v[0]) return atoi(v);
+  }
+  return -1;
+}
+
+int gr_comm_local_device(void) {
+#ifdef GIGAREG_HAVE_CUDA
+  const int n = gr_cuda_device_count();
+  if (n <= 0) return -1;
+  const int lr = gr_comm_local_rank();
+  return (lr > 0 ? lr : 0) % n;
+#else
+  return -1;
+#endif
+}

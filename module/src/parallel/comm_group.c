@@ -12,6 +12,11 @@
  * unwind and free its memory without a receiver reading freed data. The cost
  * is one extra copy of halo and ring data, small next to the kernels' passes.
  *
+ * Device buffers: when a member's comm->mem is set (gr_register does it for a
+ * device backend), payloads move between the device buffers and the host
+ * mailbox with mem->copy (cudaMemcpyDefault for CUDA), so several shards share
+ * one GPU in one process. Host buffers (slab I/O) still go through memcpy.
+ *
  * Failure: gr_comm_abort (called by a shard that fails) wakes every member
  * blocked in a collective or a receive; they return GR_ERR_COMM naming the
  * failing shard, so the whole group stops instead of deadlocking. */
@@ -190,7 +195,15 @@ static gr_status grp_exchange_start(gr_comm *c, const gr_comm_msg *sends, int ns
     msgs[k]->tag = sends[k].tag;
     msgs[k]->bytes = sends[k].bytes;
     msgs[k]->next = NULL;
-    if (sends[k].bytes > 0) memcpy(msgs[k]->data, sends[k].buf, (size_t)sends[k].bytes);
+    /* device buffers (c->mem set: a sharded run on a device backend) are copied with c->mem */
+    const gr_status cs =
+        sends[k].bytes > 0 ? gr_comm_copy(c->mem, msgs[k]->data, sends[k].buf, (size_t)sends[k].bytes) : GR_OK;
+    if (cs != GR_OK) {
+      for (int q = 0; q <= k; ++q) free(msgs[q]);
+      free(msgs);
+      free(p);
+      return cs;
+    }
   }
   pthread_mutex_lock(&g->mu);
   for (int k = 0; k < nsend; ++k) {
@@ -234,7 +247,7 @@ static gr_status grp_exchange_wait(gr_comm *c, gr_comm_pending *p) {
         s = gr_error(GR_ERR_COMM, "exchange: rank %d sent %lld bytes with tag %d, rank %d expected %lld", got->src,
                      (long long)got->bytes, got->tag, m->rank, (long long)want->bytes);
       else if (got->bytes > 0)
-        memcpy(want->buf, got->data, (size_t)got->bytes);
+        s = gr_comm_copy(c->mem, want->buf, got->data, (size_t)got->bytes);
       free(got);
     }
   }

@@ -1,5 +1,13 @@
-/* MPI communicator (CPU ranks; device buffers need a CUDA-aware MPI or host
- * staging, see docs/grid-parallel.md).
+/* MPI communicator.
+ *
+ * Device buffers: when the communicator's `mem` is set (a sharded run on the
+ * CUDA backend, gigareg/comm.h), exchange buffers may be device memory. They
+ * are staged through host memory (download, MPI, upload after the wait),
+ * unless the MPI library is CUDA-aware (Open MPI's MPIX_Query_cuda_support),
+ * in which case device work is synchronised and the device pointers go to MPI
+ * directly. GIGAREG_MPI_CUDA_AWARE=0/1 overrides the detection. Reductions,
+ * allgatherv and broadcast take host buffers only (as the parallel layer
+ * passes them).
  *
  * Determinism: sums of doubles are NOT MPI_Allreduce(MPI_SUM), whose order
  * depends on the algorithm MPI picks for the message size and rank count.
@@ -17,6 +25,11 @@
 #include <limits.h>
 #include <mpi.h>
 #include "gigareg/comm_mpi.h"
+#if defined(__has_include)
+#if __has_include(<mpi-ext.h>)
+#include <mpi-ext.h> /* Open MPI: MPIX_CUDA_AWARE_SUPPORT, MPIX_Query_cuda_support */
+#endif
+#endif
 
 /* Large buffers move in chunks: MPI counts are ints. */
 #define MPI_CHUNK ((int64_t)1 << 30)
@@ -24,12 +37,40 @@
 typedef struct mpi_impl {
   MPI_Comm comm;
   int rank, size;
+  int cuda_aware; /* device pointers may go to MPI directly */
 } mpi_impl;
+
+/* A device buffer staged through host memory. */
+typedef struct staged_buf {
+  void *dev, *host;
+  int64_t bytes;
+  int recv;
+} staged_buf;
 
 struct gr_comm_pending {
   int n;
+  int nstaged;
+  staged_buf *staged;
+  const gr_comm_memory *mem;
   MPI_Request req[];
 };
+
+static int detect_cuda_aware(void) {
+  const char *e = getenv("GIGAREG_MPI_CUDA_AWARE");
+  if (e && e[0]) return atoi(e) != 0;
+#if defined(MPIX_CUDA_AWARE_SUPPORT) && MPIX_CUDA_AWARE_SUPPORT
+  return MPIX_Query_cuda_support() == 1;
+#else
+  return 0;
+#endif
+}
+
+static void free_staged(gr_comm_pending *p) {
+  for (int k = 0; k < p->nstaged; ++k) free(p->staged[k].host);
+  free(p->staged);
+  p->staged = NULL;
+  p->nstaged = 0;
+}
 
 static mpi_impl *impl_of(const gr_comm *c) { return (mpi_impl *)c->impl; }
 
@@ -134,6 +175,50 @@ static gr_status m_exchange_start(gr_comm *c, const gr_comm_msg *sends, int nsen
   gr_comm_pending *p = malloc(sizeof *p + (size_t)(nreq > 0 ? nreq : 1) * sizeof(MPI_Request));
   if (!p) return gr_error(GR_ERR_NOMEM, "exchange: %lld requests", (long long)nreq);
   p->n = 0;
+  p->nstaged = 0;
+  p->staged = NULL;
+  p->mem = c->mem;
+  /* Device buffers: staged through host memory, or (CUDA-aware MPI) passed on
+   * once the device work that writes the send buffers has completed. */
+  void **bufs = NULL;
+  if (c->mem && nsend + nrecv > 0) {
+    bufs = malloc(sizeof(void *) * (size_t)(nsend + nrecv));
+    p->staged = calloc((size_t)(nsend + nrecv), sizeof *p->staged);
+    if (!bufs || !p->staged) {
+      free(bufs);
+      free(p->staged);
+      free(p);
+      return gr_error(GR_ERR_NOMEM, "exchange: staging list");
+    }
+    int any_device = 0;
+    gr_status st = GR_OK;
+    for (int k = 0; k < nsend + nrecv && st == GR_OK; ++k) {
+      const gr_comm_msg *g = k < nrecv ? &recvs[k] : &sends[k - nrecv];
+      bufs[k] = g->buf;
+      if (g->bytes <= 0 || !c->mem->is_device(g->buf)) continue;
+      any_device = 1;
+      if (m->cuda_aware) continue;
+      staged_buf *sb = &p->staged[p->nstaged];
+      sb->host = malloc((size_t)g->bytes);
+      if (!sb->host) {
+        st = gr_error(GR_ERR_NOMEM, "exchange: %lld-byte host staging buffer", (long long)g->bytes);
+        break;
+      }
+      sb->dev = g->buf;
+      sb->bytes = g->bytes;
+      sb->recv = k < nrecv;
+      p->nstaged++;
+      bufs[k] = sb->host;
+      if (!sb->recv) st = c->mem->copy(sb->host, g->buf, (size_t)g->bytes); /* download the send */
+    }
+    if (st == GR_OK && any_device && m->cuda_aware) st = c->mem->sync();
+    if (st != GR_OK) {
+      free(bufs);
+      free_staged(p);
+      free(p);
+      return st;
+    }
+  }
   /* Receives first: a posted receive lets the eager protocol deliver straight into it. */
   for (int pass = 0; pass < 2; ++pass) {
     const gr_comm_msg *list = pass == 0 ? recvs : sends;
@@ -143,11 +228,13 @@ static gr_status m_exchange_start(gr_comm *c, const gr_comm_msg *sends, int nsen
       int64_t off = 0;
       do { /* chunks of one message share its tag: MPI keeps their order */
         const int64_t len = g->bytes - off < MPI_CHUNK ? g->bytes - off : MPI_CHUNK;
-        unsigned char *b = (unsigned char *)g->buf + off;
+        unsigned char *b = (unsigned char *)(bufs ? bufs[pass == 0 ? k : nrecv + k] : g->buf) + off;
         const int rc = pass == 0 ? MPI_Irecv(b, (int)len, MPI_BYTE, g->peer, g->tag, m->comm, &p->req[p->n])
                                  : MPI_Isend(b, (int)len, MPI_BYTE, g->peer, g->tag, m->comm, &p->req[p->n]);
         if (rc != MPI_SUCCESS) {
-          /* Requests already posted cannot be withdrawn safely; the caller aborts. */
+          /* Requests already posted cannot be withdrawn safely; the caller aborts
+           * (the staging buffers are leaked on purpose: MPI may still use them). */
+          free(bufs);
           free(p);
           return mpi_fail(rc, pass == 0 ? "irecv" : "isend");
         }
@@ -156,6 +243,7 @@ static gr_status m_exchange_start(gr_comm *c, const gr_comm_msg *sends, int nsen
       } while (off < g->bytes);
     }
   }
+  free(bufs);
   *out = p;
   return GR_OK;
 }
@@ -164,8 +252,12 @@ static gr_status m_exchange_wait(gr_comm *c, gr_comm_pending *p) {
   (void)c;
   if (!p) return GR_OK;
   const int rc = p->n > 0 ? MPI_Waitall(p->n, p->req, MPI_STATUSES_IGNORE) : MPI_SUCCESS;
+  gr_status s = rc == MPI_SUCCESS ? GR_OK : mpi_fail(rc, "waitall");
+  for (int k = 0; s == GR_OK && k < p->nstaged; ++k) /* upload the staged receives */
+    if (p->staged[k].recv) s = p->mem->copy(p->staged[k].dev, p->staged[k].host, (size_t)p->staged[k].bytes);
+  free_staged(p);
   free(p);
-  return rc == MPI_SUCCESS ? GR_OK : mpi_fail(rc, "waitall");
+  return s;
 }
 
 static gr_status m_barrier(gr_comm *c) {
@@ -216,6 +308,7 @@ gr_status gr_comm_mpi_create(MPI_Comm comm, gr_comm **out) {
   MPI_Comm_set_errhandler(m->comm, MPI_ERRORS_RETURN);
   MPI_Comm_rank(m->comm, &m->rank);
   MPI_Comm_size(m->comm, &m->size);
+  m->cuda_aware = detect_cuda_aware();
   c->ops = &mpi_ops;
   c->impl = m;
   *out = c;

@@ -112,11 +112,11 @@ gr_status gr_ring_sample(gr_backend *be, gr_comm *c, const gr_ring_image *in, gr
       if (!buf[k]) s = GR_ERR_NOMEM;
     }
   }
-  /* Zero the accumulators (double: the sums are rounded once, by the caller). */
-  if (s == GR_OK) {
-    memset(pts->acc, 0, (size_t)(npts * in->ncomp) * sizeof(double));
-    if (pts->acc_grad) memset(pts->acc_grad, 0, (size_t)(npts * 3) * sizeof(double));
-  }
+  /* Zero the accumulators (double: the sums are rounded once, by the caller).
+   * They are backend memory (device memory for CUDA): zeroed through the
+   * backend's fill, as 2 floats of +0.0f (all-zero bits) per double. */
+  if (s == GR_OK) s = be->ops->fill(be, (float *)pts->acc, 0.0f, 2 * npts * in->ncomp);
+  if (s == GR_OK && pts->acc_grad) s = be->ops->fill(be, (float *)pts->acc_grad, 0.0f, 2 * npts * 3);
   pts->in_grid = in->grid;
   pts->ncomp = in->ncomp;
 

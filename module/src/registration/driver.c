@@ -249,6 +249,9 @@ static gr_status register_sharded(gr_backend *be, gr_comm *comm, const gr_slab_i
     return gr_error(GR_ERR_UNSUPPORTED, "backend '%s' has no Grid Parallel kernels (sample_slab, metric_region): "
                     "run it with one shard", be->ops->name);
   for (int k = 0; k < nstages; ++k) memset(&out[k], 0, sizeof out[k]);
+  /* Halo and ring messages are backend memory: tell the communicator how to move device buffers. */
+  const gr_comm_memory *prev_mem = gr_comm_get_memory(comm);
+  if (!prev_mem) gr_comm_set_memory(comm, gr_backend_comm_memory(be));
   gr_gp_ctx gp;
   memset(&gp, 0, sizeof gp);
   gp.nranks = gr_comm_size(comm);
@@ -276,6 +279,7 @@ static gr_status register_sharded(gr_backend *be, gr_comm *comm, const gr_slab_i
     const int agreed = !prepared || s == GR_ERR_EMPTY || s == GR_ERR_PARAM || s == GR_ERR_UNSUPPORTED;
     if (!agreed) gr_comm_abort(comm, s, gr_last_error());
   }
+  gr_comm_set_memory(comm, prev_mem);
   return s;
 }
 
