@@ -29,7 +29,7 @@ run_one() { # label outdir cmd...
   local t1=$(date +%s.%N)
   kill $smi 2>/dev/null; wait $smi 2>/dev/null
   local mem=$(awk -F', ' '{ if ($2 > m[$1]) m[$1] = $2 } END { for (g in m) printf "gpu%s %.1f GB ", g, m[g]/1024 }' "$out.mem")
-  printf '%-28s rc=%d wall %.1f s  peak %s\n' "$label" $rc "$(echo "$t1 - $t0" | bc)" "$mem"
+  printf "%-28s rc=%d wall %s s  peak %s\n" "$label" $rc "$(awk -v a=$t0 -v b=$t1 "BEGIN { printf \"%.1f\", b - a }")" "$mem"
   echo "   $(per_level "$out.err")"
   [ $rc -ne 0 ] && tail -5 "$out.err"
   return $rc
