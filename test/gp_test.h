@@ -129,4 +129,42 @@ static inline int gp_run(int mpi, gp_shard_fn fn, gp_check_fn check, void *user,
 static inline void gp_finish(int mpi) {
   if (mpi) gr_comm_mpi_finalize();
 }
+/* The small oblique scene of the windowed-kernel tests (test_gp_kernels, test_gp_cuda):
+ * fixed/moving grids with different spacings and directions, masks, a several-voxel
+ * displacement and an Euler transform. */
+typedef struct gp_scene {
+  gr_grid fg, mg;
+  float *fixed, *moving, *fmask, *mmask, *disp;
+  gr_affine T;
+} gp_scene;
+
+static inline void gp_scene_init(gp_scene *s) {
+  const double fsp[3] = {1.1, 0.9, 1.3}, feu[3] = {0.05, -0.08, 0.12};
+  const double msp[3] = {1.0, 1.2, 1.05}, meu[3] = {-0.1, 0.04, -0.06};
+  gp_grid(23, 19, 17, fsp, feu, &s->fg, NULL);
+  gp_grid(21, 18, 20, msp, meu, &s->mg, NULL);
+  const int64_t nf = gp_nvox(&s->fg), nm = gp_nvox(&s->mg);
+  s->fixed = malloc(sizeof(float) * nf);
+  s->fmask = malloc(sizeof(float) * nf);
+  s->disp = malloc(sizeof(float) * nf * 3);
+  s->moving = malloc(sizeof(float) * nm);
+  s->mmask = malloc(sizeof(float) * nm);
+  gp_fill(&s->fg, s->fixed, 0.3);
+  gp_fill(&s->mg, s->moving, 0.9);
+  gp_field(&s->fg, s->disp, 4.0); /* several voxels: corners spread over several slabs */
+  for (int64_t v = 0; v < nf; ++v) s->fmask[v] = (v % 7) != 3 ? 1.0f : 0.0f;
+  for (int64_t v = 0; v < nm; ++v) s->mmask[v] = (v % 5) != 1 ? 1.0f : 0.0f;
+  const double p[6] = {0.06, -0.04, 0.09, 1.2, -0.8, 2.1}, c[3] = {0.5, -0.3, 0.2};
+  gr_euler_to_affine(p, c, &s->T);
+}
+
+static inline void gp_scene_free(gp_scene *s) {
+  free(s->fixed);
+  free(s->fmask);
+  free(s->disp);
+  free(s->moving);
+  free(s->mmask);
+}
+
+
 #endif

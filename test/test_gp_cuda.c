@@ -76,40 +76,6 @@ static double max_abs_f(const float *a, int64_t n) {
   return m;
 }
 
-/* ---- scene (as test_gp_kernels.c) -------------------------------------------------- */
-typedef struct scene {
-  gr_grid fg, mg;
-  float *fixed, *moving, *fmask, *mmask, *disp;
-  gr_affine T;
-} scene;
-
-static void scene_init(scene *s) {
-  const double fsp[3] = {1.1, 0.9, 1.3}, feu[3] = {0.05, -0.08, 0.12};
-  const double msp[3] = {1.0, 1.2, 1.05}, meu[3] = {-0.1, 0.04, -0.06};
-  gp_grid(23, 19, 17, fsp, feu, &s->fg, NULL);
-  gp_grid(21, 18, 20, msp, meu, &s->mg, NULL);
-  const int64_t nf = gp_nvox(&s->fg), nm = gp_nvox(&s->mg);
-  s->fixed = malloc(sizeof(float) * nf);
-  s->fmask = malloc(sizeof(float) * nf);
-  s->disp = malloc(sizeof(float) * nf * 3);
-  s->moving = malloc(sizeof(float) * nm);
-  s->mmask = malloc(sizeof(float) * nm);
-  gp_fill(&s->fg, s->fixed, 0.3);
-  gp_fill(&s->mg, s->moving, 0.9);
-  gp_field(&s->fg, s->disp, 4.0);
-  for (int64_t v = 0; v < nf; ++v) s->fmask[v] = (v % 7) != 3 ? 1.0f : 0.0f;
-  for (int64_t v = 0; v < nm; ++v) s->mmask[v] = (v % 5) != 1 ? 1.0f : 0.0f;
-  const double p[6] = {0.06, -0.04, 0.09, 1.2, -0.8, 2.1}, c[3] = {0.5, -0.3, 0.2};
-  gr_euler_to_affine(p, c, &s->T);
-}
-
-static void scene_free(scene *s) {
-  free(s->fixed);
-  free(s->fmask);
-  free(s->disp);
-  free(s->moving);
-  free(s->mmask);
-}
 
 static int make_cuts(int64_t nz, int64_t *cuts) {
   int n = 0;
@@ -142,7 +108,7 @@ static void ring_by_hand(gr_backend *be, gr_slab_sample *a, const float *in, int
 }
 
 /* ---- 1a. slab sampler ----------------------------------------------------------------- */
-static void test_slab(const scene *s) {
+static void test_slab(const gp_scene *s) {
   const int64_t nf = gp_nvox(&s->fg), nm = gp_nvox(&s->mg), nxy = s->fg.n[0] * s->fg.n[1];
   float *in3 = malloc(sizeof(float) * nm * 3), *u3 = malloc(sizeof(float) * nf * 3);
   for (int q = 0; q < 3; ++q)
@@ -271,7 +237,7 @@ static void test_slab(const scene *s) {
 }
 
 /* ---- 1b. metric_region ---------------------------------------------------------------- */
-static void test_metric_region(const scene *s) {
+static void test_metric_region(const gp_scene *s) {
   const int64_t nf = gp_nvox(&s->fg), nm = gp_nvox(&s->mg), nxy = s->fg.n[0] * s->fg.n[1];
   const gr_metric_kind kinds[3] = {GR_METRIC_LNCC, GR_METRIC_MI, GR_METRIC_MSE};
   const char *names[3] = {"LNCC", "MI", "MSE"};
@@ -687,11 +653,11 @@ int main(int argc, char **argv) {
   }
   double t0 = gr_wall_seconds();
   if (rank == 0) {
-    scene s;
-    scene_init(&s);
+    gp_scene s;
+    gp_scene_init(&s);
     test_slab(&s);
     test_metric_region(&s);
-    scene_free(&s);
+    gp_scene_free(&s);
     fprintf(stderr, "kernel checks: %.2f s\n", gr_wall_seconds() - t0);
   }
   make_pair();

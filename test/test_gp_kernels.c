@@ -6,40 +6,6 @@
 
 static gr_backend *be;
 
-typedef struct scene {
-  gr_grid fg, mg;
-  float *fixed, *moving, *fmask, *mmask, *disp;
-  gr_affine T;
-} scene;
-
-static void scene_init(scene *s) {
-  const double fsp[3] = {1.1, 0.9, 1.3}, feu[3] = {0.05, -0.08, 0.12};
-  const double msp[3] = {1.0, 1.2, 1.05}, meu[3] = {-0.1, 0.04, -0.06};
-  gp_grid(23, 19, 17, fsp, feu, &s->fg, NULL);
-  gp_grid(21, 18, 20, msp, meu, &s->mg, NULL);
-  const int64_t nf = gp_nvox(&s->fg), nm = gp_nvox(&s->mg);
-  s->fixed = malloc(sizeof(float) * nf);
-  s->fmask = malloc(sizeof(float) * nf);
-  s->disp = malloc(sizeof(float) * nf * 3);
-  s->moving = malloc(sizeof(float) * nm);
-  s->mmask = malloc(sizeof(float) * nm);
-  gp_fill(&s->fg, s->fixed, 0.3);
-  gp_fill(&s->mg, s->moving, 0.9);
-  gp_field(&s->fg, s->disp, 4.0); /* several voxels: corners spread over several slabs */
-  for (int64_t v = 0; v < nf; ++v) s->fmask[v] = (v % 7) != 3 ? 1.0f : 0.0f;
-  for (int64_t v = 0; v < nm; ++v) s->mmask[v] = (v % 5) != 1 ? 1.0f : 0.0f;
-  const double p[6] = {0.06, -0.04, 0.09, 1.2, -0.8, 2.1}, c[3] = {0.5, -0.3, 0.2};
-  gr_euler_to_affine(p, c, &s->T);
-}
-
-static void scene_free(scene *s) {
-  free(s->fixed);
-  free(s->fmask);
-  free(s->disp);
-  free(s->moving);
-  free(s->mmask);
-}
-
 /* Cuts of nz planes into uneven slabs (one-plane slabs included). */
 static int make_cuts(int64_t nz, int64_t *cuts) {
   int n = 0;
@@ -70,7 +36,7 @@ static void ring_by_hand(gr_slab_sample *a, const float *in, int64_t in_nvox) {
   }
 }
 
-static void test_resample(const scene *s) {
+static void test_resample(const gp_scene *s) {
   const int64_t nf = gp_nvox(&s->fg), nm = gp_nvox(&s->mg);
   float *ref = malloc(sizeof(float) * nf * 3), *got = malloc(sizeof(float) * nf * 3);
   double *acc = malloc(sizeof(double) * nf * 3);
@@ -133,7 +99,7 @@ static void test_resample(const scene *s) {
   free(in3);
 }
 
-static void test_compose_invert(const scene *s) {
+static void test_compose_invert(const gp_scene *s) {
   const int64_t n = gp_nvox(&s->fg);
   float *u = malloc(sizeof(float) * n * 3), *st = malloc(sizeof(float) * n * 3);
   float *ref = malloc(sizeof(float) * n * 3), *got = malloc(sizeof(float) * n * 3);
@@ -170,7 +136,7 @@ static void test_compose_invert(const scene *s) {
   free(acc);
 }
 
-static void test_metrics(const scene *s) {
+static void test_metrics(const gp_scene *s) {
   const int64_t nf = gp_nvox(&s->fg), nm = gp_nvox(&s->mg);
   float *gref = malloc(sizeof(float) * nf * 3), *ggot = malloc(sizeof(float) * nf * 3);
   double *w = malloc(sizeof(double) * nf), *g = malloc(sizeof(double) * nf * 3), *mm = malloc(sizeof(double) * nf);
@@ -254,12 +220,12 @@ static void test_metrics(const scene *s) {
 
 int main(void) {
   GR_CHECK_OK(gr_backend_cpu_create(0, &be));
-  scene s;
-  scene_init(&s);
+  gp_scene s;
+  gp_scene_init(&s);
   test_resample(&s);
   test_compose_invert(&s);
   test_metrics(&s);
-  scene_free(&s);
+  gp_scene_free(&s);
   gr_backend_destroy(be);
   GR_TEST_RETURN();
 }
