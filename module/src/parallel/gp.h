@@ -49,8 +49,9 @@ gr_status gr_halo_start(gr_comm *c, const gr_shard *s, float *data, int ncomp, g
 gr_status gr_halo_finish(gr_comm *c, gr_comm_pending *p);
 gr_status gr_halo_exchange(gr_comm *c, const gr_shard *s, float *data, int ncomp);
 
-/* Smooth a sharded field: halo exchange, the backend's separable Gaussian on
- * the stored block, halo exchange again. Owned planes are bitwise equal to
+/* Smooth a sharded field: x,y passes of the planes neighbours need, halo
+ * exchange overlapped with the x,y passes of the interior planes, the z pass
+ * on the stored block, halo exchange again. Owned planes are bitwise equal to
  * smoothing the whole grid when s->halo >= ceil(3 sigma_z) (the z pass is the
  * only one that crosses slabs; x and y lines are whole on every rank); the
  * final exchange makes the halo exact as well. */
