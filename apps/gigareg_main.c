@@ -12,6 +12,7 @@
 #include "plan_cli.h"
 #include "qa.h"
 #include "qa_png.h"
+#include "slab_run.h"
 #include "slicer.h"
 
 typedef struct run_state {
@@ -375,12 +376,97 @@ static gr_status write_qa(run_state *st) {
   return s;
 }
 
+/* -slabs under mpirun: every rank reads only its slabs, registers them
+ * (gr_register_slabs) and writes its planes of every image into files rank 0
+ * stages; rank 0 alone writes the parameter files and the log and publishes
+ * the folder. The files equal the default mode's. */
+static gr_status slab_outputs(run_state *st, gr_slab_job *j) {
+  char name[128], staged[4400], fieldpath[4400], prev[4400];
+  const int writer = gr_comm_rank(st->comm) == 0;
+  gr_status s = GR_OK;
+  prev[0] = '\0';
+  if (st->args.t0) snprintf(prev, sizeof prev, "%s", st->args.t0);
+  const gr_image *u = NULL;
+  for (int k = 0; s == GR_OK && k < st->args.nparams; ++k) {
+    const gr_stage_result *r = &st->results[k];
+    if (r->field) u = r->field;
+    gr_affine A;
+    s = gr_chain_affine(st->have_initial ? &st->initial : NULL, st->results, st->args.nparams, k + 1, &A);
+    fieldpath[0] = '\0';
+    if (s == GR_OK)
+      s = gr_cli_slab_write_stage(j, &A, r, u, k, &st->outcfg[k], writer ? &st->out : NULL, fieldpath,
+                                  sizeof fieldpath);
+    if (s != GR_OK || !writer) continue;
+    snprintf(name, sizeof name, "TransformParameters.%d.txt", k);
+    s = gr_transform_parameters_write(gr_outdir_stage(&st->out, name, staged, sizeof staged), r, &j->fixed_whole,
+                                      (prev[0] && !r->field) ? prev : NULL, r->field ? fieldpath : NULL,
+                                      &st->outcfg[k]);
+    gr_outdir_final(&st->out, name, prev, sizeof prev);
+  }
+  return gr_comm_agree_msg(st->comm, s);
+}
+
+static gr_status run_slabs(run_state *st) {
+  gr_slab_job j;
+  memset(&j, 0, sizeof j);
+  gr_status s = GR_OK;
+  if (st->args.qa || st->args.output_volume || st->args.output_transform)
+    s = gr_error(GR_ERR_UNSUPPORTED, "-slabs writes the elastix outputs of -out only (not -qa, --outputVolume, --outputTransform)");
+  else if (!st->args.out)
+    s = gr_error(GR_ERR_INVALID_ARG, "-slabs needs -out");
+  if (s == GR_OK) s = gr_cli_slab_read(st->comm, &st->args, &j);
+  for (int k = 0; s == GR_OK && k < st->args.nparams; ++k)
+    gr_stage_config_resolve_grid_spacing(&st->stages[k], &j.fixed_whole);
+  if (s == GR_OK && st->args.t0) {
+    s = gr_transform_parameters_read_affine(st->args.t0, &st->initial);
+    st->have_initial = (s == GR_OK);
+  }
+  if (s == GR_OK) s = make_backend(st); /* may wrap the MPI communicator in NCCL */
+  j.comm = st->comm;
+  j.be = st->be;
+  const int writer = gr_comm_rank(st->comm) == 0;
+  if (s == GR_OK && writer) {
+    s = gr_outdir_open(&st->out, st->args.out);
+    st->out_open = s == GR_OK;
+  }
+  s = gr_comm_agree_msg(st->comm, s);
+  char logpath[4400];
+  if (s == GR_OK && st->out_open) {
+    st->log = fopen(gr_outdir_stage(&st->out, "elastix.log", logpath, sizeof logpath), "w");
+    if (!st->log) s = gr_error(GR_ERR_IO, "cannot write '%s'", logpath);
+    else log_header(st);
+  }
+  s = gr_comm_agree_msg(st->comm, s);
+  gr_reg_options opt;
+  memset(&opt, 0, sizeof opt);
+  opt.progress = writer ? on_progress : NULL;
+  opt.progress_user = st;
+  opt.log = st->log;
+  opt.seed = st->args.seed;
+  const gr_slab_inputs in = {j.fixed_whole, j.moving_whole, j.fixed, j.moving, j.fmask, j.mmask};
+  if (s == GR_OK)
+    s = gr_register_slabs(st->be, st->comm, &in, st->have_initial ? &st->initial : NULL, st->stages,
+                          st->args.nparams, &opt, st->results);
+  if (s == GR_OK) s = slab_outputs(st, &j);
+  if (st->log) {
+    if (s == GR_OK) fprintf(st->log, "peak backend memory: %zu bytes\n", st->be->bytes_peak);
+    if (fclose(st->log) != 0 && s == GR_OK) s = gr_error(GR_ERR_IO, "cannot write '%s'", logpath);
+    st->log = NULL;
+  }
+  if (s == GR_OK && st->out_open) s = gr_outdir_publish(&st->out);
+  gr_cli_slab_clear(&j);
+  return s;
+}
+
 static gr_status run(run_state *st) {
   gr_status s = load_params(st);
   if (s == GR_OK) s = check_requests(st);
   /* Before any voxel is read: a run that cannot fit fails now, with the planner's numbers. */
   if (s == GR_OK)
     s = gr_cli_memory_check(&st->args, st->stages, st->args.nparams, st->comm ? gr_comm_size(st->comm) : 1);
+  if (s == GR_OK && st->args.slabs && st->comm && gr_comm_size(st->comm) > 1) return run_slabs(st);
+  if (s == GR_OK && st->args.slabs && !st->args.quiet)
+    fprintf(stderr, "gigareg: note: -slabs has no effect without mpirun (one process reads whole images)\n");
   if (s == GR_OK) s = load_inputs(st);
   if (s == GR_OK) s = make_backend(st);
   /* Grid Parallel under MPI: every rank computes, rank 0 alone writes (the

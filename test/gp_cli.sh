@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Grid Parallel through the gigareg CLI: the same registration (rigid MI ->
-# greedy MI) on the CPU backend (GPU sharding is not implemented yet) run with one shard, with -shards 3 (threads) and, when given an
-# mpiexec, under mpiexec -n 2. Every output file must be byte-identical to the
-# single-shard run (TransformParameters up to the output folder name).
+# greedy MI) on the CPU backend (test/gp_cuda_cli.sh does the GPU runs) with one
+# shard, with -shards 3 (threads) and, when given an mpiexec, under mpiexec -n 2,
+# both with whole images on every rank and with -slabs (slab reads: offset
+# reads of the .nii, rank-0 scatter of the .nrrd and of the .nii.gz mask; slab
+# writes: offsets into the .mha fields and result, rank-0 gather for .nii.gz).
+# Every output file must be byte-identical to the single-shard run
+# (TransformParameters up to the output folder name).
 #   gp_cli.sh BIN_DIR INPUTS SCRATCH [MPIEXEC [MPIEXEC_FLAGS...]]
 set -u
 bin=$1; in=$2; scratch=$3; shift 3
@@ -15,6 +19,9 @@ sed 's/(MaximumNumberOfIterations .*)/(MaximumNumberOfIterations 25 15)/' "$in/r
 sed 's/(MaximumNumberOfIterations .*)/(MaximumNumberOfIterations 12 6)/' "$in/greedy.txt" >"$scratch/greedy.txt"
 run() { local out=$1; shift; "$@" -f "$F" -m "$M" -p "$scratch/rigid.txt" -p "$scratch/greedy.txt" -out "$scratch/$out" -q -threads 1 -device cpu \
           || fail "run '$out' failed"; }
+# -slabs runs: an uncompressed fixed image (offset reads) and a fixed mask
+runs() { local out=$1; shift; "$@" -f "$in/t1.nii" -m "$M" -fMask "$in/t1_mask.nii.gz" -p "$scratch/rigid.txt" -p "$scratch/greedy.txt" \
+          -out "$scratch/$out" -q -threads 1 -device cpu || fail "run '$out' failed"; }
 same() { # same DIR_A DIR_B
   local n=0
   for f in "$scratch/$1"/*; do
@@ -36,4 +43,8 @@ same one shards3
 if [ $# -gt 0 ]; then
   run mpi2 "$@" "$gr"
   same one mpi2
+  runs one_nii "$gr"
+  runs mpi2_slabs "$@" "$gr" -slabs
+  same one_nii mpi2_slabs
+  ls "$scratch/mpi2_slabs" | grep -q inverseDeformationField.1.mha || fail "-slabs wrote no inverse field"
 fi

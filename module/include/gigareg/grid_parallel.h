@@ -75,6 +75,26 @@ gr_status gr_read_image_slab(gr_comm *c, const char *path, gr_image **slab, gr_g
 gr_status gr_write_image_slabs(gr_comm *c, const char *path, const gr_geometry *whole, const gr_image *slab,
                                gr_pixel_type t);
 
+/* Outputs from slabs (module/src/parallel/dist_outputs.c), every one this
+ * rank's planes gr_decomp_slab of its output grid, bitwise what the
+ * whole-image code computes there (gr_export_fields, the backend's resample):
+ *   gr_export_field_slab: the forward field x -> A (x + u(x)) + t - x on the
+ *     fixed grid, from this rank's slab of u (NULL: the linear chain alone);
+ *   gr_resample_slabs: in(T (x + disp(x))) at this rank's planes of out_whole,
+ *     the input given as this rank's slab of in_whole, read through the ring
+ *     sampler (disp: this rank's slab of the output grid, 3 components, may be NULL);
+ *   gr_export_inverse_slab: the inverse field on the moving grid, y -> A^-1 y
+ *     + u_inv(A^-1 y) - y, from this rank's slab of u_inv on the fixed grid.
+ * The last two are collective (every rank calls them; errors are agreed). */
+gr_status gr_export_field_slab(const gr_geometry *fixed_whole, int nranks, int rank, const gr_affine *A,
+                               const gr_image *u_slab, gr_image **out);
+gr_status gr_resample_slabs(gr_backend *be, gr_comm *c, const gr_geometry *out_whole, const gr_geometry *in_whole,
+                            const gr_image *in_slab, const gr_affine *T, const gr_image *disp_slab, gr_interp interp,
+                            gr_boundary boundary, gr_image **out_slab);
+gr_status gr_export_inverse_slab(gr_backend *be, gr_comm *c, const gr_geometry *fixed_whole,
+                                 const gr_geometry *moving_whole, const gr_affine *A, const gr_image *u_inv_slab,
+                                 gr_image **out);
+
 /* Runs fn(comm_k, user) for k = 0..nshards-1 on threads over a local group.
  * A shard that returns an error aborts the group, so no shard waits forever;
  * the first failing shard's status and message are returned. */
