@@ -425,6 +425,49 @@ static void test_metrics(const metric_case *mono, const metric_case *multi) {
   }
 }
 
+/* GIGAREG_CUDA_EXACT=1: LNCC (value, N, affine and field gradients) bitwise the CPU's. */
+static void test_exact_lncc(const metric_case *mono, const metric_case *multi) {
+  fprintf(stderr, "exact LNCC (GIGAREG_CUDA_EXACT=1, bitwise the CPU)\n");
+  setenv("GIGAREG_CUDA_EXACT", "1", 1);
+  gr_backend *ex = NULL;
+  GR_CHECK_OK(gr_backend_create(GR_DEVICE_CUDA, 0, 0, &ex));
+  unsetenv("GIGAREG_CUDA_EXACT");
+  if (!ex) return;
+  for (int pair = 0; pair < 2; ++pair)
+    for (int masks = 0; masks < 2; ++masks) {
+      metric_case mc = pair ? *multi : *mono;
+      if (!masks) mc.FM = mc.MM = NULL;
+      gr_metric_spec spec;
+      memset(&spec, 0, sizeof spec);
+      spec.kind = GR_METRIC_LNCC;
+      spec.lncc_radius = 2;
+      spec.fixed_max = spec.moving_max = 1.0;
+      spec.want_field_grad = spec.want_affine_grad = 1;
+      const int64_t n = mc.fg->n[0] * mc.fg->n[1] * mc.fg->n[2];
+      float *gh = malloc((size_t)n * 3 * sizeof(float)), *back = malloc((size_t)n * 3 * sizeof(float));
+      float *gd = ex->ops->alloc(ex, (size_t)n * 3 * sizeof(float));
+      gr_metric_result rc, rg;
+      GR_CHECK_OK(g_cpu->ops->metric(g_cpu, &spec, mc.fg, mc.F->h, mc.FM ? mc.FM->h : NULL, mc.mg, mc.M->h,
+                                     mc.MM ? mc.MM->h : NULL, mc.T, mc.U->h, &rc, gh));
+      GR_CHECK_OK(ex->ops->metric(ex, &spec, mc.fg, mc.F->d, mc.FM ? mc.FM->d : NULL, mc.mg, mc.M->d,
+                                  mc.MM ? mc.MM->d : NULL, mc.T, mc.U->d, &rg, gd));
+      GR_CHECK_OK(ex->ops->download(ex, back, gd, (size_t)n * 3 * sizeof(float)));
+      int64_t nd = 0;
+      for (int64_t i = 0; i < 3 * n; ++i) nd += memcmp(&gh[i], &back[i], sizeof(float)) != 0;
+      const int aff_same = memcmp(rc.grad_affine, rg.grad_affine, sizeof rc.grad_affine) == 0;
+      fprintf(stderr, "  LNCC %s%s: value cpu %.17g gpu %.17g, n %lld/%lld, grad_u %lld of %lld differ, affine %s\n",
+              pair ? "T1/PD oblique" : "T1/T1 warped", masks ? " masks" : "", rc.value, rg.value,
+              (long long)rc.n_valid, (long long)rg.n_valid, (long long)nd, (long long)(3 * n),
+              aff_same ? "bitwise" : "differs");
+      GR_CHECK(rc.value == rg.value && rc.n_valid == rg.n_valid && nd == 0 && aff_same,
+               "exact LNCC differs from the CPU");
+      ex->ops->free(ex, gd);
+      free(gh);
+      free(back);
+    }
+  gr_backend_destroy(ex);
+}
+
 /* Two GPU runs, bitwise equal. */
 static void test_determinism(const metric_case *multi) {
   fprintf(stderr, "determinism (two GPU runs bitwise equal)\n");
@@ -646,6 +689,7 @@ int main(void) {
   const metric_case mono = {&fg, &fg, &T1, &FM, &T1W, &T1M, &U, NULL};
   const metric_case multi = {&fg, &mg, &T1, &FM, &PD, &MM, &U, &T};
   test_metrics(&mono, &multi);
+  test_exact_lncc(&mono, &multi);
   test_determinism(&multi);
 
   dual_free(&T1);

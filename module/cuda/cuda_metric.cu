@@ -2,6 +2,7 @@
  * metric, and dispatch to cuda_mse.cu / cuda_ncc.cu / cuda_lncc.cu / cuda_mi.cu.
  * Semantics (value, n_valid, grad_affine, grad_u, GR_ERR_EMPTY) are those of
  * cpu_metric.c; each metric file states its passes and scratch. */
+#include <stdlib.h>
 #include <string.h>
 #include "cuda_ops.cuh"
 
@@ -40,6 +41,60 @@ gr_status grad_u_scale(const MetricCall &c, double scale) {
   return GR_OK;
 }
 
+gr_status metric_region(gr_backend *be, const gr_metric_spec *spec, gr_metric_region *reg, const gr_grid *fixed_grid,
+                        const float *fixed, const float *fixed_mask, const gr_grid *moving_grid, const float *moving,
+                        const float *moving_mask, const gr_affine *T, const float *disp, gr_metric_result *res,
+                        float *grad_u);
+
+/* GIGAREG_CUDA_EXACT: LNCC through the windowed kernel over the whole grid
+ * (cuda_metric_region.cu, bitwise the CPU's) with the per-plane partials added
+ * in plane order, as gr_sum_plane_partials adds them for any shard count: the
+ * one-GPU run then equals the CPU and every sharded run bit for bit (the fast
+ * kernel keeps its alpha-field sums in float, ~3e-7 relative in the gradient). */
+static gr_status metric_lncc_exact(gr_backend *be, const gr_metric_spec *spec, const gr_grid *fixed_grid,
+                                   const float *fixed, const float *fixed_mask, const gr_grid *moving_grid,
+                                   const float *moving, const float *moving_mask, const gr_affine *T,
+                                   const float *disp, gr_metric_result *res, float *grad_u) {
+  const long long nz = fixed_grid->n[2];
+  double *partials = (double *)malloc(sizeof(double) * (size_t)nz * GR_METRIC_PARTIALS);
+  if (!partials) return gr_error(GR_ERR_NOMEM, "cuda LNCC (exact): %lld plane partials", nz);
+  gr_metric_region reg;
+  memset(&reg, 0, sizeof reg);
+  reg.z0 = 0;
+  reg.nz = nz;
+  reg.own0 = 0;
+  reg.own1 = nz;
+  reg.partials = partials;
+  reg.phase = GR_METRIC_PHASE_COUNT;
+  gr_metric_result r;
+  gr_status s = metric_region(be, spec, &reg, fixed_grid, fixed, fixed_mask, moving_grid, moving, moving_mask, T, disp,
+                              &r, grad_u);
+  const int64_t n = r.n_valid;
+  if (s == GR_OK && n == 0)
+    s = gr_error(GR_ERR_EMPTY, "no overlap between fixed and warped moving image (%lld fixed voxels%s%s)",
+                 (long long)(fixed_grid->n[0] * fixed_grid->n[1] * nz), fixed_mask ? ", fixed mask" : "",
+                 moving_mask ? ", moving mask" : "");
+  if (s == GR_OK) {
+    reg.phase = GR_METRIC_PHASE_EVAL;
+    reg.n_global = n;
+    s = metric_region(be, spec, &reg, fixed_grid, fixed, fixed_mask, moving_grid, moving, moving_mask, T, disp, &r,
+                      grad_u);
+  }
+  if (s == GR_OK) {
+    double tot[GR_METRIC_PARTIALS];
+    for (int q = 0; q < GR_METRIC_PARTIALS; ++q) tot[q] = 0.0;
+    for (long long z = 0; z < nz; ++z)
+      for (int q = 0; q < GR_METRIC_PARTIALS; ++q) tot[q] += partials[z * GR_METRIC_PARTIALS + q];
+    memset(res, 0, sizeof *res);
+    res->n_valid = n;
+    res->value = reg.value_scale * tot[0];
+    if (spec->want_affine_grad)
+      for (int q = 0; q < 12; ++q) res->grad_affine[q] = reg.affine_scale * tot[1 + q];
+  }
+  free(partials);
+  return s;
+}
+
 gr_status metric(gr_backend *be, const gr_metric_spec *spec, const gr_grid *fixed_grid, const float *fixed,
                  const float *fixed_mask, const gr_grid *moving_grid, const float *moving, const float *moving_mask,
                  const gr_affine *T, const float *disp, gr_metric_result *res, float *grad_u) {
@@ -54,6 +109,9 @@ gr_status metric(gr_backend *be, const gr_metric_spec *spec, const gr_grid *fixe
   memset(res, 0, sizeof *res);
   gr_status s = enter(be);
   if (s != GR_OK) return s;
+  if (spec->kind == GR_METRIC_LNCC && impl_of(be)->exact)
+    return metric_lncc_exact(be, spec, fixed_grid, fixed, fixed_mask, moving_grid, moving, moving_mask, T, disp, res,
+                             spec->want_field_grad ? grad_u : nullptr);
   MetricCall c;
   c.be = be;
   c.spec = spec;
