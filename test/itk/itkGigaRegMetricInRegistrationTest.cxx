@@ -1,9 +1,11 @@
 /* The GigaReg metrics inside ITK's own ImageRegistrationMethodv4 (regular-step
  * gradient descent, physical-shift scales, two-level pyramid) recover a known
- * rigid misalignment applied to chris_t1. */
+ * rigid misalignment (Euler3DTransform) and a known affine one (rotation,
+ * anisotropic scaling and shear; AffineTransform) applied to chris_t1. */
 #include "itkGigaRegTestCommon.h"
 
 #include "itkCenteredTransformInitializer.h"
+#include "itkAffineTransform.h"
 #include "itkEuler3DTransform.h"
 #include "itkGigaRegLocalNormalizedCorrelationImageToImageMetricv4.h"
 #include "itkGigaRegMattesMutualInformationImageToImageMetricv4.h"
@@ -18,21 +20,22 @@ namespace
 {
 using namespace grtest;
 using EulerType = itk::Euler3DTransform<double>;
-using RegistrationType = itk::ImageRegistrationMethodv4<ImageType, ImageType, EulerType>;
+using AffineType = itk::AffineTransform<double, 3>;
 
-template <typename TMetric>
+template <typename TTransform, typename TMetric>
 int
-Recover(const char * label, TMetric * metric, ImageType * fixed, ImageType * moving, const EulerType * truth,
+Recover(const char * label, TMetric * metric, ImageType * fixed, ImageType * moving, const TTransform * truth,
         double tolMm)
 {
-  auto initial = EulerType::New();
-  auto init = itk::CenteredTransformInitializer<EulerType, ImageType, ImageType>::New();
+  using RegistrationType = itk::ImageRegistrationMethodv4<ImageType, ImageType, TTransform>;
+  auto initial = TTransform::New();
+  auto init = itk::CenteredTransformInitializer<TTransform, ImageType, ImageType>::New();
   init->SetTransform(initial);
   init->SetFixedImage(fixed);
   init->SetMovingImage(moving);
   init->GeometryOn();
   init->InitializeTransform();
-  initial->SetTranslation(EulerType::OutputVectorType(0.0)); // same centre, no offset guess
+  initial->SetTranslation(typename TTransform::OutputVectorType(0.0)); // same centre, no offset guess
 
   auto optimizer = itk::RegularStepGradientDescentOptimizerv4<double>::New();
   optimizer->SetLearningRate(2.0);
@@ -51,10 +54,10 @@ Recover(const char * label, TMetric * metric, ImageType * fixed, ImageType * mov
   reg->SetOptimizer(optimizer);
   reg->SetInitialTransform(initial);
   reg->InPlaceOn();
-  RegistrationType::ShrinkFactorsArrayType shrink(2);
+  typename RegistrationType::ShrinkFactorsArrayType shrink(2);
   shrink[0] = 2;
   shrink[1] = 1;
-  RegistrationType::SmoothingSigmasArrayType sigmas(2);
+  typename RegistrationType::SmoothingSigmasArrayType sigmas(2);
   sigmas[0] = 1;
   sigmas[1] = 0;
   reg->SetNumberOfLevels(2);
@@ -68,9 +71,9 @@ Recover(const char * label, TMetric * metric, ImageType * fixed, ImageType * mov
 
   // Registration maps fixed -> moving points; the moving image is the fixed one
   // seen through `truth`, so the answer is truth^-1. Compare over the head.
-  auto inverse = EulerType::New();
+  auto inverse = TTransform::New();
   truth->GetInverse(inverse);
-  const EulerType * found = reg->GetTransform();
+  const TTransform * found = reg->GetTransform();
   double            worst = 0.0, mean = 0.0;
   size_t            count = 0;
   itk::ImageRegionConstIteratorWithIndex<ImageType> it(fixed, fixed->GetBufferedRegion());
@@ -125,11 +128,34 @@ itkGigaRegMetricInRegistrationTest(int, char *[])
 
   auto mi = itk::GigaRegMattesMutualInformationImageToImageMetricv4<ImageType, ImageType>::New();
   mi->SetNumberOfHistogramBins(32);
-  if (Recover("GigaReg Mattes MI", mi.GetPointer(), fixed, moving, truth, 0.5) != EXIT_SUCCESS)
+  if (Recover<EulerType>("GigaReg Mattes MI (rigid)", mi.GetPointer(), fixed, moving, truth, 0.5) != EXIT_SUCCESS)
     return EXIT_FAILURE;
   auto cc = itk::GigaRegLocalNormalizedCorrelationImageToImageMetricv4<ImageType, ImageType>::New();
   cc->SetRadius(2);
-  return Recover("GigaReg LNCC", cc.GetPointer(), fixed, moving, truth, 0.5);
+  if (Recover<EulerType>("GigaReg LNCC (rigid)", cc.GetPointer(), fixed, moving, truth, 0.5) != EXIT_SUCCESS)
+    return EXIT_FAILURE;
+
+  // Known affine misalignment: the rotation above, scaling 1.06 / 0.95 / 1.03 and a 0.04 shear.
+  auto affine = AffineType::New();
+  affine->SetCenter(truth->GetCenter());
+  AffineType::MatrixType m = truth->GetMatrix();
+  AffineType::MatrixType sk;
+  sk.SetIdentity();
+  sk(0, 0) = 1.06;
+  sk(1, 1) = 0.95;
+  sk(2, 2) = 1.03;
+  sk(0, 1) = 0.04;
+  affine->SetMatrix(m * sk);
+  affine->SetTranslation(truth->GetTranslation());
+  auto warpA = itk::ResampleImageFilter<ImageType, ImageType>::New();
+  warpA->SetInput(fixed);
+  warpA->SetTransform(affine);
+  warpA->SetOutputParametersFromImage(fixed);
+  warpA->Update();
+  ImageType::Pointer movingA = warpA->GetOutput();
+  auto mi2 = itk::GigaRegMattesMutualInformationImageToImageMetricv4<ImageType, ImageType>::New();
+  mi2->SetNumberOfHistogramBins(32);
+  return Recover<AffineType>("GigaReg Mattes MI (affine)", mi2.GetPointer(), fixed, movingA, affine.GetPointer(), 0.75);
 }
 
 /* The GigaReg LNCC (local-support derivative) driving ITK's own
