@@ -1,0 +1,2 @@
+#include "elxGigaRegAdvancedMattesMutualInformationMetric.h"
+elxInstallMacro( GigaRegAdvancedMattesMutualInformationMetric );

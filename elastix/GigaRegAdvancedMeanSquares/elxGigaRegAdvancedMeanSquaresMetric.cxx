@@ -1,0 +1,2 @@
+#include "elxGigaRegAdvancedMeanSquaresMetric.h"
+elxInstallMacro( GigaRegAdvancedMeanSquaresMetric );

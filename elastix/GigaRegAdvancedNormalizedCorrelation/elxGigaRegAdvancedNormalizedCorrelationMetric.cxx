@@ -1,0 +1,2 @@
+#include "elxGigaRegAdvancedNormalizedCorrelationMetric.h"
+elxInstallMacro( GigaRegAdvancedNormalizedCorrelationMetric );

@@ -1,0 +1,2 @@
+#include "elxGigaRegLocalNormalizedCorrelationMetric.h"
+elxInstallMacro( GigaRegLocalNormalizedCorrelationMetric );

@@ -1,0 +1,828 @@
+/* GigaReg elastix metrics: the shared machinery (docs/elastix.md).
+ *
+ * GigaRegMetric<TElastix, TBase> derives from one of elastix's own metric
+ * components (TBase = elx::AdvancedMattesMutualInformationMetric<TElastix>, ...),
+ * so every key that component reads is read the same way (NumberOfHistogramBins,
+ * SubtractMean, UseNormalization, masks, pyramids, samplers for ASGD's parameter
+ * estimation, ...). It replaces only the evaluation: GetValue, GetDerivative and
+ * GetValueAndDerivative call the GigaReg core's fused metric op (backend.h) on
+ * EVERY voxel of the fixed image of the current resolution (full sampling):
+ *
+ *  - linear transforms (Euler, Affine, Translation, and compositions of them):
+ *    y = A x + t from four mapped points; the core returns d loss / d[A|t];
+ *    d loss / d p = sum_rc dL/dA_rc dA_rc/dp + sum_r dL/dt_r dt_r/dp with the
+ *    parameter Jacobians dA/dp, dt/dp read off the transform's own GetJacobian at
+ *    the four points 0, e_x, e_y, e_z (exact: the Jacobian is affine in x);
+ *  - any other transform (B-spline, B-spline after an affine): the dense field
+ *    u(x) = T(x) - x on the fixed grid (the core's y = A (x + u) + t with A = I,
+ *    t = 0), the core returns d loss / d u(x) = d loss / d y(x), and
+ *    d loss / d p = sum_x (dL/dy(x))^T dT/dp(x) through the transform's sparse
+ *    EvaluateJacobianWithImageGradientProduct (elastix's own machinery).
+ *
+ * Extra keys: (GigaRegDevice "auto"|"cpu"|"cuda"|"cuda:N"), (GigaRegNumberOfDevices N).
+ */
+#ifndef GIGAREG_ELX_METRIC_H
+#define GIGAREG_ELX_METRIC_H
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "itkImage.h"
+#include "itkImageRegionConstIteratorWithIndex.h"
+#include "itkAdvancedBSplineDeformableTransform.h"
+#include <cstdlib>
+#include <chrono>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+extern "C" {
+#include "gigareg/backend.h"
+#include "gigareg/image.h"
+#include "gigareg/transform.h"
+#include "gigareg/status.h"
+}
+
+namespace elastix
+{
+
+/** Backend buffers and grids of one resolution level. Not a template: the images are float 3D. */
+class GigaRegMetricData
+{
+public:
+  gr_backend * be = nullptr;
+  std::string  device = "auto";
+  int          ndev = 1;
+  /* cache keys of the uploaded level */
+  const void * fixedKey = nullptr, *movingKey = nullptr, *fmaskKey = nullptr, *mmaskKey = nullptr;
+  unsigned long fixedTime = 0, movingTime = 0;
+  int normalised = -1;
+  gr_grid fg, mg;
+  int64_t fnvox = 0, mnvox = 0;
+  int64_t fmaskCount = 0;
+  float *dF = nullptr, *dM = nullptr, *dFm = nullptr, *dMm = nullptr, *dU = nullptr, *dG = nullptr;
+  std::vector< float > hostU, hostG;
+  double fmin = 0, fmax = 1, mmin = 0, mmax = 1;     /* true ranges of the level images */
+  double tField = 0, tMetric = 0, tChain = 0;        /* seconds this level: dense field, core metric, chain rule */
+  long   nEval = 0;
+  double flo = 0, fhi = 1, mlo = 0, mhi = 1;         /* elastix's limiter ranges (MI bins) */
+  bool   haveRange = false;
+
+  ~GigaRegMetricData() { this->Release(); if( be ) { gr_backend_destroy( be ); } }
+
+  void FreeBuf( float *& p ) { if( p && be ) { be->ops->free( be, p ); } p = nullptr; }
+  void Release()
+  {
+    FreeBuf( dF ); FreeBuf( dM ); FreeBuf( dFm ); FreeBuf( dMm ); FreeBuf( dU ); FreeBuf( dG );
+    fixedKey = movingKey = fmaskKey = mmaskKey = nullptr;
+  }
+};
+
+inline void gigaregCheck( gr_status s, const char * what )
+{
+  if( s != GR_OK )
+  {
+    std::ostringstream os;
+    os << "GigaReg " << what << ": " << gr_strerror( s ) << " " << gr_last_error();
+    throw itk::ExceptionObject( __FILE__, __LINE__, os.str(), "GigaRegMetric" );
+  }
+}
+
+template< class TImage >
+void gigaregGrid( const TImage * img, gr_grid & g, int64_t & nvox )
+{
+  typedef typename TImage::RegionType RegionType;
+  const RegionType r = img->GetBufferedRegion();
+  gr_geometry geo;
+  typename TImage::PointType o;
+  img->TransformIndexToPhysicalPoint( r.GetIndex(), o );
+  for( unsigned a = 0; a < 3; ++a )
+  {
+    geo.size[ a ]    = static_cast< int64_t >( r.GetSize()[ a ] );
+    geo.spacing[ a ] = img->GetSpacing()[ a ];
+    geo.origin[ a ]  = o[ a ];
+    for( unsigned b = 0; b < 3; ++b ) { geo.direction[ a * 3 + b ] = img->GetDirection()( a, b ); }
+  }
+  gigaregCheck( gr_grid_from_geometry( &geo, &g ), "grid" );
+  nvox = geo.size[ 0 ] * geo.size[ 1 ] * geo.size[ 2 ];
+}
+
+/** Voxel index -> physical point of a gr_grid. */
+inline void gigaregI2P( const gr_grid & g, double i, double j, double k, double p[ 3 ] )
+{
+  for( int a = 0; a < 3; ++a )
+  {
+    p[ a ] = g.i2p[ a * 4 + 0 ] * i + g.i2p[ a * 4 + 1 ] * j + g.i2p[ a * 4 + 2 ] * k + g.i2p[ a * 4 + 3 ];
+  }
+}
+
+/** The GigaReg evaluation on top of an elastix metric component TBase. */
+template< class TElastix, class TBase >
+class GigaRegMetric : public TBase
+{
+public:
+  typedef TBase                                     Superclass;
+  typedef typename TBase::ParametersType            ParametersType;
+  typedef typename TBase::MeasureType               MeasureType;
+  typedef typename TBase::DerivativeType            DerivativeType;
+  typedef typename TBase::FixedImageType            FixedImageType;
+  typedef typename TBase::MovingImageType           MovingImageType;
+  typedef typename TBase::AdvancedTransformType     AdvancedTransformType;
+  typedef typename AdvancedTransformType::InputPointType InputPointType;
+  typedef typename AdvancedTransformType::JacobianType   JacobianType;
+  typedef typename AdvancedTransformType::NonZeroJacobianIndicesType NonZeroJacobianIndicesType;
+  typedef typename AdvancedTransformType::MovingImageGradientType    MovingImageGradientType;
+
+  MeasureType GetValue( const ParametersType & parameters ) const override
+  {
+    MeasureType    value = 0;
+    DerivativeType dummy;
+    this->GigaRegEvaluate( parameters, value, nullptr );
+    return value;
+  }
+
+  void GetDerivative( const ParametersType & parameters, DerivativeType & derivative ) const override
+  {
+    MeasureType value = 0;
+    this->GigaRegEvaluate( parameters, value, &derivative );
+  }
+
+  void GetValueAndDerivative( const ParametersType & parameters, MeasureType & value,
+    DerivativeType & derivative ) const override
+  {
+    this->GigaRegEvaluate( parameters, value, &derivative );
+  }
+
+  void BeforeEachResolution( void ) override
+  {
+    this->Superclass::BeforeEachResolution();
+    const unsigned int level = ( this->m_Registration->GetAsITKBaseType() )->GetCurrentLevel();
+    std::string device = "auto";
+    this->GetConfiguration()->ReadParameter( device, "GigaRegDevice", this->GetComponentLabel(), level, 0 );
+    int ndev = 1;
+    this->GetConfiguration()->ReadParameter( ndev, "GigaRegNumberOfDevices", this->GetComponentLabel(), level, 0 );
+    if( ndev < 1 ) { ndev = 1; }
+    GigaRegMetricData & D = this->m_GR;
+    if( D.be && device != D.device )
+    {
+      D.Release();
+      gr_backend_destroy( D.be );
+      D.be = nullptr;
+    }
+    D.device = device;
+    D.ndev   = ndev;
+    if( !D.be )
+    {
+      gr_device_kind kind;
+      int            index = 0;
+      gigaregCheck( gr_device_parse( device.c_str(), &kind, &index ), "GigaRegDevice" );
+      gigaregCheck( gr_backend_create( kind, index, 0, &D.be ), "backend" );
+      elxout << "  GigaReg metric " << this->elxGetClassName() << ": backend " << D.be->ops->name
+             << " (GigaRegDevice \"" << device << "\"), full sampling";
+      if( ndev > 1 ) { elxout << ", " << ndev << " shards"; }
+      elxout << std::endl;
+    }
+    this->m_GRLevelAnnounced = false;
+    D.tField = D.tMetric = D.tChain = 0;
+    D.nEval = 0;
+  }
+
+  void AfterEachResolution( void ) override
+  {
+    this->Superclass::AfterEachResolution();
+    const GigaRegMetricData & D = this->m_GR;
+    elxout << "  GigaReg metric time this resolution: " << D.nEval << " evaluations; core metric " << D.tMetric
+           << " s, dense field " << D.tField << " s, chain rule to the parameters " << D.tChain << " s" << std::endl;
+  }
+
+protected:
+  GigaRegMetric() {}
+  ~GigaRegMetric() override {}
+
+  /** The metric kind and its parameters; scale multiplies value and derivative
+   * (elastix's normalisation factors). normalise: intensities mapped to [0, 1]
+   * before upload (LNCC, whose epsilon is absolute). */
+  virtual void GigaRegSpec( gr_metric_spec & spec, double & scale, int & normalise ) const = 0;
+
+  mutable GigaRegMetricData m_GR;
+  mutable bool              m_GRLevelAnnounced = false;
+
+  void Upload( float *& dst, const float * src, int64_t n ) const
+  {
+    GigaRegMetricData & D = this->m_GR;
+    if( !dst )
+    {
+      dst = static_cast< float * >( D.be->ops->alloc( D.be, static_cast< size_t >( n ) * sizeof( float ) ) );
+      if( !dst ) { gigaregCheck( GR_ERR_NOMEM, "allocation" ); }
+    }
+    gigaregCheck( D.be->ops->upload( D.be, dst, src, static_cast< size_t >( n ) * sizeof( float ) ), "upload" );
+  }
+
+  /** Rasterise an elastix (spatial object) mask on a grid: 1 inside, 0 outside. */
+  template< class TMask >
+  std::vector< float > Rasterise( const TMask * mask, const gr_grid & g, int64_t & count ) const
+  {
+    const int64_t nx = g.n[ 0 ], ny = g.n[ 1 ], nz = g.n[ 2 ];
+    std::vector< float > out( static_cast< size_t >( nx * ny * nz ) );
+    int64_t c = 0;
+#pragma omp parallel for reduction(+:c) schedule(static)
+    for( int64_t k = 0; k < nz; ++k )
+    {
+      for( int64_t j = 0; j < ny; ++j )
+      {
+        for( int64_t i = 0; i < nx; ++i )
+        {
+          double p[ 3 ];
+          gigaregI2P( g, (double)i, (double)j, (double)k, p );
+          typename TMask::PointType pt;
+          pt[ 0 ] = p[ 0 ]; pt[ 1 ] = p[ 1 ]; pt[ 2 ] = p[ 2 ];
+          const bool in = mask->IsInsideInWorldSpace( pt );
+          out[ static_cast< size_t >( ( k * ny + j ) * nx + i ) ] = in ? 1.0f : 0.0f;
+          c += in ? 1 : 0;
+        }
+      }
+    }
+    count = c;
+    return out;
+  }
+
+  /** Upload the current level's images and masks when they changed. */
+  void PrepareLevel( int normalise ) const
+  {
+    GigaRegMetricData & D = this->m_GR;
+    if( !D.be ) { gigaregCheck( GR_ERR_INVALID_ARG, "backend not created (BeforeEachResolution not called)" ); }
+    const FixedImageType *  F  = this->GetFixedImage();
+    const MovingImageType * M  = this->GetMovingImage();
+    const void *            fm = this->GetFixedImageMask();
+    const void *            mm = this->GetMovingImageMask();
+    if( D.fixedKey == F && D.movingKey == M && D.fixedTime == F->GetMTime() && D.movingTime == M->GetMTime()
+      && D.fmaskKey == fm && D.mmaskKey == mm && D.normalised == normalise && D.dF )
+    {
+      return;
+    }
+    D.Release();
+    gigaregGrid( F, D.fg, D.fnvox );
+    gigaregGrid( M, D.mg, D.mnvox );
+    const float * fp = F->GetBufferPointer();
+    const float * mp = M->GetBufferPointer();
+    /* Ranges (MI bins, LNCC normalisation): elastix's own true min/max of the level images. */
+    D.fmin = this->m_FixedImageTrueMin;  D.fmax = this->m_FixedImageTrueMax;
+    D.mmin = this->m_MovingImageTrueMin; D.mmax = this->m_MovingImageTrueMax;
+    if( !( D.fmax > D.fmin ) || !( D.mmax > D.mmin ) )
+    {
+      D.fmin = *std::min_element( fp, fp + D.fnvox ); D.fmax = *std::max_element( fp, fp + D.fnvox );
+      D.mmin = *std::min_element( mp, mp + D.mnvox ); D.mmax = *std::max_element( mp, mp + D.mnvox );
+    }
+    /* MI histogram ranges: elastix's limits (the true range widened by Fixed/MovingLimitRangeRatio). */
+    D.flo = this->m_FixedImageMinLimit;  D.fhi = this->m_FixedImageMaxLimit;
+    D.mlo = this->m_MovingImageMinLimit; D.mhi = this->m_MovingImageMaxLimit;
+    if( !( D.fhi > D.flo ) ) { D.flo = D.fmin; D.fhi = D.fmax; }
+    if( !( D.mhi > D.mlo ) ) { D.mlo = D.mmin; D.mhi = D.mmax; }
+    if( normalise )
+    {
+      std::vector< float > tmp( static_cast< size_t >( std::max( D.fnvox, D.mnvox ) ) );
+      const double fs = D.fmax > D.fmin ? 1.0 / ( D.fmax - D.fmin ) : 1.0;
+      for( int64_t v = 0; v < D.fnvox; ++v ) { tmp[ v ] = static_cast< float >( ( fp[ v ] - D.fmin ) * fs ); }
+      this->Upload( D.dF, tmp.data(), D.fnvox );
+      const double ms = D.mmax > D.mmin ? 1.0 / ( D.mmax - D.mmin ) : 1.0;
+      for( int64_t v = 0; v < D.mnvox; ++v ) { tmp[ v ] = static_cast< float >( ( mp[ v ] - D.mmin ) * ms ); }
+      this->Upload( D.dM, tmp.data(), D.mnvox );
+    }
+    else
+    {
+      this->Upload( D.dF, fp, D.fnvox );
+      this->Upload( D.dM, mp, D.mnvox );
+    }
+    D.fmaskCount = D.fnvox;
+    if( this->GetFixedImageMask() )
+    {
+      std::vector< float > r = this->Rasterise( this->GetFixedImageMask(), D.fg, D.fmaskCount );
+      this->Upload( D.dFm, r.data(), D.fnvox );
+    }
+    if( this->GetMovingImageMask() )
+    {
+      int64_t              c;
+      std::vector< float > r = this->Rasterise( this->GetMovingImageMask(), D.mg, c );
+      this->Upload( D.dMm, r.data(), D.mnvox );
+    }
+    D.fixedKey = F; D.movingKey = M; D.fixedTime = F->GetMTime(); D.movingTime = M->GetMTime();
+    D.fmaskKey = fm; D.mmaskKey = mm; D.normalised = normalise;
+    if( !this->m_GRLevelAnnounced )
+    {
+      elxout << "  GigaReg metric: fixed level " << D.fg.n[ 0 ] << "x" << D.fg.n[ 1 ] << "x" << D.fg.n[ 2 ]
+             << " (" << D.fmaskCount << " voxels in the mask), moving " << D.mg.n[ 0 ] << "x" << D.mg.n[ 1 ] << "x"
+             << D.mg.n[ 2 ] << std::endl;
+      this->m_GRLevelAnnounced = true;
+    }
+  }
+
+  /** One metric evaluation of the core over the fixed grid; with
+   * GigaRegNumberOfDevices N > 1, over N z-slab shards (ShardedMetric). */
+  void CoreMetric( const gr_metric_spec & spec, const gr_affine * T, const float * disp,
+                   gr_metric_result & res, float * gradU ) const
+  {
+    GigaRegMetricData & D = this->m_GR;
+    if( D.ndev > 1 )
+    {
+      this->ShardedMetric( spec, T, disp, res, gradU );
+      return;
+    }
+    gigaregCheck( D.be->ops->metric( D.be, &spec, &D.fg, D.dF, D.dFm, &D.mg, D.dM, D.dMm, T, disp, &res, gradU ),
+      "metric" );
+  }
+
+  /** The fixed grid split into N z-slabs ("devices"), each evaluated by the core's
+   * window kernel (backend.h gr_metric_region) on its own planes plus the halo the
+   * metric needs (LNCC: 2r planes), in two phases: COUNT (valid voxels; MI: the
+   * slab's joint histogram), reduced over the shards (integers: exact), then EVAL
+   * with the global count / histogram. Loss and affine-gradient partials come per
+   * plane and are summed in global plane order, d loss / d u is copied back from
+   * each shard's owned planes: the result equals the single-shard evaluation
+   * (bitwise for MSE, MI and LNCC, as the Grid Parallel driver guarantees), and
+   * the optimizer and outputs are unchanged. Shards run one after the other on
+   * this process's backend (one device); each holds only its slab of the field
+   * and gradient buffers. NCC has no window kernel in the core: not supported. */
+  void ShardedMetric( const gr_metric_spec & spec, const gr_affine * T, const float * disp,
+                      gr_metric_result & res, float * gradU ) const
+  {
+    GigaRegMetricData & D = this->m_GR;
+    if( spec.kind == GR_METRIC_NCC )
+    {
+      gigaregCheck( GR_ERR_UNSUPPORTED, "GigaRegNumberOfDevices > 1 with NCC (the core has no windowed NCC; "
+                                        "use GigaRegLocalNormalizedCorrelation, MI or mean squares)" );
+    }
+    if( !D.be->ops->metric_region ) { gigaregCheck( GR_ERR_UNSUPPORTED, "backend without metric_region" ); }
+    const int64_t nz = D.fg.n[ 2 ], plane = D.fg.n[ 0 ] * D.fg.n[ 1 ], n = D.fnvox;
+    const int     N  = static_cast< int >( std::min< int64_t >( D.ndev, nz ) );
+    const int64_t B  = spec.kind == GR_METRIC_MI ? ( spec.mi_bins > 0 ? spec.mi_bins : 32 ) : 0;
+    const int64_t halo = spec.kind == GR_METRIC_LNCC ? 2 * ( spec.lncc_radius > 0 ? spec.lncc_radius : 2 ) : 0;
+    std::vector< int64_t > hist( static_cast< size_t >( B * B ), 0 ), h( hist.size() );
+    std::vector< double >  partials( static_cast< size_t >( nz * GR_METRIC_PARTIALS ), 0.0 );
+    struct Win { int64_t z0, nz, own0, own1; };
+    std::vector< Win > win( static_cast< size_t >( N ) );
+    int64_t wmax = 0;
+    for( int s = 0; s < N; ++s )
+    {
+      Win & w = win[ static_cast< size_t >( s ) ];
+      w.own0 = nz * s / N; w.own1 = nz * ( s + 1 ) / N;
+      w.z0   = std::max< int64_t >( 0, w.own0 - halo );
+      w.nz   = std::min< int64_t >( nz, w.own1 + halo ) - w.z0;
+      wmax   = std::max( wmax, w.nz * plane );
+    }
+    /* per-shard field / gradient planes (3 planes of the window each) */
+    float * dwin = nullptr, *gwin = nullptr;
+    if( disp ) { dwin = static_cast< float * >( D.be->ops->alloc( D.be, static_cast< size_t >( 3 * wmax ) * sizeof( float ) ) ); }
+    if( gradU ) { gwin = static_cast< float * >( D.be->ops->alloc( D.be, static_cast< size_t >( 3 * wmax ) * sizeof( float ) ) ); }
+    struct Guard { gr_backend * be; float * a; float * b;
+      ~Guard() { if( a ) { be->ops->free( be, a ); } if( b ) { be->ops->free( be, b ); } } } guard{ D.be, dwin, gwin };
+    if( ( disp && !dwin ) || ( gradU && !gwin ) ) { gigaregCheck( GR_ERR_NOMEM, "shard buffers" ); }
+    auto loadDisp = [&]( const Win & w ) {
+      if( !disp ) { return; }
+      const int64_t wn = w.nz * plane;
+      for( int c = 0; c < 3; ++c )
+      {
+        gigaregCheck( D.be->ops->copy( D.be, dwin + c * wn, disp + c * n + w.z0 * plane,
+          static_cast< size_t >( wn ) * sizeof( float ) ), "copy" );
+      }
+    };
+    int64_t nGlobal = 0;
+    for( int phase = 0; phase < 2; ++phase )
+    {
+      for( int s = 0; s < N; ++s )
+      {
+        const Win &      w = win[ static_cast< size_t >( s ) ];
+        gr_metric_region reg;
+        std::memset( &reg, 0, sizeof( reg ) );
+        reg.z0 = w.z0; reg.nz = w.nz; reg.own0 = w.own0; reg.own1 = w.own1;
+        reg.phase    = phase == 0 ? GR_METRIC_PHASE_COUNT : GR_METRIC_PHASE_EVAL;
+        reg.n_global = nGlobal;
+        reg.hist     = B ? ( phase == 0 ? h.data() : hist.data() ) : nullptr;
+        reg.partials = partials.data() + w.own0 * GR_METRIC_PARTIALS;
+        loadDisp( w );
+        gr_metric_result r;
+        std::memset( &r, 0, sizeof( r ) );
+        gigaregCheck( D.be->ops->metric_region( D.be, &spec, &reg, &D.fg, D.dF + w.z0 * plane,
+          D.dFm ? D.dFm + w.z0 * plane : nullptr, &D.mg, D.dM, D.dMm, T, disp ? dwin : nullptr, &r,
+          gwin ), phase == 0 ? "metric_region (count)" : "metric_region (eval)" );
+        if( phase == 0 )
+        {
+          nGlobal += r.n_valid;
+          for( size_t b = 0; b < hist.size(); ++b ) { hist[ b ] += h[ b ]; }
+          continue;
+        }
+        if( gradU )
+        {
+          const int64_t wn = w.nz * plane, on = ( w.own1 - w.own0 ) * plane;
+          for( int c = 0; c < 3; ++c )
+          {
+            gigaregCheck( D.be->ops->copy( D.be, gradU + c * n + w.own0 * plane,
+              gwin + c * wn + ( w.own0 - w.z0 ) * plane, static_cast< size_t >( on ) * sizeof( float ) ), "copy" );
+          }
+        }
+        if( s == N - 1 )
+        {
+          double tot[ GR_METRIC_PARTIALS ] = { 0 };
+          for( int64_t z = 0; z < nz; ++z )
+          {
+            for( int q = 0; q < GR_METRIC_PARTIALS; ++q ) { tot[ q ] += partials[ z * GR_METRIC_PARTIALS + q ]; }
+          }
+          std::memset( &res, 0, sizeof( res ) );
+          res.n_valid = nGlobal;
+          res.value   = spec.kind == GR_METRIC_MI ? r.value : reg.value_scale * tot[ 0 ];
+          for( int q = 0; q < 12; ++q ) { res.grad_affine[ q ] = reg.affine_scale * tot[ 1 + q ]; }
+        }
+      }
+      if( phase == 0 && nGlobal == 0 ) { res.n_valid = 0; res.value = 0; return; }
+    }
+  }
+
+  void GigaRegEvaluate( const ParametersType & parameters, MeasureType & value, DerivativeType * derivative ) const
+  {
+    GigaRegMetricData & D = this->m_GR;
+    gr_metric_spec spec;
+    std::memset( &spec, 0, sizeof( spec ) );
+    double scale     = 1.0;
+    int    normalise = 0;
+    this->GigaRegSpec( spec, scale, normalise );
+    this->PrepareLevel( normalise );
+    if( normalise ) { spec.fixed_min = 0; spec.fixed_max = 1; spec.moving_min = 0; spec.moving_max = 1; }
+    else { spec.fixed_min = D.flo; spec.fixed_max = D.fhi; spec.moving_min = D.mlo; spec.moving_max = D.mhi; }
+
+    this->SetTransformParameters( parameters );
+    AdvancedTransformType * T = this->m_AdvancedTransform.GetPointer();
+    const unsigned int      P = this->GetNumberOfParameters();
+    if( derivative ) { derivative->SetSize( P ); derivative->Fill( 0.0 ); }
+    gr_metric_result res;
+    std::memset( &res, 0, sizeof( res ) );
+
+    if( T->IsLinear() )
+    {
+      /* y = A x + t from the images of 0 and the unit vectors. */
+      InputPointType pts[ 4 ];
+      for( int c = 0; c < 4; ++c )
+      {
+        pts[ c ].Fill( 0.0 );
+        if( c > 0 ) { pts[ c ][ c - 1 ] = 1.0; }
+      }
+      typename AdvancedTransformType::OutputPointType y[ 4 ];
+      for( int c = 0; c < 4; ++c ) { y[ c ] = T->TransformPoint( pts[ c ] ); }
+      gr_affine A;
+      for( int r = 0; r < 3; ++r )
+      {
+        for( int c = 0; c < 3; ++c ) { A.m[ r * 4 + c ] = y[ c + 1 ][ r ] - y[ 0 ][ r ]; }
+        A.m[ r * 4 + 3 ] = y[ 0 ][ r ];
+      }
+      spec.want_affine_grad = derivative ? 1 : 0;
+      spec.want_field_grad  = 0;
+      auto t0 = std::chrono::steady_clock::now();
+      this->CoreMetric( spec, &A, nullptr, res, nullptr );
+      D.tMetric += std::chrono::duration< double >( std::chrono::steady_clock::now() - t0 ).count();
+      ++D.nEval;
+      this->CheckValid( res );
+      value = scale * res.value;
+      if( derivative )
+      {
+        /* dy_r/dp at x: J_r(x) = J_r(0) + sum_c x_c (J_r(e_c) - J_r(0)), so
+         * dt_r/dp = J_r(0), dA_rc/dp = J_r(e_c) - J_r(0). */
+        JacobianType               J[ 4 ];
+        NonZeroJacobianIndicesType nz[ 4 ];
+        for( int c = 0; c < 4; ++c ) { T->GetJacobian( pts[ c ], J[ c ], nz[ c ] ); }
+        std::vector< double > full[ 4 ];
+        for( int c = 0; c < 4; ++c )
+        {
+          full[ c ].assign( static_cast< size_t >( 3 ) * P, 0.0 );
+          for( unsigned q = 0; q < nz[ c ].size(); ++q )
+          {
+            for( int r = 0; r < 3; ++r ) { full[ c ][ r * P + nz[ c ][ q ] ] = J[ c ]( r, q ); }
+          }
+        }
+        for( unsigned k = 0; k < P; ++k )
+        {
+          double d = 0;
+          for( int r = 0; r < 3; ++r )
+          {
+            const double j0 = full[ 0 ][ r * P + k ];
+            d += res.grad_affine[ r * 4 + 3 ] * j0;
+            for( int c = 0; c < 3; ++c ) { d += res.grad_affine[ r * 4 + c ] * ( full[ c + 1 ][ r * P + k ] - j0 ); }
+          }
+          ( *derivative )[ k ] = scale * d;
+        }
+      }
+      return;
+    }
+
+    /* Dense path: u(x) = T(x) - x on the fixed grid. */
+    const int64_t nx = D.fg.n[ 0 ], ny = D.fg.n[ 1 ], nz = D.fg.n[ 2 ], n = D.fnvox;
+    auto t0 = std::chrono::steady_clock::now();
+    if( this->FastBSpline( parameters, value, derivative, spec, scale ) ) { return; }
+    D.hostU.resize( static_cast< size_t >( 3 * n ) );
+    float * U = D.hostU.data();
+#pragma omp parallel for schedule(static)
+    for( int64_t k = 0; k < nz; ++k )
+    {
+      for( int64_t j = 0; j < ny; ++j )
+      {
+        for( int64_t i = 0; i < nx; ++i )
+        {
+          const int64_t v = ( k * ny + j ) * nx + i;
+          double        p[ 3 ];
+          gigaregI2P( D.fg, (double)i, (double)j, (double)k, p );
+          InputPointType x;
+          x[ 0 ] = p[ 0 ]; x[ 1 ] = p[ 1 ]; x[ 2 ] = p[ 2 ];
+          const typename AdvancedTransformType::OutputPointType y = T->TransformPoint( x );
+          for( int a = 0; a < 3; ++a ) { U[ a * n + v ] = static_cast< float >( y[ a ] - p[ a ] ); }
+        }
+      }
+    }
+    this->Upload( D.dU, U, 3 * n );
+    if( derivative && !D.dG )
+    {
+      D.dG = static_cast< float * >( D.be->ops->alloc( D.be, static_cast< size_t >( 3 * n ) * sizeof( float ) ) );
+      if( !D.dG ) { gigaregCheck( GR_ERR_NOMEM, "allocation" ); }
+    }
+    spec.want_affine_grad = 0;
+    spec.want_field_grad  = derivative ? 1 : 0;
+    auto t1 = std::chrono::steady_clock::now();
+    this->CoreMetric( spec, nullptr, D.dU, res, derivative ? D.dG : nullptr );
+    auto t2 = std::chrono::steady_clock::now();
+    D.tField += std::chrono::duration< double >( t1 - t0 ).count();
+    D.tMetric += std::chrono::duration< double >( t2 - t1 ).count();
+    ++D.nEval;
+    this->CheckValid( res );
+    value = scale * res.value;
+    if( !derivative ) { return; }
+    D.hostG.resize( static_cast< size_t >( 3 * n ) );
+    gigaregCheck( D.be->ops->download( D.be, D.hostG.data(), D.dG, static_cast< size_t >( 3 * n ) * sizeof( float ) ),
+      "download" );
+    const float * G = D.hostG.data();
+    /* d loss / d p = sum_x g(x)^T dT/dp(x): per-thread accumulators, summed in thread order. */
+    int nt = 1;
+#ifdef _OPENMP
+    nt = omp_get_max_threads();
+#endif
+    std::vector< std::vector< double > > acc( static_cast< size_t >( nt ), std::vector< double >( P, 0.0 ) );
+#pragma omp parallel num_threads(nt)
+    {
+      int tid = 0;
+#ifdef _OPENMP
+      tid = omp_get_thread_num();
+#endif
+      std::vector< double > &    a = acc[ static_cast< size_t >( tid ) ];
+      DerivativeType             imageJacobian( T->GetNumberOfNonZeroJacobianIndices() );
+      NonZeroJacobianIndicesType nzji( T->GetNumberOfNonZeroJacobianIndices() );
+#pragma omp for schedule(static)
+      for( int64_t k = 0; k < nz; ++k )
+      {
+        for( int64_t j = 0; j < ny; ++j )
+        {
+          for( int64_t i = 0; i < nx; ++i )
+          {
+            const int64_t v = ( k * ny + j ) * nx + i;
+            const float   g0 = G[ v ], g1 = G[ n + v ], g2 = G[ 2 * n + v ];
+            if( g0 == 0.0f && g1 == 0.0f && g2 == 0.0f ) { continue; }
+            double p[ 3 ];
+            gigaregI2P( D.fg, (double)i, (double)j, (double)k, p );
+            InputPointType x;
+            x[ 0 ] = p[ 0 ]; x[ 1 ] = p[ 1 ]; x[ 2 ] = p[ 2 ];
+            MovingImageGradientType g;
+            g[ 0 ] = g0; g[ 1 ] = g1; g[ 2 ] = g2;
+            T->EvaluateJacobianWithImageGradientProduct( x, g, imageJacobian, nzji );
+            for( size_t q = 0; q < nzji.size(); ++q ) { a[ nzji[ q ] ] += imageJacobian[ q ]; }
+          }
+        }
+      }
+    }
+    for( unsigned k = 0; k < P; ++k )
+    {
+      double d = 0;
+      for( int t = 0; t < nt; ++t ) { d += acc[ static_cast< size_t >( t ) ][ k ]; }
+      ( *derivative )[ k ] = scale * d;
+    }
+    D.tChain += std::chrono::duration< double >( std::chrono::steady_clock::now() - t2 ).count();
+  }
+
+  /** The dense path for the common case (a cubic B-spline, alone or composed after a linear
+   * initial transform) without elastix's per-voxel TransformPoint / Jacobian calls: the same
+   * arithmetic as AdvancedBSplineDeformableTransform (continuous grid index through the grid's
+   * point-to-index matrix, valid region [1, size - 2) in grid index, support start
+   * floor(c - 1), cubic B-spline weights, zero displacement outside the valid region), with the
+   * 64 weights per voxel computed once per evaluation pass as three 4-vectors. Returns false
+   * (generic path) for any other transform. GIGAREG_ELX_GENERIC=1 forces the generic path. */
+  bool FastBSpline( const ParametersType & parameters, MeasureType & value, DerivativeType * derivative,
+                    gr_metric_spec & spec, double scale ) const
+  {
+    typedef typename AdvancedTransformType::ScalarType                       ScalarType;
+    typedef itk::AdvancedBSplineDeformableTransform< ScalarType, 3, 3 >      BSplineType;
+    static const bool generic = std::getenv( "GIGAREG_ELX_GENERIC" ) && std::atoi( std::getenv( "GIGAREG_ELX_GENERIC" ) );
+    if( generic ) { return false; }
+    AdvancedTransformType * T = this->m_AdvancedTransform.GetPointer();
+    typedef itk::AdvancedCombinationTransform< ScalarType, 3 > CombinationType;
+    const CombinationType * C = dynamic_cast< const CombinationType * >( T );
+    if( !C ) { return false; }
+    const BSplineType * B = dynamic_cast< const BSplineType * >( C->GetCurrentTransform() );
+    if( !B ) { return false; }
+    const auto * I = C->GetInitialTransform();
+    if( I && ( !I->IsLinear() || !C->GetUseComposition() ) ) { return false; }
+    const unsigned int P = this->GetNumberOfParameters();
+    if( parameters.GetSize() != P ) { return false; }
+    GigaRegMetricData & D = this->m_GR;
+    /* z = L x + l (the initial transform, or identity) */
+    double L[ 12 ] = { 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0 };
+    if( I )
+    {
+      InputPointType pts[ 4 ];
+      typename AdvancedTransformType::OutputPointType y[ 4 ];
+      for( int c = 0; c < 4; ++c )
+      {
+        pts[ c ].Fill( 0.0 );
+        if( c > 0 ) { pts[ c ][ c - 1 ] = 1.0; }
+        y[ c ] = I->TransformPoint( pts[ c ] );
+      }
+      for( int r = 0; r < 3; ++r )
+      {
+        for( int c = 0; c < 3; ++c ) { L[ r * 4 + c ] = y[ c + 1 ][ r ] - y[ 0 ][ r ]; }
+        L[ r * 4 + 3 ] = y[ 0 ][ r ];
+      }
+    }
+    /* grid: cindex = M (z - origin), M = (direction * diag(spacing))^-1 */
+    const auto   region = B->GetGridRegion();
+    const auto   go     = B->GetGridOrigin();
+    const auto   gs     = B->GetGridSpacing();
+    const auto   gd     = B->GetGridDirection();
+    itk::Matrix< double, 3, 3 > i2p;
+    for( int r = 0; r < 3; ++r ) { for( int c = 0; c < 3; ++c ) { i2p( r, c ) = gd( r, c ) * gs[ c ]; } }
+    const itk::Matrix< double, 3, 3 > M( i2p.GetInverse() );
+    int64_t gidx[ 3 ], gsz[ 3 ];
+    for( int a = 0; a < 3; ++a ) { gidx[ a ] = region.GetIndex()[ a ]; gsz[ a ] = static_cast< int64_t >( region.GetSize()[ a ] ); }
+    const int64_t G = gsz[ 0 ] * gsz[ 1 ] * gsz[ 2 ];
+    if( 3 * G != static_cast< int64_t >( P ) ) { return false; }
+    const double * coef = parameters.data_block();
+    /* Per voxel: the support start and 3 x 4 weights, or "outside" (start[0] = INT64_MIN). */
+    const int64_t nx = D.fg.n[ 0 ], ny = D.fg.n[ 1 ], nz = D.fg.n[ 2 ], n = D.fnvox;
+    auto support = [&]( int64_t i, int64_t j, int64_t k, int64_t st[ 3 ], double w[ 3 ][ 4 ] ) -> bool {
+      double p[ 3 ], z[ 3 ], c[ 3 ];
+      gigaregI2P( D.fg, (double)i, (double)j, (double)k, p );
+      for( int r = 0; r < 3; ++r ) { z[ r ] = L[ r * 4 ] * p[ 0 ] + L[ r * 4 + 1 ] * p[ 1 ] + L[ r * 4 + 2 ] * p[ 2 ] + L[ r * 4 + 3 ]; }
+      const double t[ 3 ] = { z[ 0 ] - go[ 0 ], z[ 1 ] - go[ 1 ], z[ 2 ] - go[ 2 ] };
+      for( int a = 0; a < 3; ++a )
+      {
+        c[ a ] = M( a, 0 ) * t[ 0 ] + M( a, 1 ) * t[ 1 ] + M( a, 2 ) * t[ 2 ];
+        const double lo = static_cast< double >( gidx[ a ] ) + 1.0;
+        const double hi = static_cast< double >( gidx[ a ] + gsz[ a ] - 1 ) - 1.0;
+        if( c[ a ] < lo || c[ a ] >= hi ) { return false; }
+      }
+      for( int a = 0; a < 3; ++a )
+      {
+        st[ a ] = static_cast< int64_t >( std::floor( c[ a ] - 1.0 ) );
+        for( int q = 0; q < 4; ++q )
+        {
+          const double u = std::fabs( c[ a ] - static_cast< double >( st[ a ] + q ) );
+          w[ a ][ q ] = u < 1.0 ? ( 4.0 - 6.0 * u * u + 3.0 * u * u * u ) / 6.0
+                                : ( u < 2.0 ? ( 2.0 - u ) * ( 2.0 - u ) * ( 2.0 - u ) / 6.0 : 0.0 );
+        }
+        st[ a ] -= gidx[ a ];
+      }
+      return true;
+    };
+    auto t0 = std::chrono::steady_clock::now();
+    D.hostU.resize( static_cast< size_t >( 3 * n ) );
+    float * U = D.hostU.data();
+#pragma omp parallel for schedule(static)
+    for( int64_t k = 0; k < nz; ++k )
+    {
+      for( int64_t j = 0; j < ny; ++j )
+      {
+        for( int64_t i = 0; i < nx; ++i )
+        {
+          const int64_t v = ( k * ny + j ) * nx + i;
+          double p[ 3 ], z[ 3 ];
+          gigaregI2P( D.fg, (double)i, (double)j, (double)k, p );
+          for( int r = 0; r < 3; ++r ) { z[ r ] = L[ r * 4 ] * p[ 0 ] + L[ r * 4 + 1 ] * p[ 1 ] + L[ r * 4 + 2 ] * p[ 2 ] + L[ r * 4 + 3 ]; }
+          int64_t st[ 3 ];
+          double  w[ 3 ][ 4 ];
+          double  d[ 3 ] = { 0, 0, 0 };
+          if( support( i, j, k, st, w ) )
+          {
+            for( int c = 0; c < 4; ++c )
+            {
+              for( int b = 0; b < 4; ++b )
+              {
+                const double  wbc = w[ 2 ][ c ] * w[ 1 ][ b ];
+                const int64_t row = ( ( st[ 2 ] + c ) * gsz[ 1 ] + ( st[ 1 ] + b ) ) * gsz[ 0 ] + st[ 0 ];
+                for( int a = 0; a < 4; ++a )
+                {
+                  const double ww = wbc * w[ 0 ][ a ];
+                  d[ 0 ] += ww * coef[ row + a ];
+                  d[ 1 ] += ww * coef[ G + row + a ];
+                  d[ 2 ] += ww * coef[ 2 * G + row + a ];
+                }
+              }
+            }
+          }
+          for( int a = 0; a < 3; ++a ) { U[ a * n + v ] = static_cast< float >( z[ a ] + d[ a ] - p[ a ] ); }
+        }
+      }
+    }
+    this->Upload( D.dU, U, 3 * n );
+    if( derivative && !D.dG )
+    {
+      D.dG = static_cast< float * >( D.be->ops->alloc( D.be, static_cast< size_t >( 3 * n ) * sizeof( float ) ) );
+      if( !D.dG ) { gigaregCheck( GR_ERR_NOMEM, "allocation" ); }
+    }
+    spec.want_affine_grad = 0;
+    spec.want_field_grad  = derivative ? 1 : 0;
+    gr_metric_result res;
+    std::memset( &res, 0, sizeof( res ) );
+    auto t1 = std::chrono::steady_clock::now();
+    this->CoreMetric( spec, nullptr, D.dU, res, derivative ? D.dG : nullptr );
+    auto t2 = std::chrono::steady_clock::now();
+    D.tField += std::chrono::duration< double >( t1 - t0 ).count();
+    D.tMetric += std::chrono::duration< double >( t2 - t1 ).count();
+    ++D.nEval;
+    this->CheckValid( res );
+    value = scale * res.value;
+    if( !derivative ) { return true; }
+    D.hostG.resize( static_cast< size_t >( 3 * n ) );
+    gigaregCheck( D.be->ops->download( D.be, D.hostG.data(), D.dG, static_cast< size_t >( 3 * n ) * sizeof( float ) ),
+      "download" );
+    const float * Gr = D.hostG.data();
+    int nt = 1;
+#ifdef _OPENMP
+    nt = omp_get_max_threads();
+#endif
+    std::vector< std::vector< double > > acc( static_cast< size_t >( nt ) );
+#pragma omp parallel num_threads(nt)
+    {
+      int tid = 0;
+#ifdef _OPENMP
+      tid = omp_get_thread_num();
+#endif
+      std::vector< double > & A = acc[ static_cast< size_t >( tid ) ];
+      A.assign( P, 0.0 );
+#pragma omp for schedule(static)
+      for( int64_t k = 0; k < nz; ++k )
+      {
+        for( int64_t j = 0; j < ny; ++j )
+        {
+          for( int64_t i = 0; i < nx; ++i )
+          {
+            const int64_t v = ( k * ny + j ) * nx + i;
+            const double  g0 = Gr[ v ], g1 = Gr[ n + v ], g2 = Gr[ 2 * n + v ];
+            if( g0 == 0.0 && g1 == 0.0 && g2 == 0.0 ) { continue; }
+            int64_t st[ 3 ];
+            double  w[ 3 ][ 4 ];
+            if( !support( i, j, k, st, w ) ) { continue; }
+            for( int c = 0; c < 4; ++c )
+            {
+              for( int b = 0; b < 4; ++b )
+              {
+                const double  wbc = w[ 2 ][ c ] * w[ 1 ][ b ];
+                const int64_t row = ( ( st[ 2 ] + c ) * gsz[ 1 ] + ( st[ 1 ] + b ) ) * gsz[ 0 ] + st[ 0 ];
+                for( int a = 0; a < 4; ++a )
+                {
+                  const double ww = wbc * w[ 0 ][ a ];
+                  A[ row + a ] += ww * g0;
+                  A[ G + row + a ] += ww * g1;
+                  A[ 2 * G + row + a ] += ww * g2;
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+    for( unsigned k = 0; k < P; ++k )
+    {
+      double d = 0;
+      for( int t = 0; t < nt; ++t ) { d += acc[ static_cast< size_t >( t ) ][ k ]; }
+      ( *derivative )[ k ] = scale * d;
+    }
+    D.tChain += std::chrono::duration< double >( std::chrono::steady_clock::now() - t2 ).count();
+    return true;
+  }
+
+  /** elastix's rule: at least RequiredRatioOfValidSamples (0.25) of the samples map inside the moving image. */
+  void CheckValid( const gr_metric_result & res ) const
+  {
+    const GigaRegMetricData & D = this->m_GR;
+    if( static_cast< double >( res.n_valid ) < this->GetRequiredRatioOfValidSamples() * static_cast< double >( D.fmaskCount )
+      || res.n_valid == 0 )
+    {
+      std::ostringstream os;
+      os << "Too many samples map outside moving image buffer: " << res.n_valid << " / " << D.fmaskCount;
+      throw itk::ExceptionObject( __FILE__, __LINE__, os.str(), "GigaRegMetric" );
+    }
+  }
+
+private:
+  GigaRegMetric( const GigaRegMetric & ) = delete;
+  void operator=( const GigaRegMetric & ) = delete;
+};
+
+} // end namespace elastix
+
+#endif

@@ -1,0 +1,25 @@
+#!/bin/bash
+# (GigaRegNumberOfDevices N): the fixed grid split into N z-slab shards whose sums are reduced
+# in a fixed order must give the same registration as one shard: identical TransformParameters.
+#   devices.sh NAME PARAMS FIXED MOVING N "KEY LINES"
+# env: ELX, WORK
+set -euo pipefail
+name=$1 params=$2 fixed=$3 moving=$4 n=$5 keys=$6
+W="$WORK/$name"
+rm -rf "$W"; mkdir -p "$W/d1" "$W/dn"
+# KEY LINES replace the lines of PARAMS with the same keys (and the metric).
+drop=$(printf '%s\n' "$keys" | sed -nE 's/^\(([A-Za-z0-9]+) .*/\1/p' | paste -sd'|')
+{ grep -vE "^\((Metric|${drop:-Metric}) " "$params"; printf '%s\n' "$keys"; } > "$W/p1.txt"
+{ cat "$W/p1.txt"; echo "(GigaRegNumberOfDevices $n)"; } > "$W/pn.txt"
+for d in 1 n; do
+  "$ELX" -f "$fixed" -m "$moving" -p "$W/p$d.txt" -out "$W/d$d" > "$W/stdout$d" 2>&1 \
+    || { tail -30 "$W/d$d/elastix.log"; echo "elastix failed"; exit 1; }
+done
+grep -q "$n shards" "$W/dn/elastix.log" || { echo "sharded evaluation did not run"; exit 1; }
+if diff <(grep '^(TransformParameters ' "$W/d1/TransformParameters.0.txt") \
+        <(grep '^(TransformParameters ' "$W/dn/TransformParameters.0.txt") > /dev/null; then
+  echo "1 shard and $n shards: identical TransformParameters"
+else
+  echo "1 shard and $n shards differ:"; grep -h '^(TransformParameters ' "$W"/d*/TransformParameters.0.txt | cut -c1-200
+  exit 1
+fi
