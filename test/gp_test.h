@@ -167,4 +167,91 @@ static inline void gp_scene_free(gp_scene *s) {
 }
 
 
+/* The registration pair of test_gp_register and test_gp_cuda: an oblique grid,
+ * a textured head-like blob (zero outside, so the centre of mass means something),
+ * masks, and a moving image related by an Euler transform and a 3.5 mm smooth
+ * deformation (points cross slab borders by several planes), on another intensity
+ * scale (MI). `be` is a CPU backend (host buffers). */
+static inline void gp_make_reg_pair(gr_backend *be, gr_image **fixed, gr_image **moving, gr_image **fmask,
+                                    gr_image **mmask) {
+  const double sp[3] = {1.2, 1.0, 1.1}, eu[3] = {0.04, -0.03, 0.06};
+  gr_grid g;
+  gr_geometry geom;
+  gp_grid(36, 32, 30, sp, eu, &g, &geom);
+  gr_image_create(&geom, 1, fixed);
+  gr_image_create(&geom, 1, moving);
+  gr_image_create(&geom, 1, fmask);
+  gr_image_create(&geom, 1, mmask);
+  const int64_t n = gp_nvox(&g);
+  /* a head-like blob with texture, zero outside (so centre of mass is meaningful) */
+  for (int64_t k = 0; k < g.n[2]; ++k)
+    for (int64_t j = 0; j < g.n[1]; ++j)
+      for (int64_t i = 0; i < g.n[0]; ++i) {
+        double p[3];
+        for (int r = 0; r < 3; ++r) p[r] = g.i2p[r * 4] * i + g.i2p[r * 4 + 1] * j + g.i2p[r * 4 + 2] * k + g.i2p[r * 4 + 3];
+        const double r2 = p[0] * p[0] / 250.0 + p[1] * p[1] / 180.0 + p[2] * p[2] / 160.0;
+        const int64_t v = (k * g.n[1] + j) * g.n[0] + i;
+        (*fixed)->data[v] = (float)(r2 < 1.0 ? 100.0 * (gp_texture(p, 0.4) + 0.3 * (1.0 - r2)) : 2.0);
+        (*fmask)->data[v] = r2 < 1.2 ? 1.0f : 0.0f;
+        (*mmask)->data[v] = r2 < 1.3 ? 1.0f : 0.0f;
+      }
+  /* moving(y) = fixed(x) with y = A(x + w(x)) + t approximately: sample fixed at y - w, then shift */
+  float *w = malloc(sizeof(float) * n * 3);
+  gp_field(&g, w, 3.5);
+  gr_affine T;
+  const double prm[6] = {0.03, -0.02, 0.05, 1.5, -1.0, 2.0}, c[3] = {0, 0, 0};
+  gr_euler_to_affine(prm, c, &T);
+  be->ops->resample(be, &g, (*moving)->data, &g, (*fixed)->data, 1, &T, w, GR_INTERP_LINEAR, GR_BOUNDARY_ZERO);
+  for (int64_t v = 0; v < n; ++v) (*moving)->data[v] = 0.8f * (*moving)->data[v] + 5.0f; /* other intensity scale (MI) */
+  free(w);
+}
+
+
+/* Stage chains of the sharded-registration tests. */
+static inline void gp_cfg_rigid_greedy(gr_stage_config c[2]) { /* rigid MI (COM init) -> greedy LNCC, 3 levels */
+  gr_stage_config_defaults(GR_STAGE_RIGID, &c[0]);
+  c[0].init = GR_INIT_CENTER_OF_MASS;
+  c[0].metric.kind = GR_METRIC_MI;
+  c[0].levels = 2;
+  c[0].shrink[0] = 2, c[0].shrink[1] = 1;
+  c[0].sigma_vox[0] = 1.0, c[0].sigma_vox[1] = 0.5;
+  c[0].iterations[0] = 12, c[0].iterations[1] = 6;
+  gr_stage_config_defaults(GR_STAGE_GREEDY, &c[1]);
+  c[1].metric.kind = GR_METRIC_LNCC;
+  c[1].levels = 3;
+  const double sh[3] = {4, 2, 1};
+  const int it[3] = {12, 8, 4};
+  for (int l = 0; l < 3; ++l) {
+    c[1].shrink[l] = sh[l];
+    c[1].sigma_vox[l] = 0.5 * sh[l];
+    c[1].iterations[l] = it[l];
+  }
+}
+
+static inline void gp_cfg_greedy_mi(gr_stage_config *c) { /* greedy MI, 2 levels, 0.6-voxel steps */
+  gr_stage_config_defaults(GR_STAGE_GREEDY, c);
+  c->metric.kind = GR_METRIC_MI;
+  c->metric.mi_bins = 24;
+  c->levels = 2;
+  c->shrink[0] = 2, c->shrink[1] = 1;
+  c->sigma_vox[0] = 1.0, c->sigma_vox[1] = 0.0;
+  c->iterations[0] = 10, c->iterations[1] = 5;
+  c->learning_rate[0] = c->learning_rate[1] = 0.6;
+}
+
+static inline void gp_cfg_affine_syn(gr_stage_config c[2]) { /* affine LNCC -> SyN LNCC */
+  gr_stage_config_defaults(GR_STAGE_AFFINE, &c[0]);
+  c[0].metric.kind = GR_METRIC_LNCC;
+  c[0].levels = 2;
+  c[0].shrink[0] = 2, c[0].shrink[1] = 1;
+  c[0].sigma_vox[0] = 1.0, c[0].sigma_vox[1] = 0.5;
+  c[0].iterations[0] = 10, c[0].iterations[1] = 5;
+  gr_stage_config_defaults(GR_STAGE_SYN, &c[1]);
+  c[1].metric.kind = GR_METRIC_LNCC;
+  c[1].levels = 2;
+  c[1].shrink[0] = 2, c[1].shrink[1] = 1;
+  c[1].sigma_vox[0] = 1.0, c[1].sigma_vox[1] = 0.5;
+  c[1].iterations[0] = 8, c[1].iterations[1] = 4;
+}
+
 #endif

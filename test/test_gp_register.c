@@ -24,69 +24,11 @@ typedef struct shard_out {
 } shard_out;
 static shard_out got;
 
-static void make_pair(void) {
-  const double sp[3] = {1.2, 1.0, 1.1}, eu[3] = {0.04, -0.03, 0.06};
-  gr_grid g;
-  gr_geometry geom;
-  gp_grid(36, 32, 30, sp, eu, &g, &geom);
-  gr_image_create(&geom, 1, &fixed);
-  gr_image_create(&geom, 1, &moving);
-  gr_image_create(&geom, 1, &fmask);
-  gr_image_create(&geom, 1, &mmask);
-  const int64_t n = gp_nvox(&g);
-  /* a head-like blob with texture, zero outside (so centre of mass is meaningful) */
-  for (int64_t k = 0; k < g.n[2]; ++k)
-    for (int64_t j = 0; j < g.n[1]; ++j)
-      for (int64_t i = 0; i < g.n[0]; ++i) {
-        double p[3];
-        for (int r = 0; r < 3; ++r) p[r] = g.i2p[r * 4] * i + g.i2p[r * 4 + 1] * j + g.i2p[r * 4 + 2] * k + g.i2p[r * 4 + 3];
-        const double r2 = p[0] * p[0] / 250.0 + p[1] * p[1] / 180.0 + p[2] * p[2] / 160.0;
-        const int64_t v = (k * g.n[1] + j) * g.n[0] + i;
-        fixed->data[v] = (float)(r2 < 1.0 ? 100.0 * (gp_texture(p, 0.4) + 0.3 * (1.0 - r2)) : 2.0);
-        fmask->data[v] = r2 < 1.2 ? 1.0f : 0.0f;
-        mmask->data[v] = r2 < 1.3 ? 1.0f : 0.0f;
-      }
-  /* moving(y) = fixed(x) with y = A(x + w(x)) + t approximately: sample fixed at y - w, then shift */
-  float *w = malloc(sizeof(float) * n * 3);
-  gp_field(&g, w, 3.5);
-  gr_affine T;
-  const double prm[6] = {0.03, -0.02, 0.05, 1.5, -1.0, 2.0}, c[3] = {0, 0, 0};
-  gr_euler_to_affine(prm, c, &T);
-  be->ops->resample(be, &g, moving->data, &g, fixed->data, 1, &T, w, GR_INTERP_LINEAR, GR_BOUNDARY_ZERO);
-  for (int64_t v = 0; v < n; ++v) moving->data[v] = 0.8f * moving->data[v] + 5.0f; /* other intensity scale (MI) */
-  free(w);
-}
-
 static void make_configs(void) {
-  /* 0: rigid MI (COM init) -> greedy LNCC, fixed mask */
-  gr_stage_config_defaults(GR_STAGE_RIGID, &cfgs[0][0]);
-  cfgs[0][0].init = GR_INIT_CENTER_OF_MASS;
-  cfgs[0][0].metric.kind = GR_METRIC_MI;
-  cfgs[0][0].levels = 2;
-  cfgs[0][0].shrink[0] = 2, cfgs[0][0].shrink[1] = 1;
-  cfgs[0][0].sigma_vox[0] = 1.0, cfgs[0][0].sigma_vox[1] = 0.5;
-  cfgs[0][0].iterations[0] = 12, cfgs[0][0].iterations[1] = 6;
-  gr_stage_config_defaults(GR_STAGE_GREEDY, &cfgs[0][1]);
-  cfgs[0][1].metric.kind = GR_METRIC_LNCC;
-  cfgs[0][1].levels = 3;
-  const double sh[3] = {4, 2, 1};
-  const int it[3] = {12, 8, 4};
-  for (int l = 0; l < 3; ++l) {
-    cfgs[0][1].shrink[l] = sh[l];
-    cfgs[0][1].sigma_vox[l] = 0.5 * sh[l];
-    cfgs[0][1].iterations[l] = it[l];
-  }
+  gp_cfg_rigid_greedy(cfgs[0]); /* fixed mask */
   nst[0] = 2;
   use_fmask[0] = 1;
-  /* 1: greedy MI, moving mask, 2 levels, larger steps */
-  gr_stage_config_defaults(GR_STAGE_GREEDY, &cfgs[1][0]);
-  cfgs[1][0].metric.kind = GR_METRIC_MI;
-  cfgs[1][0].metric.mi_bins = 24;
-  cfgs[1][0].levels = 2;
-  cfgs[1][0].shrink[0] = 2, cfgs[1][0].shrink[1] = 1;
-  cfgs[1][0].sigma_vox[0] = 1.0, cfgs[1][0].sigma_vox[1] = 0.0;
-  cfgs[1][0].iterations[0] = 10, cfgs[1][0].iterations[1] = 5;
-  cfgs[1][0].learning_rate[0] = cfgs[1][0].learning_rate[1] = 0.6;
+  gp_cfg_greedy_mi(&cfgs[1][0]); /* moving mask */
   nst[1] = 1;
   use_mmask[1] = 1;
   /* 2: one greedy LNCC iteration at full resolution (field sigma 0: halos from the exchange alone) */
@@ -98,19 +40,7 @@ static void make_configs(void) {
   cfgs[2][0].iterations[0] = 2; /* the second evaluation sees the field after one update */
   cfgs[2][0].field_sigma_vox = 0.0;
   nst[2] = 1;
-  /* 3: affine LNCC (windows across slab borders in a linear stage) -> SyN LNCC */
-  gr_stage_config_defaults(GR_STAGE_AFFINE, &cfgs[3][0]);
-  cfgs[3][0].metric.kind = GR_METRIC_LNCC;
-  cfgs[3][0].levels = 2;
-  cfgs[3][0].shrink[0] = 2, cfgs[3][0].shrink[1] = 1;
-  cfgs[3][0].sigma_vox[0] = 1.0, cfgs[3][0].sigma_vox[1] = 0.5;
-  cfgs[3][0].iterations[0] = 10, cfgs[3][0].iterations[1] = 5;
-  gr_stage_config_defaults(GR_STAGE_SYN, &cfgs[3][1]);
-  cfgs[3][1].metric.kind = GR_METRIC_LNCC;
-  cfgs[3][1].levels = 2;
-  cfgs[3][1].shrink[0] = 2, cfgs[3][1].shrink[1] = 1;
-  cfgs[3][1].sigma_vox[0] = 1.0, cfgs[3][1].sigma_vox[1] = 0.5;
-  cfgs[3][1].iterations[0] = 8, cfgs[3][1].iterations[1] = 4;
+  gp_cfg_affine_syn(cfgs[3]); /* LNCC windows across slab borders in a linear stage; both masks */
   nst[3] = 2;
   use_fmask[3] = use_mmask[3] = 1;
 }
@@ -186,7 +116,7 @@ static void check(void *user, int P, const char *mode) {
 int main(int argc, char **argv) {
   const int mpi = gp_mpi_mode(argc, argv);
   GR_CHECK_OK(gr_backend_cpu_create(1, &be));
-  make_pair();
+  gp_make_reg_pair(be, &fixed, &moving, &fmask, &mmask);
   make_configs();
   gr_comm *one = NULL;
   GR_CHECK_OK(gr_comm_local_create(&one));
