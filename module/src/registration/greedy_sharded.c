@@ -37,7 +37,7 @@ static gr_status own_planes(gr_backend *be, const gr_shard *s, const float *stor
 gr_status gr_stage_greedy_sharded(gr_reg_ctx *c, const gr_stage_config *cfg, const gr_affine *pre, gr_stage_result *r) {
   gr_backend *be = c->be;
   const gr_metric_spec spec = field_spec(cfg);
-  float *u = NULL, *scratch = NULL;
+  float *u = NULL;
   gr_shard ush; /* u's shard at the current level */
   memset(&ush, 0, sizeof ush);
   gr_status s = GR_OK;
@@ -60,10 +60,6 @@ gr_status gr_stage_greedy_sharded(gr_reg_ctx *c, const gr_stage_config *cfg, con
     gr_field_opt o;
     memset(&o, 0, sizeof o);
     if (s == GR_OK) s = gr_field_opt_init(be, n, 1, &o);
-    if (s == GR_OK) {
-      scratch = be->ops->alloc(be, (size_t)n * 3 * sizeof(float));
-      if (!scratch) s = GR_ERR_NOMEM;
-    }
     gr_history h = {0};
     if (s == GR_OK) s = gr_history_init(&h, cfg->iterations[l] + 1);
     for (int it = 0; s == GR_OK && it < cfg->iterations[l]; ++it) {
@@ -75,12 +71,10 @@ gr_status gr_stage_greedy_sharded(gr_reg_ctx *c, const gr_stage_config *cfg, con
       r->iterations_run[l] = it + 1;
       gr_history_push(&h, loss);
       if (gr_history_converged(&h, cfg->convergence_window, cfg->convergence_tol)) break;
-      s = gr_shard_field_update(c, cfg, &lv.fs, &o, &u, &scratch, cfg->learning_rate[l]);
+      s = gr_shard_field_update(c, cfg, &lv.fs, &o, &u, cfg->learning_rate[l]);
     }
     gr_history_free(&h);
     gr_field_opt_free(be, &o);
-    if (scratch) be->ops->free(be, scratch);
-    scratch = NULL;
     gr_level_release(be, &lv);
   }
   /* The result lives on the full-resolution fixed grid, owned planes only. */

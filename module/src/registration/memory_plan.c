@@ -412,7 +412,8 @@ static void field_update(pctx *c, const gr_stage_config *cfg, const plevel *L) {
 }
 
 /* One process runs the fused update (adam_moments + adam_compose: no direction
- * field, no scratch field); the sharded update keeps both (shard_ops.c). */
+ * field); the sharded update keeps the direction (shard_ops.c). Neither needs a
+ * scratch field: the compose result overwrites the dead gradient / the step. */
 static int fused_update(const pctx *c) { return c->s.o->ranks <= 1; }
 
 static void opt_alloc(pctx *c, const plevel *L, sbuf o[4]) { /* field_ops.c gr_field_opt_init */
@@ -471,14 +472,11 @@ static gr_status plan_greedy(pctx *c, int k, const gr_stage_config *cfg, size_t 
     memcpy(un, L.fn, sizeof un);
     sbuf o[4];
     opt_alloc(c, &L, o);
-    sbuf scratch = gbuf(&c->s, L.fn, L.h, 12, GR_MEM_SCRATCH);
-    if (!fused_update(c)) s_alloc(&c->s, &scratch);
     if (cfg->iterations[l] > 0) {
       level_metric(c, cfg, &L, 1, masks);
       field_update(c, cfg, &L);
     }
     opt_free(c, o);
-    if (!fused_update(c)) s_free(&c->s, &scratch);
     level_release(c, &L);
   }
   int64_t ln[3];
@@ -519,8 +517,7 @@ static gr_status plan_syn(pctx *c, int k, const gr_stage_config *cfg, size_t *ho
     }
     have_u = 1;
     memcpy(un, L.fn, sizeof un);
-    sbuf scratch = gbuf(&c->s, L.fn, L.h, 12, GR_MEM_SCRATCH), warped = gbuf(&c->s, L.fn, L.h, 4, GR_MEM_SCRATCH);
-    if (!fused_update(c)) s_alloc(&c->s, &scratch);
+    sbuf warped = gbuf(&c->s, L.fn, L.h, 4, GR_MEM_SCRATCH);
     s_alloc(&c->s, &warped);
     if (cfg->iterations[l] > 0) {
       level_metric(c, cfg, &L, 1, c->s.o->fixed_mask || c->s.o->moving_mask); /* moving side */
@@ -529,7 +526,6 @@ static gr_status plan_syn(pctx *c, int k, const gr_stage_config *cfg, size_t *ho
       field_update(c, cfg, &L);
     }
     for (int q = 0; q < 2; ++q) opt_free(c, o[q]);
-    if (!fused_update(c)) s_free(&c->s, &scratch);
     s_free(&c->s, &warped);
     level_release(c, &L);
   }

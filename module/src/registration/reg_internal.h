@@ -104,7 +104,7 @@ int gr_shard_field_halo(const gr_stage_config *cfg, double lr);
 /* Sharded gr_field_update: the same arithmetic on the stored planes with halo
  * exchanges between the steps (docs/grid-parallel.md). */
 gr_status gr_shard_field_update(gr_reg_ctx *c, const gr_stage_config *cfg, const gr_shard *s, gr_field_opt *o,
-                                float **u, float **scratch, double lr);
+                                float **u, double lr);
 /* Resample a sharded 3-plane field from the owned planes of shard `from` onto the
  * stored planes of shard `to` (other grid; CLAMP, linear), with the ring sampler. */
 gr_status gr_shard_field_resample(gr_reg_ctx *c, const gr_shard *from, const float *src, const gr_shard *to,

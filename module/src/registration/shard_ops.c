@@ -26,7 +26,7 @@ int gr_shard_field_halo(const gr_stage_config *cfg, double lr) {
 }
 
 gr_status gr_shard_field_update(gr_reg_ctx *c, const gr_stage_config *cfg, const gr_shard *sh, gr_field_opt *o,
-                                float **u, float **scratch, double lr) {
+                                float **u, double lr) {
   gr_backend *be = c->be;
   const int64_t n = sh->nloc;
   const double gs[3] = {cfg->grad_sigma_vox, cfg->grad_sigma_vox, cfg->grad_sigma_vox};
@@ -51,7 +51,9 @@ gr_status gr_shard_field_update(gr_reg_ctx *c, const gr_stage_config *cfg, const
   /* Compose with the own stored planes only: a step moves points by at most lr
    * voxels and the halo covers ceil(lr) + 1 planes, so owned points find every
    * corner locally (halo points near the outer edge do not; the exchange after
-   * smoothing replaces them). */
+   * smoothing replaces them). The result overwrites the step in place (each
+   * point reads its own step, as displacement and base, before writing it),
+   * and the step's storage becomes u: no scratch field. */
   if (s == GR_OK) {
     gr_slab_sample a;
     memset(&a, 0, sizeof a);
@@ -68,15 +70,15 @@ gr_status gr_shard_field_update(gr_reg_ctx *c, const gr_stage_config *cfg, const
     a.in_comp_stride = n;
     a.interp = GR_INTERP_LINEAR;
     a.boundary = GR_BOUNDARY_CLAMP;
-    a.out = *scratch; /* direct mode: one slab, rounded once as cpu_compose does */
+    a.out = o->grad; /* direct mode: one slab, rounded once as cpu_compose does */
     a.out_base = o->grad;
     a.out_scale = 1.0;
     s = be->ops->sample_slab(be, &a);
   }
   if (s != GR_OK) return s;
   float *t = *u;
-  *u = *scratch;
-  *scratch = t;
+  *u = o->grad;
+  o->grad = t;
   if (cfg->field_sigma_vox > 0) {
     const double fs[3] = {cfg->field_sigma_vox, cfg->field_sigma_vox, cfg->field_sigma_vox};
     return gr_shard_smooth(be, c->comm, sh, *u, 3, fs);

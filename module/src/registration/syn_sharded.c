@@ -10,17 +10,16 @@
 #include "registration/reg_internal.h"
 
 typedef struct syn_shard_buffers {
-  float *u[2], *scratch, *warped;
+  float *u[2], *warped;
   double *acc;
   gr_field_opt o[2];
 } syn_shard_buffers;
 
 static void bufs_free_level(gr_backend *be, syn_shard_buffers *b) {
   for (int k = 0; k < 2; ++k) gr_field_opt_free(be, &b->o[k]);
-  if (b->scratch) be->ops->free(be, b->scratch);
   if (b->warped) be->ops->free(be, b->warped);
   if (b->acc) be->ops->free(be, b->acc);
-  b->scratch = b->warped = NULL;
+  b->warped = NULL;
   b->acc = NULL;
 }
 
@@ -73,7 +72,7 @@ static gr_status syn_iteration(gr_reg_ctx *c, const gr_stage_config *cfg, const 
   if (s != GR_OK) return s;
   *loss = 0.5 * (r1.value + r2.value);
   for (int k = 0; k < 2 && s == GR_OK; ++k)
-    s = gr_shard_field_update(c, cfg, fs, &b->o[k], &b->u[k], &b->scratch, 0.5 * lr);
+    s = gr_shard_field_update(c, cfg, fs, &b->o[k], &b->u[k], 0.5 * lr);
   return s;
 }
 
@@ -104,10 +103,9 @@ gr_status gr_stage_syn_sharded(gr_reg_ctx *c, const gr_stage_config *cfg, const 
     }
     ush = lv.fs;
     if (s == GR_OK) {
-      b.scratch = be->ops->alloc(be, (size_t)n * 3 * sizeof(float));
       b.warped = be->ops->alloc(be, (size_t)n * sizeof(float));
       b.acc = be->ops->alloc(be, (size_t)n * 3 * sizeof(double));
-      if (!b.scratch || !b.warped || !b.acc) s = GR_ERR_NOMEM;
+      if (!b.warped || !b.acc) s = GR_ERR_NOMEM;
     }
     gr_history h = {0};
     if (s == GR_OK) s = gr_history_init(&h, cfg->iterations[l] + 1);
