@@ -154,33 +154,6 @@ static gr_status make_backend(run_state *st) {
   return s;
 }
 
-/* Voxels whose warped point leaves the moving image take DefaultPixelValue, as
- * in elastix's resampler (ITK's inside-buffer rule: continuous index within
- * [-0.5, n - 0.5]); inside, the zero-padded trilinear value is kept. */
-static void apply_default_pixel(const run_state *st, const gr_affine *A, const gr_image *u, double dflt, gr_image *res) {
-  const gr_geometry *g = &st->fixed->geom, *mg = &st->moving->geom;
-  gr_grid mgrid;
-  gr_grid_from_geometry(mg, &mgrid);
-  const int64_t nx = g->size[0], ny = g->size[1], nz = g->size[2], n = nx * ny * nz;
-  for (int64_t k = 0; k < nz; ++k)
-    for (int64_t j = 0; j < ny; ++j)
-      for (int64_t i = 0; i < nx; ++i) {
-        const int64_t v = (k * ny + j) * nx + i;
-        const double idx[3] = {(double)i, (double)j, (double)k};
-        double x[3], y[3];
-        gr_geometry_index_to_phys(g, idx, x);
-        if (u)
-          for (int a = 0; a < 3; ++a) x[a] += u->data[a * n + v];
-        gr_affine_apply(A, x, y);
-        int inside = 1;
-        for (int r = 0; r < 3; ++r) {
-          const double c = mgrid.p2i[r * 4] * y[0] + mgrid.p2i[r * 4 + 1] * y[1] + mgrid.p2i[r * 4 + 2] * y[2] + mgrid.p2i[r * 4 + 3];
-          inside &= (c >= -0.5 && c <= (double)mgrid.n[r] - 0.5);
-        }
-        if (!inside) res->data[v] = (float)dflt;
-      }
-}
-
 /* The moving image resampled onto the fixed grid through -t0 and stages 0..upto-1. */
 static gr_status resample_moving(run_state *st, int upto, gr_interp interp, double default_pixel, gr_image **out) {
   gr_backend *be = st->be;
@@ -207,7 +180,8 @@ static gr_status resample_moving(run_state *st, int upto, gr_interp interp, doub
     s = be->ops->resample(be, &fg, dout, &mg, dm, 1, &A, dd, interp, GR_BOUNDARY_CLAMP);
   if (s == GR_OK) s = gr_image_create(&st->fixed->geom, 1, &res);
   if (s == GR_OK) s = be->ops->download(be, res->data, dout, (size_t)nf * 4);
-  if (s == GR_OK) apply_default_pixel(st, &A, field, default_pixel, res);
+  /* outside the moving image: DefaultPixelValue, as elastix's resampler */
+  if (s == GR_OK) gr_cli_default_pixel(&st->fixed->geom, &st->moving->geom, 0, &A, field, default_pixel, res);
   if (dm) be->ops->free(be, dm);
   if (dout) be->ops->free(be, dout);
   if (dd) be->ops->free(be, dd);

@@ -45,13 +45,10 @@ static gr_status staged_path(gr_slab_job *j, gr_outdir *out, const char *name, c
   return j->comm->ops->broadcast(j->comm, buf, (int64_t)n, 0);
 }
 
-/* DefaultPixelValue where the warped point leaves the moving grid (ITK's
- * inside-buffer rule), on this rank's planes (gigareg_main.c apply_default_pixel). */
-static void default_pixel_slab(const gr_slab_job *j, int64_t z0, const gr_affine *A, const gr_image *u, double dflt,
-                               gr_image *res) {
-  const gr_geometry *g = &j->fixed_whole;
+void gr_cli_default_pixel(const gr_geometry *fixed_whole, const gr_geometry *moving_whole, int64_t z0,
+                          const gr_affine *A, const gr_image *u, double dflt, gr_image *res) {
   gr_grid mgrid;
-  gr_grid_from_geometry(&j->moving_whole, &mgrid);
+  gr_grid_from_geometry(moving_whole, &mgrid);
   const int64_t nx = res->geom.size[0], ny = res->geom.size[1], nz = res->geom.size[2], n = nx * ny * nz;
   for (int64_t k = 0; k < nz; ++k)
     for (int64_t jj = 0; jj < ny; ++jj)
@@ -59,7 +56,7 @@ static void default_pixel_slab(const gr_slab_job *j, int64_t z0, const gr_affine
         const int64_t v = (k * ny + jj) * nx + i;
         const double idx[3] = {(double)i, (double)jj, (double)(z0 + k)};
         double x[3], y[3];
-        gr_geometry_index_to_phys(g, idx, x);
+        gr_geometry_index_to_phys(fixed_whole, idx, x);
         if (u)
           for (int a = 0; a < 3; ++a) x[a] += u->data[a * n + v];
         gr_affine_apply(A, x, y);
@@ -104,7 +101,7 @@ static gr_status write_result(gr_slab_job *j, const gr_affine *A, const gr_image
   if (s == GR_OK) {
     int64_t z0, z1;
     gr_decomp_slab(j->fixed_whole.size[2], gr_comm_size(j->comm), gr_comm_rank(j->comm), &z0, &z1);
-    default_pixel_slab(j, z0, A, u, oc->default_pixel_value, res);
+    gr_cli_default_pixel(&j->fixed_whole, &j->moving_whole, z0, A, u, oc->default_pixel_value, res);
     res->src_type = j->moving->src_type;
   }
   snprintf(name, sizeof name, "result.%d.%s", k, oc->result_format);

@@ -31,4 +31,11 @@ void gr_cli_slab_clear(gr_slab_job *j);
 gr_status gr_cli_slab_write_stage(gr_slab_job *j, const gr_affine *A, const gr_stage_result *r, const gr_image *u,
                                   int k, const gr_output_config *oc, gr_outdir *out, char *fieldpath, size_t n);
 
+/* DefaultPixelValue where the warped point A (x + u(x)) + t leaves the moving
+ * grid (ITK's inside-buffer rule: continuous index in [-0.5, n - 0.5]), for a
+ * result image `res` holding planes [z0, z0 + nz) of the fixed grid (u: the same
+ * planes, may be NULL). Whole images are z0 = 0. */
+void gr_cli_default_pixel(const gr_geometry *fixed_whole, const gr_geometry *moving_whole, int64_t z0,
+                          const gr_affine *A, const gr_image *u, double dflt, gr_image *res);
+
 #endif

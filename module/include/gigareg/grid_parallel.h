@@ -75,7 +75,9 @@ gr_status gr_read_image_slab(gr_comm *c, const char *path, gr_image **slab, gr_g
 gr_status gr_write_image_slabs(gr_comm *c, const char *path, const gr_geometry *whole, const gr_image *slab,
                                gr_pixel_type t);
 
-/* Outputs from slabs (module/src/parallel/dist_outputs.c), every one this
+/* Outputs from slabs (module/src/registration/export.c for the fields, sharing
+ * its per-voxel formulas with gr_export_fields; module/src/parallel/dist_outputs.c
+ * for gr_resample_slabs), every one this
  * rank's planes gr_decomp_slab of its output grid, bitwise what the
  * whole-image code computes there (gr_export_fields, the backend's resample):
  *   gr_export_field_slab: the forward field x -> A (x + u(x)) + t - x on the

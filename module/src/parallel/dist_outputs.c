@@ -1,45 +1,11 @@
-/* Outputs of a sharded registration from slabs, with nothing whole on any
- * rank: the self-contained forward field, the inverse field on the moving
- * grid and any image resampled through the chain, each as this rank's planes
- * (gr_decomp_slab of the output grid), ready for gr_write_image_slabs. Values
- * are bitwise those of the whole-image code (export.c, the backend's
- * resample): the same per-voxel arithmetic with global plane indices, and the
- * ring sampler's exact sums in place of the whole-grid sampler. */
+/* Images resampled from slabs, with nothing whole on any rank: this rank's
+ * planes (gr_decomp_slab of the output grid) of an input held as slabs, read
+ * through the ring sampler, bitwise what the backend's whole-grid resample
+ * gives there (the ring's sums are exact). Used for result images and, by
+ * registration/export.c, for the inverse field of -slabs runs. */
 #include <string.h>
 #include "gigareg/grid_parallel.h"
 #include "parallel/gp.h"
-
-/* Physical point of voxel (i, j, k) of the whole grid, k global. */
-static void phys_of(const gr_geometry *g, int64_t i, int64_t j, int64_t k, double x[3]) {
-  const double idx[3] = {(double)i, (double)j, (double)k};
-  gr_geometry_index_to_phys(g, idx, x);
-}
-
-gr_status gr_export_field_slab(const gr_geometry *fixed_whole, int nranks, int rank, const gr_affine *A,
-                               const gr_image *u_slab, gr_image **out) {
-  *out = NULL;
-  int64_t z0, z1;
-  gr_decomp_slab(fixed_whole->size[2], nranks, rank, &z0, &z1);
-  gr_geometry sg;
-  gr_geometry_slab(fixed_whole, z0, z1, &sg);
-  if (u_slab && (!gr_geometry_same(&u_slab->geom, &sg) || u_slab->ncomp != 3))
-    return gr_error(GR_ERR_INVALID_ARG, "field slab: the displacement is not this rank's slab of the fixed grid");
-  gr_status s = gr_image_create(&sg, 3, out);
-  if (s != GR_OK) return s;
-  const int64_t nx = sg.size[0], ny = sg.size[1], nz = sg.size[2], n = nx * ny * nz;
-  float *d = (*out)->data;
-  for (int64_t k = 0; k < nz; ++k)
-    for (int64_t j = 0; j < ny; ++j)
-      for (int64_t i = 0; i < nx; ++i) {
-        const int64_t v = (k * ny + j) * nx + i;
-        double x[3], p[3], y[3];
-        phys_of(fixed_whole, i, j, z0 + k, x);
-        for (int a = 0; a < 3; ++a) p[a] = x[a] + (u_slab ? u_slab->data[a * n + v] : 0.0);
-        gr_affine_apply(A, p, y);
-        for (int a = 0; a < 3; ++a) d[a * n + v] = (float)(y[a] - x[a]);
-      }
-  return GR_OK;
-}
 
 gr_status gr_resample_slabs(gr_backend *be, gr_comm *c, const gr_geometry *out_whole, const gr_geometry *in_whole,
                             const gr_image *in_slab, const gr_affine *T, const gr_image *disp_slab, gr_interp interp,
@@ -97,42 +63,4 @@ gr_status gr_resample_slabs(gr_backend *be, gr_comm *c, const gr_geometry *out_w
   if (dout) be->ops->free(be, dout);
   if (acc) be->ops->free(be, acc);
   return gr_comm_agree_msg(c, s);
-}
-
-gr_status gr_export_inverse_slab(gr_backend *be, gr_comm *c, const gr_geometry *fixed_whole,
-                                 const gr_geometry *moving_whole, const gr_affine *A, const gr_image *u_inv_slab,
-                                 gr_image **out) {
-  *out = NULL;
-  gr_affine Ainv;
-  gr_status s = gr_affine_invert(A, &Ainv);
-  s = gr_comm_agree_msg(c, s);
-  if (s != GR_OK) return s;
-  gr_image *v = NULL;
-  if (u_inv_slab) { /* v = u_inv at A^-1 (y - t), onto the moving grid (export.c) */
-    s = gr_resample_slabs(be, c, moving_whole, fixed_whole, u_inv_slab, &Ainv, NULL, GR_INTERP_LINEAR,
-                          GR_BOUNDARY_CLAMP, &v);
-    if (s != GR_OK) return s;
-  }
-  int64_t z0, z1;
-  gr_decomp_slab(moving_whole->size[2], gr_comm_size(c), gr_comm_rank(c), &z0, &z1);
-  gr_geometry sg;
-  gr_geometry_slab(moving_whole, z0, z1, &sg);
-  s = gr_image_create(&sg, 3, out);
-  if (s != GR_OK) {
-    gr_image_destroy(v);
-    return s;
-  }
-  const int64_t nx = sg.size[0], ny = sg.size[1], nz = sg.size[2], n = nx * ny * nz;
-  float *d = (*out)->data;
-  for (int64_t k = 0; k < nz; ++k)
-    for (int64_t j = 0; j < ny; ++j)
-      for (int64_t i = 0; i < nx; ++i) {
-        const int64_t q = (k * ny + j) * nx + i;
-        double y[3], p[3];
-        phys_of(moving_whole, i, j, z0 + k, y);
-        gr_affine_apply(&Ainv, y, p);
-        for (int a = 0; a < 3; ++a) d[a * n + q] = (float)(p[a] + (v ? v->data[a * n + q] : 0.0f) - y[a]);
-      }
-  gr_image_destroy(v);
-  return GR_OK;
 }

@@ -1,9 +1,48 @@
 /* Fields in the form elastix's transformix and ITK apply: one displacement per
  * voxel holding the whole chain, so no composition (and no interpolation of one
  * transform at another's output points) happens in the reader. Exact on the
- * fixed grid for the forward map. */
+ * fixed grid for the forward map. The whole-image exporter and the slab
+ * exporters of Grid Parallel (-slabs) share the per-voxel formulas below, with
+ * global plane indices, so their files are byte-identical. */
 #include <string.h>
+#include "gigareg/grid_parallel.h"
 #include "registration/reg_internal.h"
+
+/* d = A (x + u(x)) + t - x on planes [z0, z0 + nz) of the whole fixed grid g;
+ * u and d hold those planes only (3 planes of nx * ny * nz floats; u may be NULL). */
+static void forward_planes(const gr_geometry *g, int64_t z0, int64_t nz, const gr_affine *A, const float *u,
+                           float *d) {
+  const int64_t nx = g->size[0], ny = g->size[1], n = nx * ny * nz;
+  for (int64_t k = 0; k < nz; ++k)
+    for (int64_t j = 0; j < ny; ++j)
+      for (int64_t i = 0; i < nx; ++i) {
+        const int64_t v = (k * ny + j) * nx + i;
+        const double idx[3] = {(double)i, (double)j, (double)(z0 + k)};
+        double x[3], p[3], y[3];
+        gr_geometry_index_to_phys(g, idx, x);
+        for (int a = 0; a < 3; ++a) p[a] = x[a] + (u ? u[a * n + v] : 0.0);
+        gr_affine_apply(A, p, y);
+        for (int a = 0; a < 3; ++a) d[a * n + v] = (float)(y[a] - x[a]);
+      }
+}
+
+/* d = A^-1 y + v(y) - y on planes [z0, z0 + nz) of the whole moving grid g,
+ * where d holds v (u_inv read at A^-1 (y - t)) on entry, or anything when
+ * have_v is 0 (v = 0). */
+static void inverse_planes(const gr_geometry *g, int64_t z0, int64_t nz, const gr_affine *Ainv, int have_v,
+                           float *d) {
+  const int64_t nx = g->size[0], ny = g->size[1], n = nx * ny * nz;
+  for (int64_t k = 0; k < nz; ++k)
+    for (int64_t j = 0; j < ny; ++j)
+      for (int64_t i = 0; i < nx; ++i) {
+        const int64_t v = (k * ny + j) * nx + i;
+        const double idx[3] = {(double)i, (double)j, (double)(z0 + k)};
+        double y[3], p[3];
+        gr_geometry_index_to_phys(g, idx, y);
+        gr_affine_apply(Ainv, y, p);
+        for (int a = 0; a < 3; ++a) d[a * n + v] = (float)(p[a] + (have_v ? d[a * n + v] : 0.0f) - y[a]);
+      }
+}
 
 gr_status gr_export_fields(gr_backend *be, const gr_affine *A, const gr_image *u, const gr_image *u_inv,
                            const gr_geometry *fixed_geom, const gr_geometry *moving_geom, gr_image **fwd,
@@ -13,20 +52,7 @@ gr_status gr_export_fields(gr_backend *be, const gr_affine *A, const gr_image *u
     *fwd = NULL;
     s = gr_image_create(fixed_geom, 3, fwd);
     if (s != GR_OK) return s;
-    const gr_geometry *g = fixed_geom;
-    const int64_t nx = g->size[0], ny = g->size[1], nz = g->size[2], n = nx * ny * nz;
-    float *d = (*fwd)->data;
-    for (int64_t k = 0; k < nz; ++k)
-      for (int64_t j = 0; j < ny; ++j)
-        for (int64_t i = 0; i < nx; ++i) {
-          const int64_t v = (k * ny + j) * nx + i;
-          const double idx[3] = {(double)i, (double)j, (double)k};
-          double x[3], p[3], y[3];
-          gr_geometry_index_to_phys(g, idx, x);
-          for (int a = 0; a < 3; ++a) p[a] = x[a] + (u ? u->data[a * n + v] : 0.0);
-          gr_affine_apply(A, p, y);
-          for (int a = 0; a < 3; ++a) d[a * n + v] = (float)(y[a] - x[a]);
-        }
+    forward_planes(fixed_geom, 0, fixed_geom->size[2], A, u ? u->data : NULL, (*fwd)->data);
   }
   if (!inv) return GR_OK;
   *inv = NULL;
@@ -34,8 +60,7 @@ gr_status gr_export_fields(gr_backend *be, const gr_affine *A, const gr_image *u
   s = gr_affine_invert(A, &Ainv);
   if (s == GR_OK) s = gr_image_create(moving_geom, 3, inv);
   if (s != GR_OK) return s;
-  const gr_geometry *g = moving_geom;
-  const int64_t nx = g->size[0], ny = g->size[1], nz = g->size[2], n = nx * ny * nz;
+  const int64_t n = gr_geometry_nvox(moving_geom);
   float *d = (*inv)->data;
   if (u_inv) {
     /* v = u_inv read at p = A^-1 (y - t), onto the moving grid. */
@@ -55,15 +80,43 @@ gr_status gr_export_fields(gr_backend *be, const gr_affine *A, const gr_image *u
       return s;
     }
   }
-  for (int64_t k = 0; k < nz; ++k)
-    for (int64_t j = 0; j < ny; ++j)
-      for (int64_t i = 0; i < nx; ++i) {
-        const int64_t v = (k * ny + j) * nx + i;
-        const double idx[3] = {(double)i, (double)j, (double)k};
-        double y[3], p[3];
-        gr_geometry_index_to_phys(g, idx, y);
-        gr_affine_apply(&Ainv, y, p);
-        for (int a = 0; a < 3; ++a) d[a * n + v] = (float)(p[a] + (u_inv ? d[a * n + v] : 0.0f) - y[a]);
-      }
+  inverse_planes(moving_geom, 0, moving_geom->size[2], &Ainv, u_inv != NULL, d);
+  return GR_OK;
+}
+
+gr_status gr_export_field_slab(const gr_geometry *fixed_whole, int nranks, int rank, const gr_affine *A,
+                               const gr_image *u_slab, gr_image **out) {
+  *out = NULL;
+  int64_t z0, z1;
+  gr_decomp_slab(fixed_whole->size[2], nranks, rank, &z0, &z1);
+  gr_geometry sg;
+  gr_geometry_slab(fixed_whole, z0, z1, &sg);
+  if (u_slab && (!gr_geometry_same(&u_slab->geom, &sg) || u_slab->ncomp != 3))
+    return gr_error(GR_ERR_INVALID_ARG, "field slab: the displacement is not this rank's slab of the fixed grid");
+  gr_status s = gr_image_create(&sg, 3, out);
+  if (s != GR_OK) return s;
+  forward_planes(fixed_whole, z0, z1 - z0, A, u_slab ? u_slab->data : NULL, (*out)->data);
+  return GR_OK;
+}
+
+gr_status gr_export_inverse_slab(gr_backend *be, gr_comm *c, const gr_geometry *fixed_whole,
+                                 const gr_geometry *moving_whole, const gr_affine *A, const gr_image *u_inv_slab,
+                                 gr_image **out) {
+  *out = NULL;
+  gr_affine Ainv;
+  gr_status s = gr_comm_agree_msg(c, gr_affine_invert(A, &Ainv));
+  if (s != GR_OK) return s;
+  int64_t z0, z1;
+  gr_decomp_slab(moving_whole->size[2], gr_comm_size(c), gr_comm_rank(c), &z0, &z1);
+  if (u_inv_slab) { /* v = u_inv at A^-1 (y - t), onto this rank's planes of the moving grid */
+    s = gr_resample_slabs(be, c, moving_whole, fixed_whole, u_inv_slab, &Ainv, NULL, GR_INTERP_LINEAR,
+                          GR_BOUNDARY_CLAMP, out);
+  } else {
+    gr_geometry sg;
+    gr_geometry_slab(moving_whole, z0, z1, &sg);
+    s = gr_image_create(&sg, 3, out);
+  }
+  if (s != GR_OK) return s;
+  inverse_planes(moving_whole, z0, z1 - z0, &Ainv, u_inv_slab != NULL, (*out)->data);
   return GR_OK;
 }
