@@ -169,6 +169,31 @@ PlaneRange(const gr_image * img, const gr_image * mask, double & lo, double & hi
   }
 }
 
+namespace
+{
+/* Calls fn(v, p) for every voxel of `grid`, x fastest: v the linear index, p its
+ * physical point (LPS). */
+template <typename TFunction>
+void
+ForEachGridPoint(const gr_geometry & grid, TFunction fn)
+{
+  int64_t v = 0;
+  for (int64_t k = 0; k < grid.size[2]; ++k)
+  {
+    for (int64_t j = 0; j < grid.size[1]; ++j)
+    {
+      for (int64_t i = 0; i < grid.size[0]; ++i, ++v)
+      {
+        const double idx[3] = { static_cast<double>(i), static_cast<double>(j), static_cast<double>(k) };
+        double       p[3];
+        gr_geometry_index_to_phys(&grid, idx, p);
+        fn(v, p);
+      }
+    }
+  }
+}
+} // namespace
+
 GrImagePointer
 RasteriseMask(const MaskType * mask, const gr_geometry & grid, const TransformType * through)
 {
@@ -179,28 +204,17 @@ RasteriseMask(const MaskType * mask, const gr_geometry & grid, const TransformTy
   gr_image * raw = nullptr;
   ThrowIfError(gr_image_create(&grid, 1, &raw), "mask rasterisation", __FILE__, __LINE__);
   GrImagePointer out(raw);
-  int64_t        v = 0;
-  for (int64_t k = 0; k < grid.size[2]; ++k)
-  {
-    for (int64_t j = 0; j < grid.size[1]; ++j)
+  ForEachGridPoint(grid, [&](int64_t v, const double p[3]) {
+    MaskType::PointType pt;
+    pt[0] = p[0];
+    pt[1] = p[1];
+    pt[2] = p[2];
+    if (through)
     {
-      for (int64_t i = 0; i < grid.size[0]; ++i, ++v)
-      {
-        const double idx[3] = { static_cast<double>(i), static_cast<double>(j), static_cast<double>(k) };
-        double       p[3];
-        gr_geometry_index_to_phys(&grid, idx, p);
-        MaskType::PointType pt;
-        pt[0] = p[0];
-        pt[1] = p[1];
-        pt[2] = p[2];
-        if (through)
-        {
-          pt = through->TransformPoint(pt);
-        }
-        raw->data[v] = mask->IsInsideInWorldSpace(pt) ? 1.0f : 0.0f;
-      }
+      pt = through->TransformPoint(pt);
     }
-  }
+    raw->data[v] = mask->IsInsideInWorldSpace(pt) ? 1.0f : 0.0f;
+  });
   return out;
 }
 
@@ -285,28 +299,17 @@ DenseDisplacement(const TransformType * t, const gr_geometry & grid)
   ThrowIfError(gr_image_create(&grid, 3, &raw), "dense transform evaluation", __FILE__, __LINE__);
   GrImagePointer out(raw);
   const int64_t  n = gr_image_nvox(raw);
-  int64_t        v = 0;
-  for (int64_t k = 0; k < grid.size[2]; ++k)
-  {
-    for (int64_t j = 0; j < grid.size[1]; ++j)
+  ForEachGridPoint(grid, [&](int64_t v, const double p[3]) {
+    TransformType::InputPointType x;
+    x[0] = p[0];
+    x[1] = p[1];
+    x[2] = p[2];
+    const auto y = t->TransformPoint(x);
+    for (unsigned int a = 0; a < 3; ++a)
     {
-      for (int64_t i = 0; i < grid.size[0]; ++i, ++v)
-      {
-        const double idx[3] = { static_cast<double>(i), static_cast<double>(j), static_cast<double>(k) };
-        double       p[3];
-        gr_geometry_index_to_phys(&grid, idx, p);
-        TransformType::InputPointType x;
-        x[0] = p[0];
-        x[1] = p[1];
-        x[2] = p[2];
-        const auto y = t->TransformPoint(x);
-        for (unsigned int a = 0; a < 3; ++a)
-        {
-          raw->data[a * n + v] = static_cast<float>(y[a] - p[a]);
-        }
-      }
+      raw->data[a * n + v] = static_cast<float>(y[a] - p[a]);
     }
-  }
+  });
   return out;
 }
 } // namespace
