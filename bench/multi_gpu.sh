@@ -7,6 +7,9 @@
 # single_gpu_max_size) and under `mpirun -np G ... -comm nccl`. Prints wall
 # time, per-level ms per iteration (from progress-line timestamps), peak memory
 # per GPU (nvidia-smi, 200 ms samples) and the field difference single vs G GPUs.
+# The G-GPU runs pass -slabs (each rank reads and writes only its slabs; no rank
+# holds a whole image). Environment: MG_LOSSES (default "lncc mi"), MG_TIMEOUT
+# (seconds per run, default 400).
 set -u
 B=$1; W=$2; G=$3; SIZES=$4; SMAX=${5:-768}
 GR=$B/bin/gigareg
@@ -24,7 +27,7 @@ run_one() { # label outdir cmd...
   nvidia-smi --query-gpu=index,memory.used --format=csv,noheader,nounits -lms 200 > "$out.mem" 2>/dev/null &
   local smi=$!
   local t0=$(date +%s.%N)
-  "$@" -out "$out" 2> "$out.err" > "$out.log"
+  timeout "${MG_TIMEOUT:-400}" "$@" -out "$out" 2> "$out.err" > "$out.log"
   local rc=$?
   local t1=$(date +%s.%N)
   kill $smi 2>/dev/null; wait $smi 2>/dev/null
@@ -40,13 +43,13 @@ for S in $SIZES; do
   D=$W/pair_${N}x${NZ}
   mkdir -p "$D"
   [ -f "$D/fixed.nii" ] || $B/bench/make_synthetic_pair "$N" "$D" "$NZ" || exit 1
-  for loss in lncc mi; do
+  for loss in ${MG_LOSSES:-lncc mi}; do
     if [ $loss = lncc ]; then M=$D/moving_uni.nii; P=apps/params/greedy_lncc.txt; else M=$D/moving_multi.nii; P=apps/params/greedy_mi.txt; fi
     echo "== ${N}x${N}x${NZ} $loss"
     if [ "$N" -le "$SMAX" ] && [ "$NZ" -le "$SMAX" ]; then
       run_one "1 GPU" "$D/out_${loss}_1" $GR -f "$D/fixed.nii" -m "$M" -p $P -device cuda:0
     fi
-    run_one "$G GPUs (NCCL)" "$D/out_${loss}_$G" mpirun --oversubscribe -np "$G" $GR -f "$D/fixed.nii" -m "$M" -p $P -comm nccl
+    run_one "$G GPUs (NCCL)" "$D/out_${loss}_$G" mpirun --oversubscribe -np "$G" $GR -f "$D/fixed.nii" -m "$M" -p $P -comm nccl -slabs
     if [ -f "$D/out_${loss}_1/deformationField.0.mha" ] && [ -f "$D/out_${loss}_$G/deformationField.0.mha" ]; then
       echo -n "   field 1 GPU vs $G GPUs: mean |diff| / range: "
       $B/bin/img_compare "$D/out_${loss}_1/deformationField.0.mha" "$D/out_${loss}_$G/deformationField.0.mha" 1e-5; echo " (rc $?)"

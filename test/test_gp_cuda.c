@@ -10,7 +10,8 @@
  *    - metric_region for LNCC, MI, MSE, with and without masks, presampled
  *      (ring-sampler input) and direct, whole window and a window with halo:
  *      COUNT (N, MI histogram) and EVAL (value, per-plane partials, scales,
- *      affine gradient, grad_u).
+ *      affine gradient, grad_u); LNCC again with its slab split into chunks
+ *      of a few planes (GIGAREG_CUDA_REGION_CHUNK_MB=1).
  * 2. Registrations: gr_register_local_shards on the CUDA backend with 2 and 3
  *    shards (threads sharing the GPU, device buffers through the thread-group
  *    communicator) vs the unsharded CUDA run: rigid MI -> greedy LNCC (fixed
@@ -27,6 +28,7 @@
  * --bench N: timings (no checks) on an N^3 pair: unsharded vs 2 and 4 shards on
  * one GPU, or with --mpi / --nccl under mpirun one shard per rank.
  * Exit 77 (skipped) without a CUDA build or without a GPU. */
+#define _POSIX_C_SOURCE 200809L /* setenv */
 #include "gp_test.h"
 #include "gigareg/registration.h"
 #include "registration/reg_internal.h"
@@ -589,6 +591,19 @@ int main(int argc, char **argv) {
     gp_scene_init(&s);
     test_slab(&s);
     test_metric_region(&s);
+    /* Again with the windowed LNCC split into chunks of a few planes (a 1 MB
+     * scratch budget; gigavoxel slabs get 4 GB chunks): the same checks. */
+    setenv("GIGAREG_CUDA_REGION_CHUNK_MB", "1", 1);
+    gr_backend *whole = gpu;
+    gpu = NULL;
+    GR_CHECK_OK(gr_backend_create(GR_DEVICE_CUDA, dev < 0 ? 0 : dev, 0, &gpu));
+    unsetenv("GIGAREG_CUDA_REGION_CHUNK_MB");
+    if (gpu) {
+      fprintf(stderr, "metric_region with 1 MB LNCC chunks:\n");
+      test_metric_region(&s);
+      gr_backend_destroy(gpu);
+    }
+    gpu = whole;
     gp_scene_free(&s);
     fprintf(stderr, "kernel checks: %.2f s\n", gr_wall_seconds() - t0);
   }

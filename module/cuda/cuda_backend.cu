@@ -342,6 +342,8 @@ extern "C" gr_status gr_backend_cuda_create(int device, gr_backend **out) {
   {
     const char *ex = getenv("GIGAREG_CUDA_EXACT");
     im->exact = ex && ex[0] && strcmp(ex, "0") != 0;
+    const char *mb = getenv("GIGAREG_CUDA_REGION_CHUNK_MB");
+    if (mb && atol(mb) > 0) im->region_chunk_bytes = (size_t)atol(mb) << 20;
   }
   snprintf(im->name, sizeof im->name, "%s", prop.name);
   const cudaError_t e = cudaStreamCreateWithFlags(&im->stream, cudaStreamDefault);

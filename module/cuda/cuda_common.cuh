@@ -49,6 +49,9 @@ struct Impl {
   /* Bitwise-CPU mode (environment GIGAREG_CUDA_EXACT=1): ops that have a fast
    * float variant (smoothing) run the double, CPU-order one instead. */
   bool exact = false;
+  /* Scratch budget of one chunk of the windowed (sharded) LNCC, bytes; the
+   * environment GIGAREG_CUDA_REGION_CHUNK_MB lowers it so tests cover chunking. */
+  size_t region_chunk_bytes = (size_t)4 << 30;
   char name[256] = {0};
   /* Caching pool: freed blocks are kept by capacity and handed out again, so a
    * registration level (same sizes every iteration) calls cudaMalloc only on its

@@ -268,12 +268,14 @@ __global__ void mi_region_grad_kernel(const RegArgs a, const RMiSetup s, const d
     voxel_ijk(a, v, &i, &j, &kl);
     double w, g[3];
     if (!region_warp(a, i, j, kl, v, &w, g)) {
-      valid[o] = 0;
       if (gu) grad_u_zero(gu, a.map.f.nvox, v);
-      dly[o] = dly[nown + o] = dly[2 * nown + o] = 0.0;
+      if (dly) {
+        valid[o] = 0;
+        dly[o] = dly[nown + o] = dly[2 * nown + o] = 0.0;
+      }
       continue;
     }
-    valid[o] = 1;
+    if (dly) valid[o] = 1;
     bool inside;
     const double xi = rmi_xi(s.m, w, &inside);
     double dw = 0.0;
@@ -287,9 +289,11 @@ __global__ void mi_region_grad_kernel(const RegArgs a, const RMiSetup s, const d
     }
     const double d[3] = {dmul(dw, g[0]), dmul(dw, g[1]), dmul(dw, g[2])};
     if (gu) grad_u_store(a.map, gu, v, d);
-    dly[o] = d[0];
-    dly[nown + o] = d[1];
-    dly[2 * nown + o] = d[2];
+    if (dly) {
+      dly[o] = d[0];
+      dly[nown + o] = d[1];
+      dly[2 * nown + o] = d[2];
+    }
   }
 }
 
@@ -320,13 +324,26 @@ double rmi_value(const int64_t *hist, int B, double *L) {
 }
 
 /* ---- LNCC ---------------------------------------------------------------------------------- */
+/* The stored planes are processed in chunks of planes (LnccChunk), each with its
+ * own 2r-plane margins recomputed, so the scratch fields (up to ~165 bytes per
+ * voxel) cover one chunk instead of the whole slab: at 1024^2 planes a chunk
+ * holds ~6 GB whatever the slab's depth. Every output voxel is computed by the
+ * same operations from the same inputs as without chunks (the z taps of the
+ * planes a chunk needs never reach past its stored planes unless the slab's own
+ * edge clips them too), so chunking changes no bit. */
+struct LnccChunk {
+  long long q0, q1; /* stored planes of the chunk (window-local): scratch covers [q0, q1) */
+  long long c0, c1; /* output planes (window-local; the chunks tile the stored planes) */
+  long long sb, sn; /* scratch base voxel q0 * nxy and scratch voxels (q1 - q0) * nxy */
+};
+
 struct LnccBufs {
-  double *w;            /* nvox: warped moving (double) */
-  float *g;             /* 3 nvox: grad_phys W (float, as the CPU's ring) */
-  unsigned char *valid; /* nvox or NULL (no masks: every voxel valid) */
-  double *alpha;        /* 4 nvox: alpha, alpha mu_f, beta, beta mu_w */
-  double *cc;           /* nvox: cc where valid, else 0 */
-  double *dly;          /* 3 nvox: dL/dy (want_affine) */
+  double *w;            /* sn: warped moving (double) */
+  float *g;             /* 3 sn: grad_phys W (float, as the CPU's ring) */
+  unsigned char *valid; /* sn or NULL (no masks: every voxel valid) */
+  double *alpha;        /* 4 sn: alpha, alpha mu_f, beta, beta mu_w */
+  double *cc;           /* sn: cc where valid, else 0 */
+  double *dly;          /* 3 sn: dL/dy (want_affine) */
 };
 
 /* cpu_lncc.c lncc_valid, c the snapped index. */
@@ -356,36 +373,37 @@ __global__ void lncc_count_kernel(const RegArgs a, unsigned long long *__restric
   warp_count_add(count, mine);
 }
 
-/* cpu_lncc.c warp_row, every stored voxel. */
-__global__ void lncc_warp_kernel(const RegArgs a, bool want_grad, LnccBufs b) {
-  const long long n = a.map.f.nvox;
+/* cpu_lncc.c warp_row, every stored voxel of the chunk (x = scratch index, v = window index). */
+__global__ void lncc_warp_kernel(const RegArgs a, const LnccChunk ch, bool want_grad, LnccBufs b) {
+  const long long n = a.map.f.nvox, sn = ch.sn;
   const long long stride = (long long)gridDim.x * blockDim.x;
-  for (long long v = (long long)blockIdx.x * blockDim.x + threadIdx.x; v < n; v += stride) {
+  for (long long x = (long long)blockIdx.x * blockDim.x + threadIdx.x; x < sn; x += stride) {
+    const long long v = ch.sb + x;
     long long i, j, kl;
     voxel_ijk(a, v, &i, &j, &kl);
     double c[3];
     metric_index(a.map, a.im.disp, i, j, kl + a.zoff, v, c);
     if (a.pre_w) {
-      b.w[v] = a.pre_w[v];
+      b.w[x] = a.pre_w[v];
       if (want_grad) {
         const double gi[3] = {a.pre_g[v], a.pre_g[n + v], a.pre_g[2 * n + v]};
         double gp[3];
         grad_idx_to_phys(a.map.P, gi, gp);
-        b.g[v] = (float)gp[0];
-        b.g[n + v] = (float)gp[1];
-        b.g[2 * n + v] = (float)gp[2];
+        b.g[x] = (float)gp[0];
+        b.g[sn + x] = (float)gp[1];
+        b.g[2 * sn + x] = (float)gp[2];
       }
     } else if (want_grad) {
       double gi[3], gp[3];
-      b.w[v] = sample_linear_grad_zero(a.im.moving, a.map.m, c, gi);
+      b.w[x] = sample_linear_grad_zero(a.im.moving, a.map.m, c, gi);
       grad_idx_to_phys(a.map.P, gi, gp);
-      b.g[v] = (float)gp[0];
-      b.g[n + v] = (float)gp[1];
-      b.g[2 * n + v] = (float)gp[2];
+      b.g[x] = (float)gp[0];
+      b.g[sn + x] = (float)gp[1];
+      b.g[2 * sn + x] = (float)gp[2];
     } else {
-      b.w[v] = sample_linear_zero(a.im.moving, a.map.m, c);
+      b.w[x] = sample_linear_zero(a.im.moving, a.map.m, c);
     }
-    if (b.valid) b.valid[v] = lncc_valid(a, v, c) ? 1 : 0;
+    if (b.valid) b.valid[x] = lncc_valid(a, v, c) ? 1 : 0;
   }
 }
 
@@ -399,17 +417,17 @@ __device__ __forceinline__ long long win_count(long long i, long long r, long lo
  * statistics start from the first tap, the alpha fields from 0), then
  * T = 0 + the Z of the y taps (increasing), then S = 0 + the T of the x taps
  * (increasing). Each pass keeps its partial sums in a scratch field (nq doubles
- * per stored voxel), so the result is the CPU's sum, operation for operation. */
+ * per chunk voxel), so the result is the CPU's sum, operation for operation. */
 
 /* Z pass. STATS: the 5 statistics of f and w; else the 4 alpha fields. */
 template <bool STATS>
-__global__ void lncc_zsum_kernel(const RegArgs a, int r, LnccBufs b, double *__restrict__ Z) {
-  const long long n = a.map.f.nvox, nz = a.map.f.n[2], nxy = a.map.f.nxy;
+__global__ void lncc_zsum_kernel(const RegArgs a, const LnccChunk ch, int r, LnccBufs b, double *__restrict__ Z) {
+  const long long sn = ch.sn, nxy = a.map.f.nxy, nzc = ch.q1 - ch.q0;
   const long long stride = (long long)gridDim.x * blockDim.x;
-  const float *f = a.im.fixed;
-  for (long long v = (long long)blockIdx.x * blockDim.x + threadIdx.x; v < n; v += stride) {
-    const long long k = v / nxy, ij = v - k * nxy;
-    const long long k0 = k - r < 0 ? 0 : k - r, k1 = k + r > nz - 1 ? nz - 1 : k + r;
+  const float *f = a.im.fixed + ch.sb;
+  for (long long x = (long long)blockIdx.x * blockDim.x + threadIdx.x; x < sn; x += stride) {
+    const long long k = x / nxy, ij = x - k * nxy;
+    const long long k0 = k - r < 0 ? 0 : k - r, k1 = k + r > nzc - 1 ? nzc - 1 : k + r;
     if (STATS) {
       double z[5];
       for (long long kk = k0; kk <= k1; ++kk) {
@@ -430,27 +448,28 @@ __global__ void lncc_zsum_kernel(const RegArgs a, int r, LnccBufs b, double *__r
         }
       }
 #pragma unroll
-      for (int q = 0; q < 5; ++q) Z[q * n + v] = z[q];
+      for (int q = 0; q < 5; ++q) Z[q * sn + x] = z[q];
     } else {
       double z[4] = {0.0, 0.0, 0.0, 0.0};
       for (long long kk = k0; kk <= k1; ++kk) {
         const long long o = kk * nxy + ij;
 #pragma unroll
-        for (int q = 0; q < 4; ++q) z[q] = dadd(z[q], b.alpha[q * n + o]);
+        for (int q = 0; q < 4; ++q) z[q] = dadd(z[q], b.alpha[q * sn + o]);
       }
 #pragma unroll
-      for (int q = 0; q < 4; ++q) Z[q * n + v] = z[q];
+      for (int q = 0; q < 4; ++q) Z[q * sn + x] = z[q];
     }
   }
 }
 
 /* Y pass over nq fields: T = 0 + Z(j0) + ... + Z(j1). */
 template <int NQ>
-__global__ void lncc_ysum_kernel(const RegArgs a, int r, const double *__restrict__ Z, double *__restrict__ T) {
-  const long long n = a.map.f.nvox, nx = a.map.f.n[0], ny = a.map.f.n[1], nxy = a.map.f.nxy;
+__global__ void lncc_ysum_kernel(const RegArgs a, const LnccChunk ch, int r, const double *__restrict__ Z,
+                                 double *__restrict__ T) {
+  const long long sn = ch.sn, nx = a.map.f.n[0], ny = a.map.f.n[1], nxy = a.map.f.nxy;
   const long long stride = (long long)gridDim.x * blockDim.x;
-  for (long long v = (long long)blockIdx.x * blockDim.x + threadIdx.x; v < n; v += stride) {
-    const long long k = v / nxy, rem = v - k * nxy, j = rem / nx, i = rem - j * nx;
+  for (long long x = (long long)blockIdx.x * blockDim.x + threadIdx.x; x < sn; x += stride) {
+    const long long k = x / nxy, rem = x - k * nxy, j = rem / nx, i = rem - j * nx;
     const long long j0 = j - r < 0 ? 0 : j - r, j1 = j + r > ny - 1 ? ny - 1 : j + r;
     double t[NQ];
 #pragma unroll
@@ -458,37 +477,38 @@ __global__ void lncc_ysum_kernel(const RegArgs a, int r, const double *__restric
     for (long long jj = j0; jj <= j1; ++jj) {
       const long long o = k * nxy + jj * nx + i;
 #pragma unroll
-      for (int q = 0; q < NQ; ++q) t[q] = dadd(t[q], Z[q * n + o]);
+      for (int q = 0; q < NQ; ++q) t[q] = dadd(t[q], Z[q * sn + o]);
     }
 #pragma unroll
-    for (int q = 0; q < NQ; ++q) T[q * n + v] = t[q];
+    for (int q = 0; q < NQ; ++q) T[q * sn + x] = t[q];
   }
 }
 
-/* X pass: S = 0 + T(i-r) + ... + T(i+r) (in-grid taps). */
+/* X pass: S = 0 + T(i-r) + ... + T(i+r) (in-grid taps), x the scratch index. */
 template <int NQ>
-__device__ __forceinline__ void lncc_xsum(const RegArgs &a, int r, const double *__restrict__ T, long long v,
-                                          long long i, double S[NQ]) {
-  const long long n = a.map.f.nvox, nx = a.map.f.n[0];
+__device__ __forceinline__ void lncc_xsum(const RegArgs &a, const LnccChunk &ch, int r, const double *__restrict__ T,
+                                          long long x, long long i, double S[NQ]) {
+  const long long sn = ch.sn, nx = a.map.f.n[0];
 #pragma unroll
   for (int q = 0; q < NQ; ++q) S[q] = 0.0;
   for (long long dx = -r; dx <= r; ++dx) {
     const long long ii = i + dx;
     if (ii < 0 || ii >= nx) continue;
 #pragma unroll
-    for (int q = 0; q < NQ; ++q) S[q] = dadd(S[q], T[q * n + v + dx]);
+    for (int q = 0; q < NQ; ++q) S[q] = dadd(S[q], T[q * sn + x + dx]);
   }
 }
 
-/* cc and alpha fields of every stored voxel (cpu_lncc.c stats_row), from the y-summed statistics T. */
-__global__ void lncc_stats_kernel(const RegArgs a, int r, bool want_grad, LnccBufs b, const double *__restrict__ T) {
-  const long long n = a.map.f.nvox, nx = a.map.f.n[0], ny = a.map.f.n[1];
+/* cc and alpha fields of every stored voxel of the chunk (cpu_lncc.c stats_row), from the y-summed statistics T. */
+__global__ void lncc_stats_kernel(const RegArgs a, const LnccChunk ch, int r, bool want_grad, LnccBufs b,
+                                  const double *__restrict__ T) {
+  const long long sn = ch.sn, nx = a.map.f.n[0], ny = a.map.f.n[1];
   const long long stride = (long long)gridDim.x * blockDim.x;
-  for (long long v = (long long)blockIdx.x * blockDim.x + threadIdx.x; v < n; v += stride) {
+  for (long long x = (long long)blockIdx.x * blockDim.x + threadIdx.x; x < sn; x += stride) {
     long long i, j, k;
-    voxel_ijk(a, v, &i, &j, &k);
+    voxel_ijk(a, ch.sb + x, &i, &j, &k);
     double S[5];
-    lncc_xsum<5>(a, r, T, v, i, S);
+    lncc_xsum<5>(a, ch, r, T, x, i, S);
     /* 1/n from the window counts (cpu_lncc.c: cnt0[i] * (cnt1[j] * cnt2[kg])) */
     const int nyz = (int)win_count(j, r, ny) * (int)win_count(k + a.zoff, r, a.nz_global);
     const int cnt = (int)win_count(i, r, nx) * nyz;
@@ -498,61 +518,64 @@ __global__ void lncc_stats_kernel(const RegArgs a, int r, bool want_grad, LnccBu
     const double Bt = dsub(S[2], dmul(dmul(sf, sf), inv_n)), Ct = dsub(S[3], dmul(dmul(sw, sw), inv_n));
     const double B = Bt > 0.0 ? Bt : 0.0, C = Ct > 0.0 ? Ct : 0.0;
     const double inv_d = ddiv(1.0, dadd(dmul(B, C), kLnccEps));
-    const bool ok = b.valid ? b.valid[v] != 0 : true;
-    b.cc[v] = ok ? dmul(dmul(A, A), inv_d) : 0.0;
+    const bool ok = b.valid ? b.valid[x] != 0 : true;
+    b.cc[x] = ok ? dmul(dmul(A, A), inv_d) : 0.0;
     if (!want_grad) continue;
     const double alpha = ok ? dmul(dmul(2.0, A), inv_d) : 0.0;
     const double beta = dmul(dmul(dmul(alpha, A), B), inv_d);
-    b.alpha[v] = alpha;
-    b.alpha[n + v] = dmul(dmul(alpha, sf), inv_n);
-    b.alpha[2 * n + v] = beta;
-    b.alpha[3 * n + v] = dmul(dmul(beta, sw), inv_n);
+    b.alpha[x] = alpha;
+    b.alpha[sn + x] = dmul(dmul(alpha, sf), inv_n);
+    b.alpha[2 * sn + x] = beta;
+    b.alpha[3 * sn + x] = dmul(dmul(beta, sw), inv_n);
   }
 }
 
-/* Gradient of every stored voxel (cpu_lncc.c output_row), from the y-summed alpha fields T. */
-__global__ void lncc_output_kernel(const RegArgs a, int r, double inv_n_valid, LnccBufs b,
+/* Gradient of the chunk's output planes (cpu_lncc.c output_row), from the y-summed alpha fields T. */
+__global__ void lncc_output_kernel(const RegArgs a, const LnccChunk ch, int r, double inv_n_valid, LnccBufs b,
                                    const double *__restrict__ T) {
-  const long long n = a.map.f.nvox;
+  const long long sn = ch.sn, nxy = a.map.f.nxy, x0 = (ch.c0 - ch.q0) * nxy, nout = (ch.c1 - ch.c0) * nxy;
   const long long stride = (long long)gridDim.x * blockDim.x;
   float *gu = a.im.grad_u;
-  for (long long v = (long long)blockIdx.x * blockDim.x + threadIdx.x; v < n; v += stride) {
+  for (long long o = (long long)blockIdx.x * blockDim.x + threadIdx.x; o < nout; o += stride) {
+    const long long x = x0 + o, v = ch.sb + x;
     long long i, j, k;
     voxel_ijk(a, v, &i, &j, &k);
     double S[4];
-    lncc_xsum<4>(a, r, T, v, i, S);
-    const double fv = (double)a.im.fixed[v], wv = b.w[v];
+    lncc_xsum<4>(a, ch, r, T, x, i, S);
+    const double fv = (double)a.im.fixed[v], wv = b.w[x];
     /* -inv_n * (f Sa - Sam - w Sb + Sbm), left to right */
     const double dw = dmul(-inv_n_valid, dadd(dsub(dsub(dmul(fv, S[0]), S[1]), dmul(wv, S[2])), S[3]));
-    const double d[3] = {dmul(dw, (double)b.g[v]), dmul(dw, (double)b.g[n + v]), dmul(dw, (double)b.g[2 * n + v])};
+    const double d[3] = {dmul(dw, (double)b.g[x]), dmul(dw, (double)b.g[sn + x]), dmul(dw, (double)b.g[2 * sn + x])};
     if (gu) grad_u_store(a.map, gu, v, d);
     if (b.dly) {
-      b.dly[v] = d[0];
-      b.dly[n + v] = d[1];
-      b.dly[2 * n + v] = d[2];
+      b.dly[x] = d[0];
+      b.dly[sn + x] = d[1];
+      b.dly[2 * sn + x] = d[2];
     }
   }
 }
 
-/* Row sums of the owned planes: rows[(p*ny + j)*13 + 0] = sum of cc along the
- * row, [1..12] = its affine sums (want_affine), one thread per row, i increasing. */
-__global__ void lncc_rows_kernel(const RegArgs a, LnccBufs b, bool aff, double *__restrict__ rows) {
-  const long long nx = a.map.f.n[0], ny = a.map.f.n[1], nxy = a.map.f.nxy, n = a.map.f.nvox;
-  const long long nrows = (a.own1 - a.own0) * ny;
+/* Row sums of owned planes [k0, k1) of a chunk: rows[(p*ny + j)*13 + 0] = sum
+ * of cc along the row of plane k0 + p, [1..12] = its affine sums (want_affine),
+ * one thread per row, i increasing. */
+__global__ void lncc_rows_kernel(const RegArgs a, const LnccChunk ch, long long k0, long long k1, LnccBufs b, bool aff,
+                                 double *__restrict__ rows) {
+  const long long nx = a.map.f.n[0], ny = a.map.f.n[1], nxy = a.map.f.nxy, sn = ch.sn;
+  const long long nrows = (k1 - k0) * ny;
   const long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x;
   if (t >= nrows) return;
-  const long long p = t / ny, j = t - p * ny, kl = a.own0 + p;
+  const long long p = t / ny, j = t - p * ny, kl = k0 + p;
   double s = 0.0, acc[12];
 #pragma unroll
   for (int q = 0; q < 12; ++q) acc[q] = 0.0;
   for (long long i = 0; i < nx; ++i) {
-    const long long v = kl * nxy + j * nx + i;
-    s = dadd(s, b.cc[v]);
+    const long long v = kl * nxy + j * nx + i, x = v - ch.sb;
+    s = dadd(s, b.cc[x]);
     if (aff) {
-      double x[3];
-      metric_xphys(a.map, a.im.disp, i, j, kl + a.zoff, v, x);
-      const double d[3] = {b.dly[v], b.dly[n + v], b.dly[2 * n + v]};
-      affine_accum_nc(acc, d, x);
+      double xp[3];
+      metric_xphys(a.map, a.im.disp, i, j, kl + a.zoff, v, xp);
+      const double d[3] = {b.dly[x], b.dly[sn + x], b.dly[2 * sn + x]};
+      affine_accum_nc(acc, d, xp);
     }
   }
   double *o = rows + t * 13;
@@ -711,11 +734,13 @@ gr_status region_mi(gr_backend *be, const gr_metric_spec *spec, const RegArgs &a
   res->value = -rmi_value(reg->hist, B, L.data());
   std::vector<double> hp((size_t)(nk > 0 ? nk : 1) * 14, 0.0);
   if (a.im.grad_u || a.want_affine) {
+    /* validity and dL/dy per voxel only feed the affine plane sums: a field
+     * gradient alone (greedy, SyN) stores neither (25 bytes per voxel) */
     double *dL = sc.get<double>(bb, "MI log table");
-    unsigned char *valid = sc.get<unsigned char>((size_t)nown, "MI validity");
-    double *dly = sc.get<double>((size_t)nown * 3, "MI dL/dy");
+    unsigned char *valid = a.want_affine ? sc.get<unsigned char>((size_t)nown, "MI validity") : nullptr;
+    double *dly = a.want_affine ? sc.get<double>((size_t)nown * 3, "MI dL/dy") : nullptr;
     double *part = sc.get<double>((size_t)(nk > 0 ? nk : 1) * 14, "MI plane partials");
-    if (!dL || !valid || !dly || !part) return GR_ERR_NOMEM;
+    if (!dL || (a.want_affine && (!valid || !dly)) || !part) return GR_ERR_NOMEM;
     GRCU_TRY(cudaMemcpyAsync(dL, L.data(), bb * sizeof(double), cudaMemcpyHostToDevice, st));
     const double coef = -s.m.inv_d / (double)count;
     if (nown > 0) {
@@ -749,7 +774,7 @@ gr_status region_lncc(gr_backend *be, const gr_metric_spec *spec, const RegArgs 
                       gr_metric_result *res) {
   cudaStream_t st = impl_of(be)->stream;
   const int r = spec->lncc_radius > 0 ? spec->lncc_radius : 2;
-  const long long nk = a.own1 - a.own0, nown = nk * a.map.f.nxy, n = a.map.f.nvox, ny = a.map.f.n[1];
+  const long long nk = a.own1 - a.own0, nown = nk * a.map.f.nxy, ny = a.map.f.n[1];
   const bool masks = a.im.fmask || a.im.mmask || a.pre_mm;
   Scratch sc(be);
   /* N over the owned planes (cpu_lncc.c lncc_count) */
@@ -773,38 +798,63 @@ gr_status region_lncc(gr_backend *be, const gr_metric_spec *spec, const RegArgs 
   if (n_norm == 0) return region_empty(a);
   const double inv_n_valid = 1.0 / (double)n_norm;
   const bool want_grad = a.im.grad_u || a.want_affine;
+  /* Chunk depth: output planes per chunk so that its scratch stays near the
+   * budget (4 GiB; at least 8r + 8 planes, so margins are at most a third of the work). */
+  const long long nxy = a.map.f.nxy, nz = a.map.f.n[2];
+  const size_t per_voxel = 8 + 8 + (want_grad ? 12 + 32 : 0) + (a.want_affine ? 24 : 0) + (masks ? 1 : 0) + 80;
+  long long depth = (long long)(impl_of(be)->region_chunk_bytes / (per_voxel * (size_t)nxy)) - 4 * r;
+  if (depth < 8 * r + 8 && impl_of(be)->region_chunk_bytes >= ((size_t)4 << 30)) depth = 8 * r + 8;
+  if (depth < 1) depth = 1;
+  if (depth > nz) depth = nz;
+  const long long maxq = depth + 4 * r < nz ? depth + 4 * r : nz, sn_max = maxq * nxy;
   LnccBufs b;
   memset(&b, 0, sizeof b);
-  b.w = sc.get<double>((size_t)n, "LNCC warped");
-  b.cc = sc.get<double>((size_t)n, "LNCC cc");
+  b.w = sc.get<double>((size_t)sn_max, "LNCC warped");
+  b.cc = sc.get<double>((size_t)sn_max, "LNCC cc");
   bool ok = b.w && b.cc;
   if (want_grad) {
-    ok = ok && (b.g = sc.get<float>((size_t)n * 3, "LNCC gradient")) != nullptr;
-    ok = ok && (b.alpha = sc.get<double>((size_t)n * 4, "LNCC alpha fields")) != nullptr;
+    ok = ok && (b.g = sc.get<float>((size_t)sn_max * 3, "LNCC gradient")) != nullptr;
+    ok = ok && (b.alpha = sc.get<double>((size_t)sn_max * 4, "LNCC alpha fields")) != nullptr;
   }
-  if (a.want_affine) ok = ok && (b.dly = sc.get<double>((size_t)n * 3, "LNCC dL/dy")) != nullptr;
-  if (masks) ok = ok && (b.valid = sc.get<unsigned char>((size_t)n, "LNCC validity")) != nullptr;
-  double *Zs = ok ? sc.get<double>((size_t)n * 5, "LNCC z box sums") : nullptr;
-  double *Ts = Zs ? sc.get<double>((size_t)n * 5, "LNCC y box sums") : nullptr;
+  if (a.want_affine) ok = ok && (b.dly = sc.get<double>((size_t)sn_max * 3, "LNCC dL/dy")) != nullptr;
+  if (masks) ok = ok && (b.valid = sc.get<unsigned char>((size_t)sn_max, "LNCC validity")) != nullptr;
+  double *Zs = ok ? sc.get<double>((size_t)sn_max * 5, "LNCC z box sums") : nullptr;
+  double *Ts = Zs ? sc.get<double>((size_t)sn_max * 5, "LNCC y box sums") : nullptr;
   ok = ok && Zs && Ts;
   double *rows = ok ? sc.get<double>((size_t)(nk * ny > 0 ? nk * ny : 1) * 13, "LNCC row partials") : nullptr;
   double *pp = ok ? sc.get<double>((size_t)(nk > 0 ? nk : 1) * 13, "LNCC plane partials") : nullptr;
   if (!ok || !rows || !pp) return GR_ERR_NOMEM;
-  lncc_warp_kernel<<<flat_blocks(n), kBlock, 0, st>>>(a, want_grad, b);
-  GRCU_LAUNCHED("metric_region LNCC warp kernel");
-  lncc_zsum_kernel<true><<<flat_blocks(n), kBlock, 0, st>>>(a, r, b, Zs);
-  lncc_ysum_kernel<5><<<flat_blocks(n), kBlock, 0, st>>>(a, r, Zs, Ts);
-  lncc_stats_kernel<<<flat_blocks(n), kBlock, 0, st>>>(a, r, want_grad, b, Ts);
-  GRCU_LAUNCHED("metric_region LNCC statistics kernels");
-  if (want_grad) {
-    lncc_zsum_kernel<false><<<flat_blocks(n), kBlock, 0, st>>>(a, r, b, Zs);
-    lncc_ysum_kernel<4><<<flat_blocks(n), kBlock, 0, st>>>(a, r, Zs, Ts);
-    lncc_output_kernel<<<flat_blocks(n), kBlock, 0, st>>>(a, r, inv_n_valid, b, Ts);
-    GRCU_LAUNCHED("metric_region LNCC gradient kernels");
+  /* Chunks cover every stored plane: the gradient is written on the halo
+   * planes too (from windows clipped at the window's edge, as cpu_lncc.c does). */
+  for (long long c0 = 0; c0 < nz; c0 += depth) {
+    LnccChunk ch;
+    ch.c0 = c0;
+    ch.c1 = c0 + depth < nz ? c0 + depth : nz;
+    ch.q0 = ch.c0 - 2 * r > 0 ? ch.c0 - 2 * r : 0;
+    ch.q1 = ch.c1 + 2 * r < nz ? ch.c1 + 2 * r : nz;
+    ch.sb = ch.q0 * nxy;
+    ch.sn = (ch.q1 - ch.q0) * nxy;
+    const unsigned nb = flat_blocks(ch.sn);
+    lncc_warp_kernel<<<nb, kBlock, 0, st>>>(a, ch, want_grad, b);
+    GRCU_LAUNCHED("metric_region LNCC warp kernel");
+    lncc_zsum_kernel<true><<<nb, kBlock, 0, st>>>(a, ch, r, b, Zs);
+    lncc_ysum_kernel<5><<<nb, kBlock, 0, st>>>(a, ch, r, Zs, Ts);
+    lncc_stats_kernel<<<nb, kBlock, 0, st>>>(a, ch, r, want_grad, b, Ts);
+    GRCU_LAUNCHED("metric_region LNCC statistics kernels");
+    if (want_grad) {
+      lncc_zsum_kernel<false><<<nb, kBlock, 0, st>>>(a, ch, r, b, Zs);
+      lncc_ysum_kernel<4><<<nb, kBlock, 0, st>>>(a, ch, r, Zs, Ts);
+      lncc_output_kernel<<<flat_blocks((ch.c1 - ch.c0) * nxy), kBlock, 0, st>>>(a, ch, r, inv_n_valid, b, Ts);
+      GRCU_LAUNCHED("metric_region LNCC gradient kernels");
+    }
+    const long long r0 = ch.c0 > a.own0 ? ch.c0 : a.own0, r1 = ch.c1 < a.own1 ? ch.c1 : a.own1;
+    if (r1 > r0) {
+      lncc_rows_kernel<<<blocks_for((r1 - r0) * ny, 128), 128, 0, st>>>(a, ch, r0, r1, b, a.want_affine,
+                                                                      rows + (r0 - a.own0) * ny * 13);
+      GRCU_LAUNCHED("metric_region LNCC row kernel");
+    }
   }
   if (nk > 0) {
-    lncc_rows_kernel<<<blocks_for(nk * ny, 128), 128, 0, st>>>(a, b, a.want_affine, rows);
-    GRCU_LAUNCHED("metric_region LNCC row kernel");
     lncc_planes_kernel<<<blocks_for(nk, 64), 64, 0, st>>>(nk, ny, a.want_affine, rows, pp);
     GRCU_LAUNCHED("metric_region LNCC plane kernel");
   }

@@ -1,0 +1,43 @@
+#!/bin/bash
+# Multi-GPU Grid Parallel run on the GPU machine (issue 9; cwd = repository
+# root, the git-ignored .device/ travels with it and holds nifticlib .debs).
+# Builds with CUDA + MPI + NCCL (once: a warm machine keeps build-multi/),
+# runs the GPU Grid Parallel tests (MG_TESTS=1, default), then
+# bench/multi_gpu.sh on every GPU of the machine. Logs under $OUT.
+#   bench/device_multi.sh "SIZE[:NZ] ..." [single_gpu_max_size]
+set -u
+OUT=${OUT:-$PWD/out}
+mkdir -p "$OUT"
+SIZES=${1:-512}
+SMAX=${2:-1024}
+T0=$(date +%s)
+stamp() { echo "[$(($(date +%s) - T0)) s] $*"; }
+
+rm -rf /tmp/nifti && mkdir -p /tmp/nifti
+for d in .device/debs/*.deb; do dpkg -x "$d" /tmp/nifti; done
+export LD_LIBRARY_PATH=/tmp/nifti/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
+export PATH=/usr/local/cuda/bin:$PATH
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+G=$(nvidia-smi -L | wc -l)
+stamp "$G GPU(s): $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | head -1)"
+nvidia-smi topo -m > "$OUT/topo.txt" 2>&1
+
+B=build-multi
+if [ ! -x $B/bin/gigareg ]; then
+  cmake -S . -B $B -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH=/tmp/nifti/usr \
+    -DCMAKE_CUDA_ARCHITECTURES=90 -DGIGAREG_USE_CUDA=ON -DGIGAREG_USE_MPI=ON > "$OUT/build.log" 2>&1 &&
+    ninja -C $B -j "$(nproc)" >> "$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
+  grep -E "NCCL|MPI|CUDA" "$OUT/build.log" | grep -- "--" | head -6
+fi
+stamp "build done"
+
+if [ "${MG_TESTS:-1}" = 1 ]; then
+  (cd $B && OMP_NUM_THREADS=4 timeout 300 ctest -R "gp_cuda" -V --timeout 280 > "$OUT/ctest_gp.log" 2>&1)
+  grep -E "metric_region:|local shards|NCCL ranks|MPI ranks|bitwise|CHECK|FAIL|tests passed|Passed|Failed|Skipped" \
+    "$OUT/ctest_gp.log" | grep -v "^[0-9]*: *$" | tail -24
+  stamp "GPU Grid Parallel tests done"
+fi
+
+W=/tmp/mg
+bench/multi_gpu.sh $B $W "$G" "$SIZES" "$SMAX" 2>&1 | tee "$OUT/multi_gpu.log"
+stamp "multi-GPU runs done"
