@@ -6,7 +6,8 @@
  *    - sample_slab accumulated over an uneven partition of the input planes
  *      (linear / nearest, ZERO / CLAMP, 1 and 3 components, index gradients,
  *      affine rule with displacement, same-grid rule, a sub-window of points);
- *      bounds mode; direct mode (out = base + scale * value); slab_finalize;
+ *      bounds mode; direct mode (out = base + scale * value), also with the
+ *      fused Adam step (gr_slab_adam); slab_finalize;
  *    - metric_region for LNCC, MI, MSE, with and without masks, presampled
  *      (ring-sampler input) and direct, whole window and a window with halo:
  *      COUNT (N, MI histogram) and EVAL (value, per-plane partials, scales,
@@ -216,6 +217,30 @@ static void test_slab(const gp_scene *s) {
                 fb = gp_compare(fg, fc, npts * nc, &md);
                 GR_CHECK(fb == 0, "sample_slab direct mode (same %d interp %d bnd %d nc %d): %lld values differ (max %g)",
                          same, interp, bnd, nc, (long long)fb, md);
+                /* direct mode with the fused Adam step (same grid, 3 components): moments
+                 * on the points stand for disp and base */
+                if (same && nc == 3) {
+                  float *mv = malloc(sizeof(float) * npts * 6);
+                  for (int64_t v = 0; v < npts * 3; ++v) {
+                    mv[v] = 0.02f * dwin[v];                               /* m */
+                    mv[npts * 3 + v] = 1e-4f * (float)(1 + v % 7) * 0.01f; /* v > 0 */
+                  }
+                  float *d_mv = dup_dev(mv, sizeof(float) * npts * 6);
+                  const gr_slab_adam am_c = {mv, mv + npts * 3, 0.9, 0.99, 1e-8, 3, -0.6f};
+                  const gr_slab_adam am_g = {d_mv, d_mv + npts * 3, 0.9, 0.99, 1e-8, 3, -0.6f};
+                  ad.disp = ad.out_base = NULL;
+                  bd.disp = bd.out_base = NULL;
+                  ad.adam = &am_c;
+                  bd.adam = &am_g;
+                  GR_CHECK_OK(cpu->ops->sample_slab(cpu, &ad));
+                  GR_CHECK_OK(gpu->ops->sample_slab(gpu, &bd));
+                  get_dev(fg, d_out, sizeof(float) * npts * nc);
+                  fb = gp_compare(fg, fc, npts * nc, &md);
+                  GR_CHECK(fb == 0, "sample_slab fused Adam step (interp %d bnd %d): %lld values differ (max %g)", interp,
+                           bnd, (long long)fb, md);
+                  free_dev(d_mv);
+                  free(mv);
+                }
                 free_dev(d_base);
                 free_dev(d_out);
                 free(fc);

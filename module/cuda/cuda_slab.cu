@@ -11,6 +11,7 @@
  * planes with 64-bit integer atomics (min / max: exact, order-free). */
 #include <limits.h>
 #include <string.h>
+#include "cuda_adam.cuh"
 #include "cuda_ops.cuh"
 #include "kernels/cuda_entry.h"
 
@@ -30,21 +31,32 @@ struct SlabArgs {
   float *out;
   const float *out_base;
   double out_scale;
+  bool adam;           /* fused Adam step (gr_slab_adam): disp and base from the moments */
+  AdamRule rule;
+  const float *am, *av;
+  float ascale;
 };
 
-/* cpu_slab.c slab_point */
+/* cpu_slab.c slab_point (st: the fused Adam step, adam_compose's rule) */
 __device__ __forceinline__ void slab_point(const SlabArgs &a, long long i, long long j, long long k, long long v,
-                                           double c[3]) {
+                                           double c[3], double st[3]) {
   const float *d = a.disp;
   if (a.same_grid) {
     const double x = (double)i, y = (double)j, z = (double)k;
-    if (!d) {
+    if (a.adam) {
+#pragma unroll
+      for (int q = 0; q < 3; ++q) {
+        const long long o = v + q * a.npts;
+        st[q] = (double)__fadd_rn(__fmul_rn(a.ascale, adam_dir(a.rule, __ldg(a.am + o), __ldg(a.av + o))), 0.0f);
+      }
+    } else if (!d) {
       c[0] = x;
       c[1] = y;
       c[2] = z;
       return;
     }
-    const double s0 = d[v], s1 = d[v + a.npts], s2 = d[v + 2 * a.npts];
+    const double s0 = a.adam ? st[0] : d[v], s1 = a.adam ? st[1] : d[v + a.npts],
+                 s2 = a.adam ? st[2] : d[v + 2 * a.npts];
     const double *L = a.L;
     /* x + L0 s0 + L1 s1 + L2 s2, left to right */
     c[0] = dadd(dadd(dadd(x, dmul(L[0], s0)), dmul(L[1], s1)), dmul(L[2], s2));
@@ -138,14 +150,15 @@ __global__ void slab_sample_kernel(const SlabArgs a) {
   const bool grad = a.acc_grad != nullptr;
   for (long long v = (long long)blockIdx.x * blockDim.x + threadIdx.x; v < a.npts; v += stride) {
     const long long kl = v / nxy, rem = v - kl * nxy, j = rem / a.onx, i = rem - j * a.onx;
-    double c[3], val[3] = {0.0, 0.0, 0.0}, g[3] = {0.0, 0.0, 0.0};
-    slab_point(a, i, j, a.out_z0 + kl, v, c);
+    double c[3], val[3] = {0.0, 0.0, 0.0}, g[3] = {0.0, 0.0, 0.0}, st[3];
+    slab_point(a, i, j, a.out_z0 + kl, v, c, st);
     const bool hit = slab_value(a, c, val, g, grad);
     if (direct) {
       for (int q = 0; q < a.ncomp; ++q) {
         const long long o = q * a.npts + v;
-        a.out[o] = a.out_base ? (float)dadd((double)a.out_base[o], dmul(a.out_scale, val[q]))
-                              : (float)dmul(a.out_scale, val[q]);
+        if (a.adam) a.out[o] = (float)dadd(st[q], dmul(a.out_scale, val[q]));
+        else if (a.out_base) a.out[o] = (float)dadd((double)a.out_base[o], dmul(a.out_scale, val[q]));
+        else a.out[o] = (float)dmul(a.out_scale, val[q]);
       }
       continue;
     }
@@ -163,8 +176,8 @@ __global__ void slab_bounds_kernel(const SlabArgs a, long long *bounds) {
   long long lo = LLONG_MAX, hi = LLONG_MIN;
   for (long long v = (long long)blockIdx.x * blockDim.x + threadIdx.x; v < a.npts; v += stride) {
     const long long kl = v / nxy, rem = v - kl * nxy, j = rem / a.onx, i = rem - j * a.onx;
-    double c[3];
-    slab_point(a, i, j, a.out_z0 + kl, v, c);
+    double c[3], st[3];
+    slab_point(a, i, j, a.out_z0 + kl, v, c, st);
     if (a.nearest) {
       long long idx[3];
       if (!slab_nearest(a, c, idx)) continue;
@@ -209,6 +222,9 @@ static gr_status check_slab(const gr_slab_sample *a) {
   if (!a->acc && !a->out) return GR_OK; /* bounds mode */
   if (!a->acc && a->acc_grad)
     return gr_error(GR_ERR_INVALID_ARG, "cuda sample_slab: direct mode has no gradient output");
+  if (a->adam && (a->acc || !a->same_grid || a->ncomp != 3 || !a->adam->m || !a->adam->v))
+    return gr_error(GR_ERR_INVALID_ARG, "cuda sample_slab: the fused Adam step needs direct mode, the same-grid rule, "
+                                        "3 components and both moments");
   if (a->ncomp < 1 || a->ncomp > 3) return gr_error(GR_ERR_INVALID_ARG, "cuda sample_slab: %d components", a->ncomp);
   if (a->in_z0 < 0 || a->in_nz < 0 || a->in_z0 + a->in_nz > a->in_grid->n[2])
     return gr_error(GR_ERR_INVALID_ARG, "cuda sample_slab: input planes [%lld, %lld) outside 0..%lld",
@@ -253,6 +269,14 @@ gr_status sample_slab(gr_backend *be, gr_slab_sample *a) {
   s.out = a->out;
   s.out_base = a->out_base;
   s.out_scale = a->out_scale;
+  if (a->adam) {
+    st = adam_rule_make("cuda sample_slab", a->adam->beta1, a->adam->beta2, a->adam->eps, a->adam->t, &s.rule);
+    if (st != GR_OK) return st;
+    s.adam = true;
+    s.am = a->adam->m;
+    s.av = a->adam->v;
+    s.ascale = a->adam->scale;
+  }
 
   if (!a->acc && !a->out) { /* bounds mode */
     a->need_z0 = a->need_z1 = 0;

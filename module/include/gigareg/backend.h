@@ -102,7 +102,19 @@ typedef struct gr_slab_sample {
   float *out;
   const float *out_base; /* may be NULL */
   double out_scale;
+  /* Fused Adam step (direct mode, same-grid rule, 3 components): when set,
+   * disp and out_base are not read; both are the step
+   *   s = (float)(scale * dir(m, v)) + 0   (adam_compose's rule, m and v on the points),
+   * so out = s + out_scale * u(x + s) without a stored step field. */
+  const struct gr_slab_adam *adam;
 } gr_slab_sample;
+
+typedef struct gr_slab_adam {
+  const float *m, *v;
+  double beta1, beta2, eps;
+  int t;
+  float scale;
+} gr_slab_adam;
 
 /* A metric evaluated on a window of the fixed grid (one rank's stored planes).
  * Two phases, so that global quantities are known before gradients are formed:

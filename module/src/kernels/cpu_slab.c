@@ -36,6 +36,7 @@ typedef struct slab_ctx {
   int64_t in_n[3], in_nxy;  /* whole input grid */
   double M[12], P[12];      /* affine rule: composite map and displacement map */
   double L[9];              /* same-grid rule: p2i linear part */
+  cpu_adam_rule rule;       /* a->adam: the step's direction rule */
 } slab_ctx;
 
 static void slab_maps(slab_ctx *s) {
@@ -59,19 +60,27 @@ static void slab_maps(slab_ctx *s) {
   cpu_disp_matrix(a->in_grid->p2i, a->T, s->P);
 }
 
-/* Continuous input index of point (i, j, k) (k global), v its window offset. */
-static inline void slab_point(const slab_ctx *s, int64_t i, int64_t j, int64_t k, int64_t v, double c[3]) {
+/* Continuous input index of point (i, j, k) (k global), v its window offset;
+ * with a fused Adam step also the step itself (st, the direct mode's base). */
+static inline void slab_point(const slab_ctx *s, int64_t i, int64_t j, int64_t k, int64_t v, double c[3],
+                              double st[3]) {
   const gr_slab_sample *a = s->a;
   const float *d = a->disp;
   if (a->same_grid) {
     const double x = (double)i, y = (double)j, z = (double)k;
-    if (!d) {
+    if (a->adam) {
+      for (int q = 0; q < 3; ++q) {
+        const int64_t o = v + q * s->npts;
+        st[q] = (double)(a->adam->scale * cpu_adam_dir(&s->rule, a->adam->m[o], a->adam->v[o]) + 0.0f);
+      }
+    } else if (!d) {
       c[0] = x;
       c[1] = y;
       c[2] = z;
       return;
     }
-    const double s0 = d[v], s1 = d[v + s->npts], s2 = d[v + 2 * s->npts];
+    const double s0 = a->adam ? st[0] : d[v], s1 = a->adam ? st[1] : d[v + s->npts],
+                 s2 = a->adam ? st[2] : d[v + 2 * s->npts];
     const double *L = s->L;
     c[0] = x + L[0] * s0 + L[1] * s1 + L[2] * s2;
     c[1] = y + L[3] * s0 + L[4] * s1 + L[5] * s2;
@@ -165,13 +174,15 @@ static void slab_plane(const slab_ctx *s, int64_t kl) {
   for (int64_t j = 0; j < ny; ++j) {
     for (int64_t i = 0; i < nx; ++i) {
       const int64_t v = (kl * ny + j) * nx + i;
-      double c[3], val[3] = {0.0, 0.0, 0.0}, g[3];
-      slab_point(s, i, j, k, v, c);
+      double c[3], val[3] = {0.0, 0.0, 0.0}, g[3], st[3];
+      slab_point(s, i, j, k, v, c, st);
       const int hit = slab_value(s, c, val, a->acc_grad ? g : NULL);
       if (direct) {
         for (int q = 0; q < a->ncomp; ++q) {
           const int64_t o = q * s->npts + v;
-          a->out[o] = a->out_base ? (float)((double)a->out_base[o] + a->out_scale * val[q]) : (float)(a->out_scale * val[q]);
+          if (a->adam) a->out[o] = (float)(st[q] + a->out_scale * val[q]);
+          else if (a->out_base) a->out[o] = (float)((double)a->out_base[o] + a->out_scale * val[q]);
+          else a->out[o] = (float)(a->out_scale * val[q]);
         }
         continue;
       }
@@ -191,8 +202,8 @@ static void bounds_plane(const slab_ctx *s, int64_t kl, int64_t *lo, int64_t *hi
   for (int64_t j = 0; j < ny; ++j) {
     for (int64_t i = 0; i < nx; ++i) {
       const int64_t v = (kl * ny + j) * nx + i;
-      double c[3];
-      slab_point(s, i, j, k, v, c);
+      double c[3], st[3];
+      slab_point(s, i, j, k, v, c, st);
       if (a->interp == GR_INTERP_NEAREST) {
         int64_t idx[3];
         if (!slab_nearest(s, c, idx)) continue;
@@ -227,6 +238,9 @@ static gr_status check_slab(const gr_slab_sample *a) {
     return gr_error(GR_ERR_INVALID_ARG, "sample_slab: unknown boundary %d", (int)a->boundary);
   if (!a->acc && !a->out) return GR_OK; /* bounds mode */
   if (!a->acc && a->acc_grad) return gr_error(GR_ERR_INVALID_ARG, "sample_slab: direct mode has no gradient output");
+  if (a->adam && (a->acc || !a->same_grid || a->ncomp != 3 || !a->adam->m || !a->adam->v))
+    return gr_error(GR_ERR_INVALID_ARG, "sample_slab: the fused Adam step needs direct mode, the same-grid rule, "
+                                        "3 components and both moments");
   if (a->ncomp < 1) return gr_error(GR_ERR_INVALID_ARG, "sample_slab: %d components", a->ncomp);
   if (a->in_z0 < 0 || a->in_nz < 0 || a->in_z0 + a->in_nz > a->in_grid->n[2])
     return gr_error(GR_ERR_INVALID_ARG, "sample_slab: input planes [%lld, %lld) outside 0..%lld", (long long)a->in_z0,
@@ -250,6 +264,11 @@ gr_status cpu_sample_slab(gr_backend *be, gr_slab_sample *a) {
   for (int d = 0; d < 3; ++d) s.in_n[d] = a->in_grid->n[d];
   s.in_nxy = s.in_n[0] * s.in_n[1];
   slab_maps(&s);
+  if (a->adam) {
+    const gr_status ar = cpu_adam_rule_make("sample_slab", a->adam->beta1, a->adam->beta2, a->adam->eps, a->adam->t,
+                                            &s.rule);
+    if (ar != GR_OK) return ar;
+  }
   const int nt = cpu_nthreads(be);
   (void)nt;
   if (!a->acc && !a->out) {

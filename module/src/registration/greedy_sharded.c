@@ -59,7 +59,7 @@ gr_status gr_stage_greedy_sharded(gr_reg_ctx *c, const gr_stage_config *cfg, con
     ush = lv.fs;
     gr_field_opt o;
     memset(&o, 0, sizeof o);
-    if (s == GR_OK) s = gr_field_opt_init(be, n, 1, &o);
+    if (s == GR_OK) s = gr_field_opt_init(be, n, !gr_field_update_fused(be), &o);
     gr_history h = {0};
     if (s == GR_OK) s = gr_history_init(&h, cfg->iterations[l] + 1);
     for (int it = 0; s == GR_OK && it < cfg->iterations[l]; ++it) {

@@ -25,10 +25,65 @@ int gr_shard_field_halo(const gr_stage_config *cfg, double lr) {
   return h;
 }
 
+/* One sharded step u <- s + u(x + s) over the stored planes, s = scale * the
+ * Adam direction: read from o->step (unfused backends: adam_direction wrote it)
+ * or formed from the moments inside the pass (fused: no step field, as
+ * adam_compose does). Compose reads the own stored planes only: a step moves
+ * points by at most lr voxels and the halo covers ceil(lr) + 1 planes, so owned
+ * points find every corner locally (halo points near the outer edge do not;
+ * the exchange after smoothing replaces them). The result goes to o->grad
+ * (dead after the moments), which becomes u. */
+static gr_status shard_compose_step(gr_reg_ctx *c, const gr_stage_config *cfg, const gr_shard *sh, gr_field_opt *o,
+                                    float **u, float scale, int fused) {
+  gr_backend *be = c->be;
+  const int64_t n = sh->nloc;
+  gr_status s = GR_OK;
+  gr_slab_sample a;
+  memset(&a, 0, sizeof a);
+  gr_slab_adam adam;
+  memset(&adam, 0, sizeof adam);
+  if (fused) {
+    adam.m = o->m;
+    adam.v = o->v;
+    adam.beta1 = cfg->adam_beta1;
+    adam.beta2 = cfg->adam_beta2;
+    adam.eps = cfg->adam_eps;
+    adam.t = o->t;
+    adam.scale = scale;
+    a.adam = &adam;
+  } else {
+    /* the step, scaled as axpy forms it, overwrites the gradient; the compose
+     * then writes over it in place (each point reads its own step first) */
+    s = be->ops->fill(be, o->grad, 0.0f, n * 3);
+    if (s == GR_OK) s = be->ops->axpy(be, n * 3, scale, o->step, o->grad);
+    a.disp = o->grad;
+    a.out_base = o->grad;
+  }
+  a.out_grid = &sh->global;
+  a.out_z0 = sh->ext0;
+  a.out_nz = sh->ext1 - sh->ext0;
+  a.same_grid = 1;
+  a.in_grid = &sh->global;
+  a.in_z0 = sh->ext0;
+  a.in_nz = sh->ext1 - sh->ext0;
+  a.in = *u;
+  a.ncomp = 3;
+  a.in_comp_stride = n;
+  a.interp = GR_INTERP_LINEAR;
+  a.boundary = GR_BOUNDARY_CLAMP;
+  a.out = o->grad; /* direct mode: one slab, rounded once as cpu_compose does */
+  a.out_scale = 1.0;
+  if (s == GR_OK) s = be->ops->sample_slab(be, &a);
+  if (s != GR_OK) return s;
+  float *t = *u;
+  *u = o->grad;
+  o->grad = t;
+  return GR_OK;
+}
+
 gr_status gr_shard_field_update(gr_reg_ctx *c, const gr_stage_config *cfg, const gr_shard *sh, gr_field_opt *o,
                                 float **u, double lr) {
   gr_backend *be = c->be;
-  const int64_t n = sh->nloc;
   const double gs[3] = {cfg->grad_sigma_vox, cfg->grad_sigma_vox, cfg->grad_sigma_vox};
   /* The metric's gradient is exact on the owned planes only: exchange, smooth,
    * exchange, so the halo holds the owners' smoothed values too. Adam then runs
@@ -41,44 +96,18 @@ gr_status gr_shard_field_update(gr_reg_ctx *c, const gr_stage_config *cfg, const
   if (s != GR_OK) return s;
   o->t += 1;
   double maxv = 0.0;
-  s = be->ops->adam_direction(be, &sh->local, o->grad, o->m, o->v, o->step, cfg->adam_beta1, cfg->adam_beta2,
-                              cfg->adam_eps, o->t, &maxv);
+  const int fused = gr_field_update_fused(be);
+  if (fused)
+    s = be->ops->adam_moments(be, &sh->local, o->grad, o->m, o->v, cfg->adam_beta1, cfg->adam_beta2, cfg->adam_eps,
+                              o->t, &maxv);
+  else
+    s = be->ops->adam_direction(be, &sh->local, o->grad, o->m, o->v, o->step, cfg->adam_beta1, cfg->adam_beta2,
+                                cfg->adam_eps, o->t, &maxv);
   if (s == GR_OK) s = c->comm->ops->allreduce_max_f64(c->comm, &maxv, 1);
   if (s != GR_OK) return s;
   if (!(maxv > 0.0)) return GR_OK; /* zero gradient everywhere (all ranks agree) */
-  s = be->ops->fill(be, o->grad, 0.0f, n * 3);
-  if (s == GR_OK) s = be->ops->axpy(be, n * 3, (float)(-lr / maxv), o->step, o->grad);
-  /* Compose with the own stored planes only: a step moves points by at most lr
-   * voxels and the halo covers ceil(lr) + 1 planes, so owned points find every
-   * corner locally (halo points near the outer edge do not; the exchange after
-   * smoothing replaces them). The result overwrites the step in place (each
-   * point reads its own step, as displacement and base, before writing it),
-   * and the step's storage becomes u: no scratch field. */
-  if (s == GR_OK) {
-    gr_slab_sample a;
-    memset(&a, 0, sizeof a);
-    a.out_grid = &sh->global;
-    a.out_z0 = sh->ext0;
-    a.out_nz = sh->ext1 - sh->ext0;
-    a.disp = o->grad;
-    a.same_grid = 1;
-    a.in_grid = &sh->global;
-    a.in_z0 = sh->ext0;
-    a.in_nz = sh->ext1 - sh->ext0;
-    a.in = *u;
-    a.ncomp = 3;
-    a.in_comp_stride = n;
-    a.interp = GR_INTERP_LINEAR;
-    a.boundary = GR_BOUNDARY_CLAMP;
-    a.out = o->grad; /* direct mode: one slab, rounded once as cpu_compose does */
-    a.out_base = o->grad;
-    a.out_scale = 1.0;
-    s = be->ops->sample_slab(be, &a);
-  }
+  s = shard_compose_step(c, cfg, sh, o, u, (float)(-lr / maxv), fused);
   if (s != GR_OK) return s;
-  float *t = *u;
-  *u = o->grad;
-  o->grad = t;
   if (cfg->field_sigma_vox > 0) {
     const double fs[3] = {cfg->field_sigma_vox, cfg->field_sigma_vox, cfg->field_sigma_vox};
     return gr_shard_smooth(be, c->comm, sh, *u, 3, fs);
