@@ -2,9 +2,9 @@
 # Multi-GPU Grid Parallel runs of the gigareg CLI (issue 9), on the GPU machine:
 #   bench/multi_gpu.sh BUILD_DIR WORK_DIR G "SIZE[:NZ] ..." [single_gpu_max_size]
 # For each size: an analytic pair (bench/make_synthetic_pair), then greedy LNCC
-# (same modality, apps/params/greedy_lncc.txt) and greedy MI (multimodal,
-# apps/params/greedy_mi.txt), 3-level pyramid, each on one GPU (sizes up to
-# single_gpu_max_size) and under `mpirun -np G ... -comm nccl`. Prints wall
+# (same modality, bench/params/multi_gpu_lncc.txt) and greedy MI (multimodal,
+# bench/params/multi_gpu_mi.txt), 3-level pyramid, each under
+# `mpirun -np G ... -comm nccl` and then on one GPU (sizes up to single_gpu_max_size). Prints wall
 # time, per-level ms per iteration (from progress-line timestamps), peak memory
 # per GPU (nvidia-smi, 200 ms samples) and the field difference single vs G GPUs.
 # The G-GPU runs pass -slabs (each rank reads and writes only its slabs; no rank
@@ -44,12 +44,12 @@ for S in $SIZES; do
   mkdir -p "$D"
   [ -f "$D/fixed.nii" ] || $B/bench/make_synthetic_pair "$N" "$D" "$NZ" || exit 1
   for loss in ${MG_LOSSES:-lncc mi}; do
-    if [ $loss = lncc ]; then M=$D/moving_uni.nii; P=apps/params/greedy_lncc.txt; else M=$D/moving_multi.nii; P=apps/params/greedy_mi.txt; fi
+    if [ $loss = lncc ]; then M=$D/moving_uni.nii; P=bench/params/multi_gpu_lncc.txt; else M=$D/moving_multi.nii; P=bench/params/multi_gpu_mi.txt; fi
     echo "== ${N}x${N}x${NZ} $loss"
+    run_one "$G GPUs (NCCL)" "$D/out_${loss}_$G" mpirun --oversubscribe -np "$G" $GR -f "$D/fixed.nii" -m "$M" -p $P -comm nccl -slabs
     if [ "$N" -le "$SMAX" ] && [ "$NZ" -le "$SMAX" ]; then
       run_one "1 GPU" "$D/out_${loss}_1" $GR -f "$D/fixed.nii" -m "$M" -p $P -device cuda:0
     fi
-    run_one "$G GPUs (NCCL)" "$D/out_${loss}_$G" mpirun --oversubscribe -np "$G" $GR -f "$D/fixed.nii" -m "$M" -p $P -comm nccl -slabs
     if [ -f "$D/out_${loss}_1/deformationField.0.mha" ] && [ -f "$D/out_${loss}_$G/deformationField.0.mha" ]; then
       echo -n "   field 1 GPU vs $G GPUs: mean |diff| / range: "
       $B/bin/img_compare "$D/out_${loss}_1/deformationField.0.mha" "$D/out_${loss}_$G/deformationField.0.mha" 1e-5; echo " (rc $?)"
