@@ -34,6 +34,7 @@ run_one() { # label outdir cmd...
   local mem=$(awk -F', ' '{ if ($2 > m[$1]) m[$1] = $2 } END { for (g in m) printf "gpu%s %.1f GB ", g, m[g]/1024 }' "$out.mem")
   printf "%-28s rc=%d wall %s s  peak %s\n" "$label" $rc "$(awk -v a=$t0 -v b=$t1 "BEGIN { printf \"%.1f\", b - a }")" "$mem"
   echo "   $(per_level "$out.err")"
+  echo "   $(grep -h "peak backend memory" "$out"/elastix*.log 2>/dev/null | head -2 | tr '\n' ' ') (rank 0's allocations; nvidia-smi adds the context and the pool's cached blocks)"
   [ $rc -ne 0 ] && tail -5 "$out.err"
   return $rc
 }
