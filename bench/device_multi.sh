@@ -39,5 +39,5 @@ if [ "${MG_TESTS:-1}" = 1 ]; then
 fi
 
 W=/tmp/mg
-bench/multi_gpu.sh $B $W "$G" "$SIZES" "$SMAX" 2>&1 | tee "$OUT/multi_gpu.log"
+bench/multi_gpu.sh $B $W "$G" "$SIZES" "$SMAX" 2>&1 | tee "$OUT/multi_gpu_$(echo "$SIZES" | tr ' :' '_x').log"
 stamp "multi-GPU runs done"
