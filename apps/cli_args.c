@@ -39,6 +39,8 @@ void gr_cli_usage(FILE *f) {
       "  -slabs         under mpirun: each rank reads only its z-slab of the inputs (offset reads of\n"
       "                 .nii/.mha) and writes its slab of the fields and result images (.mha/.nii at\n"
       "                 offsets): no rank holds a whole image. Outputs equal the default mode's.\n"
+      "  -comm-stats    every rank prints the bytes it sent (halos, ring slabs, collectives) and the\n"
+      "                 time it spent inside communication calls (not hidden behind computation)\n"
       "  --xml          print the 3D Slicer module description (Slicer runs this)\n"
       "  --help, --version\n"
       "3D Slicer style (docs/slicer.md; may be mixed with the above):\n"
@@ -129,6 +131,7 @@ int gr_cli_parse(int argc, char **argv, gr_cli_args *a) {
     if (!strcmp(o, "-qa") || !strcmp(o, "--qa")) { a->qa = 1; continue; }
     if (!strcmp(o, "--slicer-progress")) { a->slicer_progress = 1; continue; }
     if (!strcmp(o, "-slabs") || !strcmp(o, "--slabs")) { a->slabs = 1; continue; }
+    if (!strcmp(o, "-comm-stats") || !strcmp(o, "--comm-stats")) { a->comm_stats = 1; continue; }
     const char **slot = value_slot(a, o);
     if (slot) {
       if (!need_value(argc, argv, i)) return 2;

@@ -31,6 +31,7 @@ typedef struct gr_cli_args {
   int shards;                   /* -shards N: Grid Parallel shards as threads of this process (0 = not given) */
   const char *comm;             /* -comm auto|mpi|nccl: communicator under mpirun (NULL = auto) */
   int slabs;                    /* -slabs: under mpirun, read and write slabs (no whole image on any rank) */
+  int comm_stats;               /* -comm-stats: every rank prints its communication totals at the end */
 } gr_cli_args;
 
 /* Returns 0 on success; on error prints one line to stderr and returns 2. */

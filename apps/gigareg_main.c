@@ -31,6 +31,7 @@ typedef struct run_state {
   gr_slicer_progress slicer;      /* Slicer-format progress (--outputVolume / --outputTransform runs) */
   gr_qa_history history;          /* per-iteration losses for -qa's plots */
   char volume_tmp[4400], transform_tmp[4400]; /* --outputVolume / --outputTransform until the run succeeded */
+  const char *comm_inner_name;    /* -comm-stats: the communicator being counted */
 } run_state;
 
 static const char *stage_name(gr_stage_kind k) {
@@ -151,7 +152,28 @@ static gr_status make_backend(run_state *st) {
   } else if (s == GR_OK && ranks <= 1 && st->args.comm && strcmp(st->args.comm, "auto") != 0 && !st->args.quiet) {
     fprintf(stderr, "gigareg: note: -comm %s has no effect without mpirun (one process)\n", st->args.comm);
   }
+  if (s == GR_OK && st->args.comm_stats) {
+    gr_comm *sc = NULL;
+    st->comm_inner_name = st->comm->ops->name;
+    s = gr_comm_stats_create(st->comm, 1, &sc);
+    if (s == GR_OK) st->comm = sc; /* owns the communicator it counts */
+  }
   return s;
+}
+
+/* -comm-stats: one line per rank on stderr (rank 0's also in elastix.log). */
+static void report_comm_stats(run_state *st) {
+  gr_comm_stats cs;
+  if (!st->comm || !gr_comm_stats_get(st->comm, &cs)) return;
+  char line[512];
+  snprintf(line, sizeof line,
+           "rank %d of %d (%s): point-to-point %.1f MB in %lld messages, %.3f s inside exchanges; "
+           "collectives %.1f kB in %lld calls, %.3f s; run %.3f s",
+           gr_comm_rank(st->comm), gr_comm_size(st->comm), st->comm_inner_name, (double)cs.p2p_bytes / 1e6,
+           (long long)cs.p2p_msgs, cs.p2p_seconds, (double)cs.coll_bytes / 1e3, (long long)cs.coll_calls,
+           cs.coll_seconds, cs.elapsed_seconds);
+  fprintf(stderr, "gigareg: communication: %s\n", line);
+  if (st->log) fprintf(st->log, "communication: %s\n", line);
 }
 
 /* The moving image resampled onto the fixed grid through -t0 and stages 0..upto-1. */
@@ -422,6 +444,7 @@ static gr_status run_slabs(run_state *st) {
     s = gr_register_slabs(st->be, st->comm, &in, st->have_initial ? &st->initial : NULL, st->stages,
                           st->args.nparams, &opt, st->results);
   if (s == GR_OK) s = slab_outputs(st, &j);
+  if (s == GR_OK && st->args.comm_stats) report_comm_stats(st); /* every rank */
   if (st->log) {
     if (s == GR_OK) fprintf(st->log, "peak backend memory: %zu bytes\n", st->be->bytes_peak);
     if (fclose(st->log) != 0 && s == GR_OK) s = gr_error(GR_ERR_IO, "cannot write '%s'", logpath);
@@ -472,11 +495,15 @@ static gr_status run(run_state *st) {
   else
     s = gr_register(st->be, st->comm, st->fixed, st->moving, st->fmask, st->mmask,
                     st->have_initial ? &st->initial : NULL, st->stages, st->args.nparams, &opt, st->results);
-  if (!writer) return s;
+  if (!writer) {
+    if (s == GR_OK && st->args.comm_stats) report_comm_stats(st);
+    return s;
+  }
   if (s == GR_OK && st->args.slicer_progress && !st->args.quiet) gr_slicer_comment(&st->slicer, "writing outputs", 0.96);
   if (s == GR_OK && st->out_open) s = write_outputs(st);
   if (s == GR_OK) s = write_direct_outputs(st);
   if (s == GR_OK && st->args.qa) s = write_qa(st);
+  if (s == GR_OK && st->args.comm_stats) report_comm_stats(st); /* every rank */
   if (st->log) {
     if (s == GR_OK) fprintf(st->log, "peak backend memory: %zu bytes\n", st->be->bytes_peak);
     if (fclose(st->log) != 0 && s == GR_OK) s = gr_error(GR_ERR_IO, "cannot write '%s'", logpath);

@@ -33,61 +33,6 @@
 
 #define MAX_P 8
 
-/* ---- a communicator that counts what it forwards ------------------------------------ */
-typedef struct counter {
-  gr_comm *inner;
-  int64_t p2p_bytes, p2p_msgs, coll_bytes;
-} counter;
-
-static counter *cnt(const gr_comm *c) { return (counter *)c->impl; }
-static int c_rank(const gr_comm *c) { return gr_comm_rank(cnt(c)->inner); }
-static int c_size(const gr_comm *c) { return gr_comm_size(cnt(c)->inner); }
-static gr_status c_sum_f64(gr_comm *c, double *x, int n) {
-  cnt(c)->coll_bytes += 8 * (int64_t)n;
-  return cnt(c)->inner->ops->allreduce_sum_f64(cnt(c)->inner, x, n);
-}
-static gr_status c_max_f64(gr_comm *c, double *x, int n) {
-  cnt(c)->coll_bytes += 8 * (int64_t)n;
-  return cnt(c)->inner->ops->allreduce_max_f64(cnt(c)->inner, x, n);
-}
-static gr_status c_sum_i64(gr_comm *c, int64_t *x, int n) {
-  cnt(c)->coll_bytes += 8 * (int64_t)n;
-  return cnt(c)->inner->ops->allreduce_sum_i64(cnt(c)->inner, x, n);
-}
-static gr_status c_bcast(gr_comm *c, void *buf, int64_t bytes, int root) {
-  if (c_rank(c) == root) cnt(c)->coll_bytes += bytes;
-  return cnt(c)->inner->ops->broadcast(cnt(c)->inner, buf, bytes, root);
-}
-static gr_status c_allgatherv(gr_comm *c, const void *send, int64_t send_bytes, void *recv, const int64_t *counts) {
-  cnt(c)->coll_bytes += send_bytes;
-  return gr_comm_allgatherv(cnt(c)->inner, send, send_bytes, recv, counts);
-}
-static gr_status c_xstart(gr_comm *c, const gr_comm_msg *s, int ns, const gr_comm_msg *r, int nr, gr_comm_pending **out) {
-  for (int k = 0; k < ns; ++k) cnt(c)->p2p_bytes += s[k].bytes;
-  cnt(c)->p2p_msgs += ns;
-  return gr_comm_exchange_start(cnt(c)->inner, s, ns, r, nr, out);
-}
-static gr_status c_xwait(gr_comm *c, gr_comm_pending *p) { return gr_comm_exchange_wait(cnt(c)->inner, p); }
-static gr_status c_barrier(gr_comm *c) { return gr_comm_barrier(cnt(c)->inner); }
-static void c_abort(gr_comm *c, gr_status s, const char *msg) { gr_comm_abort(cnt(c)->inner, s, msg); }
-static void c_destroy(gr_comm *c) { free(c); } /* the inner communicator belongs to the group */
-
-static const gr_comm_ops counter_ops = {
-    .name = "counting",
-    .rank = c_rank,
-    .size = c_size,
-    .allreduce_sum_f64 = c_sum_f64,
-    .allreduce_max_f64 = c_max_f64,
-    .allreduce_sum_i64 = c_sum_i64,
-    .broadcast = c_bcast,
-    .destroy = c_destroy,
-    .allgatherv = c_allgatherv,
-    .exchange_start = c_xstart,
-    .exchange_wait = c_xwait,
-    .barrier = c_barrier,
-    .abort = c_abort,
-};
-
 /* ---- the pair ------------------------------------------------------------------------ */
 static void make_pair(int n, gr_image **fixed, gr_image **moving) {
   gr_geometry g;
@@ -135,28 +80,24 @@ static gr_status shard_run(gr_comm *c, void *user) {
   gr_backend *be = NULL;
   gr_status s = gr_backend_cpu_create(1, &be);
   if (s != GR_OK) return s;
-  counter *k = calloc(1, sizeof *k);
-  gr_comm *wc = calloc(1, sizeof *wc);
-  if (!k || !wc) {
-    free(k);
-    free(wc);
+  gr_comm *wc = NULL; /* counts what this rank sends (gigareg/comm.h gr_comm_stats) */
+  s = gr_comm_stats_create(c, 0, &wc);
+  if (s != GR_OK) {
     gr_backend_destroy(be);
-    return GR_ERR_NOMEM;
+    return s;
   }
-  k->inner = c;
-  wc->ops = &counter_ops;
-  wc->impl = k;
   gr_stage_result res;
   memset(&res, 0, sizeof res);
   const gr_reg_options opt = {0};
   s = gr_register(be, wc, j->fixed, j->moving, NULL, NULL, NULL, &j->cfg, 1, &opt, &res);
+  gr_comm_stats cs;
+  gr_comm_stats_get(wc, &cs);
   j->st[r].peak = be->bytes_peak;
-  j->st[r].p2p_bytes = k->p2p_bytes;
-  j->st[r].p2p_msgs = k->p2p_msgs;
-  j->st[r].coll_bytes = k->coll_bytes;
+  j->st[r].p2p_bytes = cs.p2p_bytes;
+  j->st[r].p2p_msgs = cs.p2p_msgs;
+  j->st[r].coll_bytes = cs.coll_bytes;
   gr_stage_result_clear(&res);
-  free(k);
-  free(wc);
+  gr_comm_destroy(wc);
   gr_backend_destroy(be);
   return s;
 }

@@ -34,6 +34,7 @@ run_one() { # label outdir cmd...
   local mem=$(awk -F', ' '{ if ($2 > m[$1]) m[$1] = $2 } END { for (g in m) printf "gpu%s %.1f GB ", g, m[g]/1024 }' "$out.mem")
   printf "%-28s rc=%d wall %s s  peak %s\n" "$label" $rc "$(awk -v a=$t0 -v b=$t1 "BEGIN { printf \"%.1f\", b - a }")" "$mem"
   echo "   $(per_level "$out.err")"
+  grep -h "gigareg: communication:" "$out.err" | sed 's/^gigareg: /   /'
   echo "   $(grep -h "peak backend memory" "$out"/elastix*.log 2>/dev/null | head -2 | tr '\n' ' ') (rank 0's allocations; nvidia-smi adds the context and the pool's cached blocks)"
   [ $rc -ne 0 ] && tail -5 "$out.err"
   return $rc
@@ -47,7 +48,7 @@ for S in $SIZES; do
   for loss in ${MG_LOSSES:-lncc mi}; do
     if [ $loss = lncc ]; then M=$D/moving_uni.nii; P=bench/params/multi_gpu_lncc.txt; else M=$D/moving_multi.nii; P=bench/params/multi_gpu_mi.txt; fi
     echo "== ${N}x${N}x${NZ} $loss"
-    run_one "$G GPUs (NCCL)" "$D/out_${loss}_$G" mpirun --oversubscribe -np "$G" $GR -f "$D/fixed.nii" -m "$M" -p $P -comm nccl -slabs
+    run_one "$G GPUs (NCCL)" "$D/out_${loss}_$G" mpirun --oversubscribe -np "$G" $GR -f "$D/fixed.nii" -m "$M" -p $P -comm nccl -slabs -comm-stats
     if [ "$N" -le "$SMAX" ] && [ "$NZ" -le "$SMAX" ]; then
       run_one "1 GPU" "$D/out_${loss}_1" $GR -f "$D/fixed.nii" -m "$M" -p $P -device cuda:0
     fi

@@ -47,4 +47,11 @@ if [ $# -gt 0 ]; then
   runs mpi2_slabs "$@" "$gr" -slabs
   same one_nii mpi2_slabs
   ls "$scratch/mpi2_slabs" | grep -q inverseDeformationField.1.mha || fail "-slabs wrote no inverse field"
+  # -comm-stats: one line per rank with the messages it sent (halos, ring slabs), rank 0's in elastix.log
+  "$@" "$gr" -f "$F" -m "$M" -p "$scratch/greedy.txt" -out "$scratch/stats" -q -threads 1 -device cpu -comm-stats \
+    2>"$scratch/stats.err" || fail "-comm-stats run failed"
+  n=$(grep -c "^gigareg: communication: rank [01] of 2 (mpi): point-to-point [0-9.]* MB in [1-9][0-9]* messages" "$scratch/stats.err")
+  [ "$n" -eq 2 ] || fail "-comm-stats: expected one line per rank with messages, got: $(cat "$scratch/stats.err")"
+  grep -q "^communication: rank 0 of 2" "$scratch/stats/elastix.log" || fail "-comm-stats: nothing in elastix.log"
+  echo "ok: -comm-stats: $(grep -m1 "rank 0" "$scratch/stats.err")"
 fi

@@ -147,6 +147,20 @@ int gr_comm_local_rank(void);
  * the CUDA device count; -1 without CUDA devices (or a build without CUDA). */
 int gr_comm_local_device(void);
 
+/* A communicator that forwards to `inner` and counts what passes (for
+ * `gigareg -comm-stats` and the scaling benchmark): bytes and messages of
+ * point-to-point exchanges, bytes and calls of collectives, and the wall time
+ * this rank spends inside each kind of call (inside exchanges: communication
+ * not hidden behind computation). With owns_inner, destroying it destroys
+ * `inner`. gr_comm_stats_get returns 0 (and zeros) for other communicators. */
+typedef struct gr_comm_stats {
+  int64_t p2p_bytes, p2p_msgs, coll_bytes, coll_calls;
+  double p2p_seconds, coll_seconds;
+  double elapsed_seconds; /* since gr_comm_stats_create */
+} gr_comm_stats;
+gr_status gr_comm_stats_create(gr_comm *inner, int owns_inner, gr_comm **out);
+int gr_comm_stats_get(const gr_comm *c, gr_comm_stats *out);
+
 /* Wrappers: check that the op exists, then call it. */
 int gr_comm_rank(const gr_comm *c);
 int gr_comm_size(const gr_comm *c);
