@@ -2,12 +2,19 @@
  * arithmetic is the whole-image mode's (gigareg_main.c), voxel for voxel with
  * global plane indices, so the files are identical to the default mode's
  * (test/gp_cli.sh compares them byte for byte). */
+#include <stdio.h>
 #include <string.h>
 #include "slab_run.h"
 
-static gr_status read_one(gr_comm *c, const char *path, const char *what, gr_image **slab, gr_geometry *whole) {
-  gr_status s = gr_read_image_slab(c, path, slab, whole);
+static gr_status read_one(gr_comm *c, const gr_cli_args *a, const char *path, const char *what, gr_image **slab,
+                          gr_geometry *whole) {
+  int scattered = 0;
+  gr_status s = gr_read_image_slab(c, path, slab, whole, &scattered);
   if (s != GR_OK) return s;
+  if (scattered && !a->quiet && gr_comm_rank(c) == 0)
+    fprintf(stderr, "gigareg: warning: %s '%s' cannot be read in slabs (compressed or not NIfTI/MetaImage): rank 0 "
+                    "read the whole image (%lld voxels) and scattered it\n", what, path,
+            (long long)gr_geometry_nvox(whole));
   gr_status mine = GR_OK;
   if ((*slab)->ncomp != 1)
     mine = gr_error(GR_ERR_UNSUPPORTED, "%s '%s' has %d components; a scalar image is required", what, path,
@@ -18,12 +25,12 @@ static gr_status read_one(gr_comm *c, const char *path, const char *what, gr_ima
 
 gr_status gr_cli_slab_read(gr_comm *c, const gr_cli_args *a, gr_slab_job *j) {
   gr_geometry g;
-  gr_status s = read_one(c, a->fixed, "fixed image", &j->fixed, &j->fixed_whole);
-  if (s == GR_OK) s = read_one(c, a->moving, "moving image", &j->moving, &j->moving_whole);
-  if (s == GR_OK && a->fixed_mask) s = read_one(c, a->fixed_mask, "fixed mask", &j->fmask, &g);
+  gr_status s = read_one(c, a, a->fixed, "fixed image", &j->fixed, &j->fixed_whole);
+  if (s == GR_OK) s = read_one(c, a, a->moving, "moving image", &j->moving, &j->moving_whole);
+  if (s == GR_OK && a->fixed_mask) s = read_one(c, a, a->fixed_mask, "fixed mask", &j->fmask, &g);
   if (s == GR_OK && a->fixed_mask && !gr_geometry_same(&g, &j->fixed_whole))
     s = gr_error(GR_ERR_MISMATCH, "fixed mask '%s' does not share the fixed image's grid", a->fixed_mask);
-  if (s == GR_OK && a->moving_mask) s = read_one(c, a->moving_mask, "moving mask", &j->mmask, &g);
+  if (s == GR_OK && a->moving_mask) s = read_one(c, a, a->moving_mask, "moving mask", &j->mmask, &g);
   if (s == GR_OK && a->moving_mask && !gr_geometry_same(&g, &j->moving_whole))
     s = gr_error(GR_ERR_MISMATCH, "moving mask '%s' does not share the moving image's grid", a->moving_mask);
   j->comm = c;

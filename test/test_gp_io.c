@@ -50,7 +50,7 @@ static gr_status shard_fn(gr_comm *c, void *user) {
       path_of(p, sizeof p, "in", k, in_ext[e], 0);
       gr_image *slab = NULL, *all = NULL;
       gr_geometry whole;
-      s = gr_read_image_slab(c, p, &slab, &whole);
+      s = gr_read_image_slab(c, p, &slab, &whole, NULL);
       if (s == GR_OK) s = gather_image(c, slab, &whole, &all);
       if (s == GR_OK && me == 0) O.gathered[k][e] = all;
       else gr_image_destroy(all);
@@ -78,9 +78,9 @@ static gr_status shard_fn(gr_comm *c, void *user) {
   memset(&in, 0, sizeof in);
   gr_image *fs = NULL, *ms = NULL;
   path_of(p, sizeof p, "fixed", 0, "nii", 0);
-  if (s == GR_OK) s = gr_read_image_slab(c, p, &fs, &in.fixed_geom);
+  if (s == GR_OK) s = gr_read_image_slab(c, p, &fs, &in.fixed_geom, NULL);
   path_of(p, sizeof p, "moving", 0, "mha", 0);
-  if (s == GR_OK) s = gr_read_image_slab(c, p, &ms, &in.moving_geom);
+  if (s == GR_OK) s = gr_read_image_slab(c, p, &ms, &in.moving_geom, NULL);
   in.fixed = fs;
   in.moving = ms;
   gr_stage_result r;

@@ -62,8 +62,9 @@ gr_status gr_register_local_shards(gr_backend *be, int nshards, const gr_image *
  * the image; uncompressed NIfTI (.nii) and MetaImage (.mha, .mhd) are read
  * with offset reads (nothing else of the file is touched); other inputs
  * (.nii.gz, compressed MetaImage, NRRD) are read whole by rank 0, which sends
- * every rank its planes, with a warning that rank 0 then holds the whole
- * image. *whole receives the whole image's geometry. Errors are agreed: every
+ * every rank its planes; *scattered (may be NULL) is then set to 1 on every
+ * rank, so that the caller can warn that rank 0 held the whole image (the
+ * library prints nothing). *whole receives the whole image's geometry. Errors are agreed: every
  * rank fails with the failing rank's message.
  * gr_write_image_slabs: every rank's slab (geometry gr_geometry_slab of
  * *whole, planes gr_decomp_slab) into one file. .mha and .nii are written at
@@ -71,7 +72,7 @@ gr_status gr_register_local_shards(gr_backend *be, int nshards, const gr_image *
  * whole image), under a temporary name renamed into place once every rank
  * succeeded; other formats (compressed) are gathered on rank 0 and written
  * whole: small images only. t: GR_PIXEL_UNKNOWN = float. */
-gr_status gr_read_image_slab(gr_comm *c, const char *path, gr_image **slab, gr_geometry *whole);
+gr_status gr_read_image_slab(gr_comm *c, const char *path, gr_image **slab, gr_geometry *whole, int *scattered);
 gr_status gr_write_image_slabs(gr_comm *c, const char *path, const gr_geometry *whole, const gr_image *slab,
                                gr_pixel_type t);
 

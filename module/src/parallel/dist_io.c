@@ -3,13 +3,13 @@
  * for formats that cannot be written at offsets). Every error is agreed, so
  * all ranks fail together with the failing rank's message, and no partial
  * output survives (temporary name, renamed by rank 0 last). */
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "gigareg/io.h"
 #include "parallel/gp.h"
 
-gr_status gr_read_image_slab(gr_comm *c, const char *path, gr_image **slab, gr_geometry *whole) {
+gr_status gr_read_image_slab(gr_comm *c, const char *path, gr_image **slab, gr_geometry *whole, int *scattered) {
+  if (scattered) *scattered = 0;
   const int P = gr_comm_size(c), me = gr_comm_rank(c);
   *slab = NULL;
   gr_geometry g;
@@ -41,9 +41,8 @@ gr_status gr_read_image_slab(gr_comm *c, const char *path, gr_image **slab, gr_g
   s = GR_OK;
   /* Rank 0 reads the whole file and sends every rank its planes. */
   gr_image *all = NULL;
+  if (scattered) *scattered = 1;
   if (me == 0) {
-    fprintf(stderr, "gigareg: warning: '%s' cannot be read in slabs (compressed or not NIfTI/MetaImage): rank 0 reads "
-                    "the whole image (%lld voxels) and scatters it\n", path, (long long)gr_geometry_nvox(&g));
     s = gr_image_read(path, &all);
     if (s == GR_OK && (all->ncomp != ncomp || !gr_geometry_same(&all->geom, &g)))
       s = gr_error(GR_ERR_FORMAT, "'%s' changed while it was read", path);
