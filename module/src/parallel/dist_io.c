@@ -3,6 +3,7 @@
  * for formats that cannot be written at offsets). Every error is agreed, so
  * all ranks fail together with the failing rank's message, and no partial
  * output survives (temporary name, renamed by rank 0 last). */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "gigareg/io.h"
