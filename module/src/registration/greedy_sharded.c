@@ -34,6 +34,11 @@ static gr_status own_planes(gr_backend *be, const gr_shard *s, const float *stor
   return st;
 }
 
+static gr_status shard_update(void *user) {
+  gr_greedy_iter *g = user;
+  return gr_shard_field_update(g->c, g->cfg, &g->lv->fs, g->o, g->u, g->lr);
+}
+
 gr_status gr_stage_greedy_sharded(gr_reg_ctx *c, const gr_stage_config *cfg, const gr_affine *pre, gr_stage_result *r) {
   gr_backend *be = c->be;
   const gr_metric_spec spec = field_spec(cfg);
@@ -60,20 +65,9 @@ gr_status gr_stage_greedy_sharded(gr_reg_ctx *c, const gr_stage_config *cfg, con
     gr_field_opt o;
     memset(&o, 0, sizeof o);
     if (s == GR_OK) s = gr_field_opt_init(be, n, !gr_field_update_fused(be), &o);
-    gr_history h = {0};
-    if (s == GR_OK) s = gr_history_init(&h, cfg->iterations[l] + 1);
-    for (int it = 0; s == GR_OK && it < cfg->iterations[l]; ++it) {
-      gr_metric_result res;
-      s = gr_level_metric(c, &lv, &spec, pre, u, &res, o.grad);
-      if (s != GR_OK) break;
-      loss = res.value; /* global: every rank takes the same convergence branch */
-      gr_report(c, l, cfg->levels, it, cfg->iterations[l], loss);
-      r->iterations_run[l] = it + 1;
-      gr_history_push(&h, loss);
-      if (gr_history_converged(&h, cfg->convergence_window, cfg->convergence_tol)) break;
-      s = gr_shard_field_update(c, cfg, &lv.fs, &o, &u, cfg->learning_rate[l]);
-    }
-    gr_history_free(&h);
+    gr_greedy_iter gi = {c, cfg, &lv, &spec, pre, &u, NULL, &o, cfg->learning_rate[l]};
+    const gr_level_steps steps = {gr_greedy_evaluate, shard_update, &gi};
+    if (s == GR_OK) s = gr_level_iterate(c, cfg, l, &steps, r, &loss);
     gr_field_opt_free(be, &o);
     gr_level_release(be, &lv);
   }

@@ -32,6 +32,19 @@ static gr_status field_to_level(gr_backend *be, const gr_level *lv, float **u, g
   return s;
 }
 
+gr_status gr_greedy_evaluate(void *user, double *loss) {
+  gr_greedy_iter *g = user;
+  gr_metric_result res;
+  const gr_status s = gr_level_metric(g->c, g->lv, g->spec, g->pre, *g->u, &res, g->o->grad);
+  if (s == GR_OK) *loss = res.value; /* global under Grid Parallel: every rank takes the same branch */
+  return s;
+}
+
+static gr_status greedy_update(void *user) {
+  gr_greedy_iter *g = user;
+  return gr_field_update(g->c, g->cfg, &g->lv->fgrid, g->o, g->u, g->scratch, g->lr);
+}
+
 gr_status gr_stage_greedy(gr_reg_ctx *c, const gr_stage_config *cfg, const gr_affine *pre, gr_stage_result *r) {
   if (c->gp) return gr_stage_greedy_sharded(c, cfg, pre, r);
   gr_backend *be = c->be;
@@ -52,20 +65,9 @@ gr_status gr_stage_greedy(gr_reg_ctx *c, const gr_stage_config *cfg, const gr_af
       scratch = be->ops->alloc(be, (size_t)lv.nf * 3 * sizeof(float));
       if (!scratch) s = GR_ERR_NOMEM;
     }
-    gr_history h = {0};
-    if (s == GR_OK) s = gr_history_init(&h, cfg->iterations[l] + 1);
-    for (int it = 0; s == GR_OK && it < cfg->iterations[l]; ++it) {
-      gr_metric_result res;
-      s = gr_level_metric(c, &lv, &spec, pre, u, &res, o.grad);
-      if (s != GR_OK) break;
-      loss = res.value;
-      gr_report(c, l, cfg->levels, it, cfg->iterations[l], loss);
-      r->iterations_run[l] = it + 1;
-      gr_history_push(&h, loss);
-      if (gr_history_converged(&h, cfg->convergence_window, cfg->convergence_tol)) break;
-      s = gr_field_update(c, cfg, &lv.fgrid, &o, &u, &scratch, cfg->learning_rate[l]);
-    }
-    gr_history_free(&h);
+    gr_greedy_iter gi = {c, cfg, &lv, &spec, pre, &u, &scratch, &o, cfg->learning_rate[l]};
+    const gr_level_steps steps = {gr_greedy_evaluate, greedy_update, &gi};
+    if (s == GR_OK) s = gr_level_iterate(c, cfg, l, &steps, r, &loss);
     gr_field_opt_free(be, &o);
     if (scratch) be->ops->free(be, scratch);
     scratch = NULL;

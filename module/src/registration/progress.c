@@ -41,6 +41,23 @@ int gr_history_converged(const gr_history *h, int window, double tol) {
   return slope >= -tol * (scale > 1e-12 ? scale : 1e-12);
 }
 
+gr_status gr_level_iterate(gr_reg_ctx *c, const gr_stage_config *cfg, int l, const gr_level_steps *steps,
+                           gr_stage_result *r, double *loss) {
+  gr_history h = {0};
+  gr_status s = gr_history_init(&h, cfg->iterations[l] + 1);
+  for (int it = 0; s == GR_OK && it < cfg->iterations[l]; ++it) {
+    s = steps->evaluate(steps->user, loss);
+    if (s != GR_OK) break;
+    gr_report(c, l, cfg->levels, it, cfg->iterations[l], *loss);
+    r->iterations_run[l] = it + 1;
+    gr_history_push(&h, *loss);
+    if (gr_history_converged(&h, cfg->convergence_window, cfg->convergence_tol)) break;
+    if (steps->update) s = steps->update(steps->user);
+  }
+  gr_history_free(&h);
+  return s;
+}
+
 void gr_report(gr_reg_ctx *c, int level, int nlevels, int it, int nit, double metric) {
   const gr_reg_options *o = c->opt;
   if (!o) return;

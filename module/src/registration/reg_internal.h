@@ -68,6 +68,18 @@ int gr_history_converged(const gr_history *h, int window, double tol);
 
 double gr_wall_seconds(void);
 void gr_report(gr_reg_ctx *c, int level, int nlevels, int it, int nit, double metric);
+/* The iterations of pyramid level l of a deformable stage (greedy, SyN; one
+ * process or sharded): evaluate() computes the loss (and whatever the update
+ * needs), the loss is reported and recorded, the loop stops at the iteration
+ * limit or once the loss curve has flattened (convergence window), otherwise
+ * update() (may be NULL) takes the step. *loss keeps the last loss. */
+typedef struct gr_level_steps {
+  gr_status (*evaluate)(void *user, double *loss);
+  gr_status (*update)(void *user);
+  void *user;
+} gr_level_steps;
+gr_status gr_level_iterate(gr_reg_ctx *c, const gr_stage_config *cfg, int l, const gr_level_steps *steps,
+                           gr_stage_result *r, double *loss);
 
 gr_status gr_stage_linear(gr_reg_ctx *c, const gr_stage_config *cfg, const gr_affine *pre, gr_stage_result *r);
 gr_status gr_stage_greedy(gr_reg_ctx *c, const gr_stage_config *cfg, const gr_affine *pre, gr_stage_result *r);
@@ -78,6 +90,20 @@ typedef struct gr_field_opt {
   float *grad, *m, *v, *step;   /* 3 planes each, backend */
   int t;
 } gr_field_opt;
+/* A greedy level's state for gr_level_iterate: gr_greedy_evaluate is the metric
+ * and its field gradient (one process or sharded: gr_level_metric); the update
+ * is the stage's own (gr_field_update or gr_shard_field_update). */
+typedef struct gr_greedy_iter {
+  gr_reg_ctx *c;
+  const gr_stage_config *cfg;
+  const gr_level *lv;
+  const gr_metric_spec *spec;
+  const gr_affine *pre;
+  float **u, **scratch;
+  gr_field_opt *o;
+  double lr;
+} gr_greedy_iter;
+gr_status gr_greedy_evaluate(void *user, double *loss);
 /* True when the backend has the fused update ops (adam_moments + adam_compose):
  * gr_field_update then needs neither o->step nor a scratch field. */
 int gr_field_update_fused(const gr_backend *be);

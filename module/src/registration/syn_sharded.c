@@ -76,6 +76,22 @@ static gr_status syn_iteration(gr_reg_ctx *c, const gr_stage_config *cfg, const 
   return s;
 }
 
+/* One level's state for gr_level_iterate: each step is a whole symmetric
+ * iteration (both metrics, both updates), so there is no separate update. */
+typedef struct syn_level {
+  gr_reg_ctx *c;
+  const gr_stage_config *cfg;
+  const gr_affine *pre;
+  const gr_level *lv;
+  syn_shard_buffers *b;
+  double lr;
+} syn_level;
+
+static gr_status syn_step(void *user, double *loss) {
+  syn_level *s = user;
+  return syn_iteration(s->c, s->cfg, s->pre, s->lv, s->b, s->lr, loss);
+}
+
 gr_status gr_stage_syn_sharded(gr_reg_ctx *c, const gr_stage_config *cfg, const gr_affine *pre, gr_stage_result *r) {
   gr_backend *be = c->be;
   syn_shard_buffers b;
@@ -107,17 +123,9 @@ gr_status gr_stage_syn_sharded(gr_reg_ctx *c, const gr_stage_config *cfg, const 
       b.acc = be->ops->alloc(be, (size_t)n * 3 * sizeof(double));
       if (!b.warped || !b.acc) s = GR_ERR_NOMEM;
     }
-    gr_history h = {0};
-    if (s == GR_OK) s = gr_history_init(&h, cfg->iterations[l] + 1);
-    for (int it = 0; s == GR_OK && it < cfg->iterations[l]; ++it) {
-      s = syn_iteration(c, cfg, pre, &lv, &b, cfg->learning_rate[l], &loss);
-      if (s != GR_OK) break;
-      gr_report(c, l, cfg->levels, it, cfg->iterations[l], loss);
-      r->iterations_run[l] = it + 1;
-      gr_history_push(&h, loss);
-      if (gr_history_converged(&h, cfg->convergence_window, cfg->convergence_tol)) break;
-    }
-    gr_history_free(&h);
+    syn_level si = {c, cfg, pre, &lv, &b, cfg->learning_rate[l]};
+    const gr_level_steps steps = {syn_step, NULL, &si};
+    if (s == GR_OK) s = gr_level_iterate(c, cfg, l, &steps, r, &loss);
     bufs_free_level(be, &b);
     gr_level_release(be, &lv);
   }

@@ -99,6 +99,22 @@ static gr_status syn_compose_result(gr_backend *be, const gr_grid *g, const floa
   return s;
 }
 
+/* One level's state for gr_level_iterate: each step is a whole symmetric
+ * iteration (both metrics, both updates), so there is no separate update. */
+typedef struct syn_level {
+  gr_reg_ctx *c;
+  const gr_stage_config *cfg;
+  const gr_affine *pre;
+  const gr_level *lv;
+  syn_buffers *b;
+  double lr;
+} syn_level;
+
+static gr_status syn_step(void *user, double *loss) {
+  syn_level *s = user;
+  return syn_iteration(s->c, s->cfg, s->pre, s->lv, s->b, s->lr, loss);
+}
+
 gr_status gr_stage_syn(gr_reg_ctx *c, const gr_stage_config *cfg, const gr_affine *pre, gr_stage_result *r) {
   if (c->gp) return gr_stage_syn_sharded(c, cfg, pre, r);
   gr_backend *be = c->be;
@@ -113,17 +129,9 @@ gr_status gr_stage_syn(gr_reg_ctx *c, const gr_stage_config *cfg, const gr_affin
     if (s != GR_OK) break;
     s = syn_level_alloc(be, &lv, &ugrid, &b);
     ugrid = lv.fgrid;
-    gr_history h = {0};
-    if (s == GR_OK) s = gr_history_init(&h, cfg->iterations[l] + 1);
-    for (int it = 0; s == GR_OK && it < cfg->iterations[l]; ++it) {
-      s = syn_iteration(c, cfg, pre, &lv, &b, cfg->learning_rate[l], &loss);
-      if (s != GR_OK) break;
-      gr_report(c, l, cfg->levels, it, cfg->iterations[l], loss);
-      r->iterations_run[l] = it + 1;
-      gr_history_push(&h, loss);
-      if (gr_history_converged(&h, cfg->convergence_window, cfg->convergence_tol)) break;
-    }
-    gr_history_free(&h);
+    syn_level si = {c, cfg, pre, &lv, &b, cfg->learning_rate[l]};
+    const gr_level_steps steps = {syn_step, NULL, &si};
+    if (s == GR_OK) s = gr_level_iterate(c, cfg, l, &steps, r, &loss);
     syn_level_free(be, &b);
     gr_level_release(be, &lv);
   }
