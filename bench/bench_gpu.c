@@ -18,7 +18,10 @@
  * Plus a device-to-device copy bandwidth probe. Markdown tables on stdout,
  * progress on stderr.
  *
- * Usage: bench_gpu [max_size] [timed_iterations] */
+ * Usage: bench_gpu [max_size] [timed_iterations]
+ * (GR_BENCH_MIN_SIZE=n skips the sizes below n, GR_BENCH_SKIP_R2=1 the LNCC r2
+ * runs; GIGAREG_CUDA_LNCC=double times
+ * the double LNCC kernel instead of the fp32 one.) */
 #include <cuda_runtime_api.h>
 #include <math.h>
 #include <stdint.h>
@@ -444,6 +447,7 @@ int main(int argc, char **argv) {
   for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; ++si) {
     const int n = sizes[si];
     if (n > max_n) break;
+    if (getenv("GR_BENCH_MIN_SIZE") && n < atoi(getenv("GR_BENCH_MIN_SIZE"))) continue; /* e.g. profiling one size */
     /* bytes per voxel needed: images 8 + fields (fused 48, unfused 72) + metric/smoothing scratch ~12 + slack */
     const double need = (g_fused ? 72.0 : 96.0) * (double)n * n * n;
     if (need > 0.97 * (double)free0) {
@@ -456,7 +460,7 @@ int main(int argc, char **argv) {
       continue;
     }
     run_size(n, GR_METRIC_LNCC, 3, iters);
-    if (n == 256 || n == 512) run_size(n, GR_METRIC_LNCC, 2, iters);
+    if ((n == 256 || n == 512) && !getenv("GR_BENCH_SKIP_R2")) run_size(n, GR_METRIC_LNCC, 2, iters);
     run_size(n, GR_METRIC_MI, 0, iters);
   }
 

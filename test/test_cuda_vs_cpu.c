@@ -10,8 +10,22 @@
  *   element-wise ops (resample, smooth, compose, invert, jacobian_det, Adam,
  *     axpy): relative L2 < 1e-5; minmax exact;
  *   metric value: |delta| <= 1e-5 |value|; n_valid equal;
- *   metric grad_u and grad_affine: relative L2 < 1e-3 (LNCC keeps its alpha
- *     box sums in float, ~1e-7 expected; the others ~1e-12);
+ *   metric grad_u and grad_affine: relative L2 < 1e-3 (the double LNCC kernel,
+ *     GIGAREG_CUDA_LNCC=double, keeps its alpha box sums in float, ~3e-7
+ *     expected; the others ~1e-12);
+ *   LNCC fast path (the default, cuda_lncc_fast.cu: W stored as float, xy box
+ *     sums and window statistics in fp32): value |delta| <= 1e-4 |value|,
+ *     grad_u and grad_affine relative L2 < 1e-3. Why: W carries 6e-8
+ *     relative rounding and each fp32 box sum ~(2r+1) * 6e-8, which the
+ *     cancellation in B = Sff - Sf^2/n (and A, C) amplifies by
+ *     (var + mean^2) / var, ~10..100 in textured windows of [0, 1] images, so
+ *     cc carries ~1e-6..1e-5 relative error per window; the value is their
+ *     mean. Measured on an H100 (2026-11-25): value 6e-8..1.8e-5, grad_u
+ *     2.4e-6..9.5e-5, grad_affine 1.4e-7..5.7e-5, so the tolerances leave
+ *     ~5x (value) and ~10x (gradients) of margin. Exact-zero regions (zero
+ *     padding, zero backgrounds) stay exact (see the kernel's header: a
+ *     shifted variant failed there with 1e-2). Radii 1 and 4 are checked too,
+ *     and the double kernel (GIGAREG_CUDA_LNCC=double) with the tolerances above;
  *   determinism: two GPU runs of MI, LNCC and NCC give bitwise equal values
  *     and gradients;
  *   registrations (3 levels, fixed iteration counts): greedy LNCC and rigid
@@ -359,6 +373,9 @@ static const char *metric_name(gr_metric_kind k) {
   return k == GR_METRIC_MSE ? "MSE" : k == GR_METRIC_NCC ? "NCC" : k == GR_METRIC_LNCC ? "LNCC" : "MI";
 }
 
+/* Tolerances of check_metric: value relative, grad_u and grad_affine relative L2. */
+static double g_tol_value = 1e-5, g_tol_grad = 1e-3;
+
 static void check_metric(const char *label, const gr_metric_spec *spec, const metric_case *mc) {
   const int64_t n = mc->fg->n[0] * mc->fg->n[1] * mc->fg->n[2];
   float *gh = malloc((size_t)n * 3 * sizeof(float));
@@ -376,11 +393,12 @@ static void check_metric(const char *label, const gr_metric_spec *spec, const me
     fprintf(stderr, "  %-40s value cpu %.12g gpu %.12g |d| %.2g  n %lld/%lld\n", label, rc.value, rg.value, dv,
             (long long)rc.n_valid, (long long)rg.n_valid);
     GR_CHECK(rc.n_valid == rg.n_valid, "%s: n_valid %lld vs %lld", label, (long long)rg.n_valid, (long long)rc.n_valid);
-    GR_CHECK(dv <= 1e-5 * fabs(rc.value) + 1e-12, "%s: value %.12g vs %.12g", label, rg.value, rc.value);
+    fprintf(stderr, "  %-40s value rel err %.3g\n", label, dv / (fabs(rc.value) + 1e-300));
+    GR_CHECK(dv <= g_tol_value * fabs(rc.value) + 1e-12, "%s: value %.12g vs %.12g", label, rg.value, rc.value);
     if (spec->want_field_grad) {
       char l2[160];
       snprintf(l2, sizeof l2, "%s grad_u", label);
-      compare(l2, gd, gh, 3 * n, 1e-3);
+      compare(l2, gd, gh, 3 * n, g_tol_grad);
     }
     if (spec->want_affine_grad) {
       double num = 0.0, den = 0.0;
@@ -390,7 +408,7 @@ static void check_metric(const char *label, const gr_metric_spec *spec, const me
       }
       const double e = den > 0 ? sqrt(num / den) : sqrt(num);
       fprintf(stderr, "  %-40s grad_affine rel L2 %.3g\n", label, e);
-      GR_CHECK(e <= 1e-3, "%s: grad_affine relative L2 %.3g", label, e);
+      GR_CHECK(e <= g_tol_grad, "%s: grad_affine relative L2 %.3g", label, e);
     }
   }
   free(gh);
@@ -419,10 +437,43 @@ static void test_metrics(const metric_case *mono, const metric_case *multi) {
         char label[96];
         snprintf(label, sizeof label, "%s %s %s", metric_name(kinds[ki]), pair ? "T1/PD oblique" : "T1/T1 warped",
                  variant == 0 ? "grad" : variant == 1 ? "masks" : variant == 2 ? "value" : "affine r3/b48");
+        if (kinds[ki] == GR_METRIC_LNCC) { /* the fast fp32 path (default) */
+          g_tol_value = 1e-4;
+          g_tol_grad = 1e-3;
+        }
         check_metric(label, &spec, &mc);
+        g_tol_value = 1e-5;
+        g_tol_grad = 1e-3;
+        if (kinds[ki] == GR_METRIC_LNCC) { /* the double kernel (GIGAREG_CUDA_LNCC=double) */
+          char l2[112];
+          snprintf(l2, sizeof l2, "%s [double]", label);
+          setenv("GIGAREG_CUDA_LNCC", "double", 1);
+          check_metric(l2, &spec, &mc);
+          unsetenv("GIGAREG_CUDA_LNCC");
+        }
       }
     }
   }
+  /* LNCC fast path at the other templated radii (1 and 4), gradient + affine, with and without masks */
+  for (int pair = 0; pair < 2; ++pair)
+    for (int ri = 0; ri < 2; ++ri) {
+      metric_case mc = pair ? *multi : *mono;
+      if (ri == 0) mc.FM = mc.MM = NULL;
+      gr_metric_spec spec;
+      memset(&spec, 0, sizeof spec);
+      spec.kind = GR_METRIC_LNCC;
+      spec.lncc_radius = ri ? 4 : 1;
+      spec.fixed_max = spec.moving_max = 1.0;
+      spec.want_field_grad = spec.want_affine_grad = 1;
+      char label[96];
+      snprintf(label, sizeof label, "LNCC %s r%d%s", pair ? "T1/PD oblique" : "T1/T1 warped", spec.lncc_radius,
+               ri ? " masks" : "");
+      g_tol_value = 1e-4;
+      g_tol_grad = 1e-3;
+      check_metric(label, &spec, &mc);
+      g_tol_value = 1e-5;
+      g_tol_grad = 1e-3;
+    }
 }
 
 /* GIGAREG_CUDA_EXACT=1: LNCC (value, N, affine and field gradients) bitwise the CPU's. */

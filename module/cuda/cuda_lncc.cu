@@ -1,4 +1,12 @@
-/* Local normalised cross-correlation, box window of radius r (cpu_lncc.c
+/* LNCC dispatch and the double kernel.
+ *
+ * metric_lncc runs the fp32 kernel of cuda_lncc_fast.cu (radius 1..4) unless
+ * the environment sets GIGAREG_CUDA_LNCC=double (this file's kernel, kept as
+ * the reference for speed and accuracy comparisons) or the radius is larger;
+ * GIGAREG_CUDA_EXACT=1 never reaches here (cuda_metric.cu routes LNCC to the
+ * bitwise-CPU windowed kernel).
+ *
+ * The double kernel. Local normalised cross-correlation, box window of radius r (cpu_lncc.c
  * semantics: zero-padded warp, in-grid windows, eps = 1e-5, exact gradient
  *   dL/dW(z) = -(1/N) [ f(z) Sa(z) - Sam(z) - w(z) Sb(z) + Sbm(z) ]
  * with Sa, Sam, Sb, Sbm the window sums of alpha, alpha mu_f, beta, beta mu_w).
@@ -33,6 +41,7 @@
  *
  * Scratch: W (8 bytes per voxel), with masks a validity byte per voxel, and
  * 13 doubles per block. */
+#include <stdlib.h>
 #include <string.h>
 #include "cuda_ops.cuh"
 #include "cuda_reduce.cuh"
@@ -376,11 +385,17 @@ static gr_status lncc_occupancy(bool gu, bool aff, bool masks, int threads, size
   }
 }
 
+static bool lncc_double_requested() {
+  const char *e = getenv("GIGAREG_CUDA_LNCC");
+  return e && strcmp(e, "double") == 0;
+}
+
 gr_status metric_lncc(const MetricCall &c, gr_metric_result *res) {
+  const int r = c.spec->lncc_radius > 0 ? c.spec->lncc_radius : 2;
+  if (lncc_fast_supported(r) && !lncc_double_requested()) return metric_lncc_fast(c, res);
   gr_backend *be = c.be;
   Impl *imp = impl_of(be);
   cudaStream_t st = imp->stream;
-  const int r = c.spec->lncc_radius > 0 ? c.spec->lncc_radius : 2;
   const bool gu = c.im.grad_u != nullptr, grad = gu || c.want_affine;
   const bool masks = c.im.fmask || c.im.mmask;
   const long long nvox = c.map.f.nvox;

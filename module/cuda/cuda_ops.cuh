@@ -6,6 +6,7 @@
  *   cuda_sampler.cu  - resample
  *   cuda_metric.cu   - metric: argument checks and dispatch
  *   cuda_mse.cu, cuda_ncc.cu, cuda_lncc.cu, cuda_mi.cu - one metric each
+ *                      (cuda_lncc_fast.cu: LNCC's fp32 kernel, cuda_lncc.cu dispatches)
  *   cuda_smooth.cu   - separable Gaussian
  *   cuda_field.cu    - compose, adam_compose, invert, jacobian_det
  *   cuda_optim.cu    - adam_direction, adam_moments (cuda_adam.cuh: the shared direction rule)
@@ -48,6 +49,9 @@ struct MetricCall {
 gr_status metric_mse(const MetricCall &c, gr_metric_result *res);
 gr_status metric_ncc(const MetricCall &c, gr_metric_result *res);
 gr_status metric_lncc(const MetricCall &c, gr_metric_result *res);
+/* cuda_lncc_fast.cu: the fp32 LNCC (metric_lncc's default for radius 1..4). */
+bool lncc_fast_supported(int r);
+gr_status metric_lncc_fast(const MetricCall &c, gr_metric_result *res);
 gr_status metric_mi(const MetricCall &c, gr_metric_result *res);
 /* The GR_ERR_EMPTY report shared by all metrics (same text as the CPU's). */
 gr_status metric_empty(const MetricCall &c);
