@@ -1,6 +1,6 @@
 #!/bin/bash
 # elastix's own metric components vs their GigaReg versions: the same parameter file on the
-# same pair, only the metric name swapped ("gigareg"), plus elastix's own metric with
+# same pair, only the component names swapped ("gigareg": metric, resampler, resample interpolator), plus elastix's own metric with
 # (ImageSampler "Full") ("elastix-full": every voxel, what the GigaReg metric evaluates). Reports wall time per resolution and in total
 # (elastix.log), peak memory (/usr/bin/time -v), the final metric value and the agreement of
 # the two transforms (mean endpoint error over the head, from transformix -def all).
@@ -38,7 +38,10 @@ for p in "${P[@]}"; do
     args=()
     for i in "${!plist[@]}"; do
       if [ $v = gigareg ]; then
-        sed -E 's/^\(Metric "(Advanced[A-Za-z]*)"\)/(Metric "GigaReg\1")/' "${plist[$i]}" > "$d/params.$i.txt"
+        sed -E -e 's/^\(Metric "(Advanced[A-Za-z]*)"\)/(Metric "GigaReg\1")/' \
+               -e 's/^\(Resampler "DefaultResampler"\)/(Resampler "GigaRegResampler")/' \
+               -e 's/^\(ResampleInterpolator "FinalBSplineInterpolator"\)/(ResampleInterpolator "GigaRegResampleInterpolator")/' \
+               "${plist[$i]}" > "$d/params.$i.txt"
         [ -n "${GIGAREG_DEVICE:-}" ] && echo "(GigaRegDevice \"$GIGAREG_DEVICE\")" >> "$d/params.$i.txt"
       elif [ $v = elastix-full ]; then # elastix's own metric on every voxel, as the GigaReg metric evaluates
         sed -E -e 's/^\(ImageSampler "[A-Za-z]*"\)/(ImageSampler "Full")/' \

@@ -144,6 +144,9 @@ file(GLOB _gr_elx_component_files CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/
 
 set(GIGAREG_ELASTIX_BINARY_DIR ${CMAKE_BINARY_DIR}/elastix-build)
 set(GIGAREG_ELASTIX_EXECUTABLE ${GIGAREG_ELASTIX_BINARY_DIR}/bin/elastix)
+# transformix of the same build (the GigaReg components compiled in; reads the standard names
+# the GigaReg resampler writes, as Debian's transformix does)
+set(GIGAREG_TRANSFORMIX_EXECUTABLE ${GIGAREG_ELASTIX_BINARY_DIR}/bin/transformix)
 ExternalProject_Add(gigareg_elastix
   ${_gr_elx_src}
   BINARY_DIR ${GIGAREG_ELASTIX_BINARY_DIR}
@@ -164,7 +167,7 @@ ExternalProject_Add(gigareg_elastix
     -DGIGAREG_LINK_LIBRARIES:STRING=${_gr_elx_libs}
     -DGIGAREG_LINK_FLAGS:STRING=${_gr_elx_omp_flags}
     ${_gr_elx_use}
-  BUILD_COMMAND ${CMAKE_COMMAND} --build <BINARY_DIR> --target elastix_exe -j ${_gr_elx_jobs}
+  BUILD_COMMAND ${CMAKE_COMMAND} --build <BINARY_DIR> --target elastix_exe transformix_exe -j ${_gr_elx_jobs}
   BUILD_ALWAYS TRUE
   INSTALL_COMMAND ""
   DEPENDS gigareg

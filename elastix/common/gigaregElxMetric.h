@@ -19,7 +19,9 @@
  *    d loss / d p = sum_x (dL/dy(x))^T dT/dp(x) through the transform's sparse
  *    EvaluateJacobianWithImageGradientProduct (elastix's own machinery).
  *
- * Extra keys: (GigaRegDevice "auto"|"cpu"|"cuda"|"cuda:N"), (GigaRegNumberOfDevices N).
+ * Extra keys: (GigaRegDevice "auto"|"cpu"|"cuda"|"cuda:N"), (GigaRegNumberOfDevices N):
+ * N z-slab shards reduced in a fixed order (ShardedMetric); on CUDA, shard s on GPU
+ * (index + s mod G), one backend and host thread per GPU.
  */
 #ifndef GIGAREG_ELX_METRIC_H
 #define GIGAREG_ELX_METRIC_H
@@ -36,6 +38,7 @@
 #include "itkAdvancedBSplineDeformableTransform.h"
 #include <cstdlib>
 #include <chrono>
+#include <thread>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -72,13 +75,38 @@ public:
   double flo = 0, fhi = 1, mlo = 0, mhi = 1;         /* elastix's limiter ranges (MI bins) */
   bool   haveRange = false;
 
-  ~GigaRegMetricData() { this->Release(); if( be ) { gr_backend_destroy( be ); } }
+  long         generation = 0;                        /* incremented when a level is uploaded */
+
+  /** Further GPUs of GigaRegNumberOfDevices N > 1 with a CUDA backend: slot j + 1 is GPU
+   * (index of be) + j + 1; each holds copies of the level's images (uploaded per generation). */
+  struct Device
+  {
+    gr_backend * be = nullptr;
+    long         generation = -1;
+    float *      dF = nullptr, *dFm = nullptr, *dM = nullptr, *dMm = nullptr;
+    void Free( float *& p ) { if( p ) { be->ops->free( be, p ); } p = nullptr; }
+    void Release() { Free( dF ); Free( dFm ); Free( dM ); Free( dMm ); generation = -1; }
+  };
+  std::vector< Device > extra;
+  bool                  probed = false;
+
+  ~GigaRegMetricData() { this->DestroyAll(); }
 
   void FreeBuf( float *& p ) { if( p && be ) { be->ops->free( be, p ); } p = nullptr; }
   void Release()
   {
     FreeBuf( dF ); FreeBuf( dM ); FreeBuf( dFm ); FreeBuf( dMm ); FreeBuf( dU ); FreeBuf( dG );
     fixedKey = movingKey = fmaskKey = mmaskKey = nullptr;
+    for( Device & e : extra ) { e.Release(); }
+  }
+  void DestroyAll()
+  {
+    this->Release();
+    for( Device & e : extra ) { gr_backend_destroy( e.be ); }
+    extra.clear();
+    probed = false;
+    if( be ) { gr_backend_destroy( be ); }
+    be = nullptr;
   }
 };
 
@@ -167,12 +195,7 @@ public:
     this->GetConfiguration()->ReadParameter( ndev, "GigaRegNumberOfDevices", this->GetComponentLabel(), level, 0 );
     if( ndev < 1 ) { ndev = 1; }
     GigaRegMetricData & D = this->m_GR;
-    if( D.be && device != D.device )
-    {
-      D.Release();
-      gr_backend_destroy( D.be );
-      D.be = nullptr;
-    }
+    if( D.be && device != D.device ) { D.DestroyAll(); }
     D.device = device;
     D.ndev   = ndev;
     if( !D.be )
@@ -196,7 +219,8 @@ public:
     this->Superclass::AfterEachResolution();
     const GigaRegMetricData & D = this->m_GR;
     elxout << "  GigaReg metric time this resolution: " << D.nEval << " evaluations; core metric " << D.tMetric
-           << " s, dense field " << D.tField << " s, chain rule to the parameters " << D.tChain << " s" << std::endl;
+           << " s, dense field " << D.tField << " s, chain rule to the parameters " << D.tChain << " s; backend peak "
+           << static_cast< double >( D.be ? D.be->bytes_peak : 0 ) / 1048576.0 << " MiB" << std::endl;
   }
 
 protected:
@@ -311,6 +335,7 @@ protected:
     }
     D.fixedKey = F; D.movingKey = M; D.fixedTime = F->GetMTime(); D.movingTime = M->GetMTime();
     D.fmaskKey = fm; D.mmaskKey = mm; D.normalised = normalise;
+    ++D.generation;
     if( !this->m_GRLevelAnnounced )
     {
       elxout << "  GigaReg metric: fixed level " << D.fg.n[ 0 ] << "x" << D.fg.n[ 1 ] << "x" << D.fg.n[ 2 ]
@@ -338,14 +363,21 @@ protected:
   /** The fixed grid split into N z-slabs ("devices"), each evaluated by the core's
    * window kernel (backend.h gr_metric_region) on its own planes plus the halo the
    * metric needs (LNCC: 2r planes), in two phases: COUNT (valid voxels; MI: the
-   * slab's joint histogram), reduced over the shards (integers: exact), then EVAL
-   * with the global count / histogram. Loss and affine-gradient partials come per
-   * plane and are summed in global plane order, d loss / d u is copied back from
-   * each shard's owned planes: the result equals the single-shard evaluation
-   * (bitwise for MSE, MI and LNCC, as the Grid Parallel driver guarantees), and
-   * the optimizer and outputs are unchanged. Shards run one after the other on
-   * this process's backend (one device); each holds only its slab of the field
-   * and gradient buffers. NCC has no window kernel in the core: not supported. */
+   * slab's joint histogram), reduced over the shards in shard order (integers:
+   * exact), then EVAL with the global count / histogram. Loss and affine-gradient
+   * partials come per plane and are summed in global plane order, d loss / d u is
+   * copied back from each shard's owned planes: the result equals the single-shard
+   * evaluation (bitwise for MSE, MI and LNCC, as the Grid Parallel driver
+   * guarantees) wherever the shards run, so the optimizer and outputs are unchanged.
+   *
+   * Placement: on a CUDA backend, shard s runs on GPU slot s mod G, G = the GPUs
+   * visible from the selected one on (GPU index + j, j < min(N, G)), one backend per GPU
+   * and one host thread per GPU (the shards of one GPU in order); each further GPU
+   * holds copies of the level's fixed / moving images and masks, its shards' field
+   * windows (uploaded from the host copy of the field) and gradient windows (sent
+   * back to the first GPU's gradient through the host after the join, in shard
+   * order). On the CPU backend (or one GPU) the shards run one after the other on
+   * this process's backend. NCC has no window kernel in the core: not supported. */
   void ShardedMetric( const gr_metric_spec & spec, const gr_affine * T, const float * disp,
                       gr_metric_result & res, float * gradU ) const
   {
@@ -360,7 +392,7 @@ protected:
     const int     N  = static_cast< int >( std::min< int64_t >( D.ndev, nz ) );
     const int64_t B  = spec.kind == GR_METRIC_MI ? ( spec.mi_bins > 0 ? spec.mi_bins : 32 ) : 0;
     const int64_t halo = spec.kind == GR_METRIC_LNCC ? 2 * ( spec.lncc_radius > 0 ? spec.lncc_radius : 2 ) : 0;
-    std::vector< int64_t > hist( static_cast< size_t >( B * B ), 0 ), h( hist.size() );
+    std::vector< int64_t > hist( static_cast< size_t >( B * B ), 0 );
     std::vector< double >  partials( static_cast< size_t >( nz * GR_METRIC_PARTIALS ), 0.0 );
     struct Win { int64_t z0, nz, own0, own1; };
     std::vector< Win > win( static_cast< size_t >( N ) );
@@ -373,71 +405,223 @@ protected:
       w.nz   = std::min< int64_t >( nz, w.own1 + halo ) - w.z0;
       wmax   = std::max( wmax, w.nz * plane );
     }
-    /* per-shard field / gradient planes (3 planes of the window each) */
-    float * dwin = nullptr, *gwin = nullptr;
-    if( disp ) { dwin = static_cast< float * >( D.be->ops->alloc( D.be, static_cast< size_t >( 3 * wmax ) * sizeof( float ) ) ); }
-    if( gradU ) { gwin = static_cast< float * >( D.be->ops->alloc( D.be, static_cast< size_t >( 3 * wmax ) * sizeof( float ) ) ); }
-    struct Guard { gr_backend * be; float * a; float * b;
-      ~Guard() { if( a ) { be->ops->free( be, a ); } if( b ) { be->ops->free( be, b ); } } } guard{ D.be, dwin, gwin };
-    if( ( disp && !dwin ) || ( gradU && !gwin ) ) { gigaregCheck( GR_ERR_NOMEM, "shard buffers" ); }
-    auto loadDisp = [&]( const Win & w ) {
-      if( !disp ) { return; }
-      const int64_t wn = w.nz * plane;
-      for( int c = 0; c < 3; ++c )
+    const int G = this->ShardDevices( N );
+    /* per GPU slot: its backend, images and one field / gradient window buffer pair */
+    struct Slot { gr_backend * be; const float *F, *Fm, *M, *Mm; float *dwin = nullptr, *gwin = nullptr; };
+    std::vector< Slot > slot( static_cast< size_t >( G ) );
+    for( int g = 0; g < G; ++g )
+    {
+      Slot & q = slot[ static_cast< size_t >( g ) ];
+      if( g == 0 ) { q.be = D.be; q.F = D.dF; q.Fm = D.dFm; q.M = D.dM; q.Mm = D.dMm; }
+      else
       {
-        gigaregCheck( D.be->ops->copy( D.be, dwin + c * wn, disp + c * n + w.z0 * plane,
-          static_cast< size_t >( wn ) * sizeof( float ) ), "copy" );
+        const GigaRegMetricData::Device & e = D.extra[ static_cast< size_t >( g - 1 ) ];
+        q.be = e.be; q.F = e.dF; q.Fm = e.dFm; q.M = e.dM; q.Mm = e.dMm;
       }
-    };
+    }
+    struct Guard { std::vector< Slot > * s;
+      ~Guard() { for( Slot & q : *s ) { if( q.dwin ) { q.be->ops->free( q.be, q.dwin ); }
+                                        if( q.gwin ) { q.be->ops->free( q.be, q.gwin ); } } } } guard{ &slot };
+    for( Slot & q : slot )
+    {
+      if( disp ) { q.dwin = static_cast< float * >( q.be->ops->alloc( q.be, static_cast< size_t >( 3 * wmax ) * sizeof( float ) ) ); }
+      if( gradU ) { q.gwin = static_cast< float * >( q.be->ops->alloc( q.be, static_cast< size_t >( 3 * wmax ) * sizeof( float ) ) ); }
+      if( ( disp && !q.dwin ) || ( gradU && !q.gwin ) ) { gigaregCheck( GR_ERR_NOMEM, "shard buffers" ); }
+    }
+    /* the host copy of the field (both dense paths upload D.hostU into disp) for further GPUs */
+    const float * hostDisp = nullptr;
+    if( disp && G > 1 )
+    {
+      if( D.hostU.size() != static_cast< size_t >( 3 * n ) ) { gigaregCheck( GR_ERR_INVALID_ARG, "host field" ); }
+      hostDisp = D.hostU.data();
+    }
+    /* per shard outputs */
+    std::vector< std::vector< int64_t > > hs( static_cast< size_t >( N ), std::vector< int64_t >( hist.size(), 0 ) );
+    std::vector< gr_metric_result >       rs( static_cast< size_t >( N ) );
+    std::vector< gr_metric_region >       regs( static_cast< size_t >( N ) );
+    std::vector< std::vector< float > >   hostGrad( static_cast< size_t >( N ) );
+    std::vector< gr_status >              st( static_cast< size_t >( N ), GR_OK );
+    std::vector< std::string >            msg( static_cast< size_t >( N ) );
     int64_t nGlobal = 0;
+    auto runShard = [&]( int s, int phase ) -> void {
+      const Win &  w = win[ static_cast< size_t >( s ) ];
+      const int    g = s % G;
+      const Slot & q = slot[ static_cast< size_t >( g ) ];
+      const int64_t wn = w.nz * plane, on = ( w.own1 - w.own0 ) * plane;
+      gr_status      e = GR_OK;
+      const char *   what = "copy";
+      if( disp )
+      {
+        for( int c = 0; c < 3 && e == GR_OK; ++c )
+        {
+          e = g == 0 ? q.be->ops->copy( q.be, q.dwin + c * wn, disp + c * n + w.z0 * plane, static_cast< size_t >( wn ) * sizeof( float ) )
+                     : q.be->ops->upload( q.be, q.dwin + c * wn, hostDisp + c * n + w.z0 * plane, static_cast< size_t >( wn ) * sizeof( float ) );
+        }
+      }
+      gr_metric_region & reg = regs[ static_cast< size_t >( s ) ];
+      std::memset( &reg, 0, sizeof( reg ) );
+      reg.z0 = w.z0; reg.nz = w.nz; reg.own0 = w.own0; reg.own1 = w.own1;
+      reg.phase    = phase == 0 ? GR_METRIC_PHASE_COUNT : GR_METRIC_PHASE_EVAL;
+      reg.n_global = nGlobal;
+      reg.hist     = B ? ( phase == 0 ? hs[ static_cast< size_t >( s ) ].data() : hist.data() ) : nullptr;
+      reg.partials = partials.data() + w.own0 * GR_METRIC_PARTIALS;
+      gr_metric_result & r = rs[ static_cast< size_t >( s ) ];
+      std::memset( &r, 0, sizeof( r ) );
+      if( e == GR_OK )
+      {
+        what = phase == 0 ? "metric_region (count)" : "metric_region (eval)";
+        e = q.be->ops->metric_region( q.be, &spec, &reg, &D.fg, q.F + w.z0 * plane, q.Fm ? q.Fm + w.z0 * plane : nullptr,
+                                      &D.mg, q.M, q.Mm, T, disp ? q.dwin : nullptr, &r, gradU ? q.gwin : nullptr );
+      }
+      if( e == GR_OK && phase == 1 && gradU )
+      {
+        what = "copy";
+        if( g == 0 )
+        {
+          for( int c = 0; c < 3 && e == GR_OK; ++c )
+          {
+            e = q.be->ops->copy( q.be, gradU + c * n + w.own0 * plane, q.gwin + c * wn + ( w.own0 - w.z0 ) * plane,
+                                 static_cast< size_t >( on ) * sizeof( float ) );
+          }
+        }
+        else
+        {
+          std::vector< float > & h = hostGrad[ static_cast< size_t >( s ) ];
+          h.resize( static_cast< size_t >( 3 * on ) );
+          for( int c = 0; c < 3 && e == GR_OK; ++c )
+          {
+            e = q.be->ops->download( q.be, h.data() + c * on, q.gwin + c * wn + ( w.own0 - w.z0 ) * plane,
+                                     static_cast< size_t >( on ) * sizeof( float ) );
+          }
+        }
+      }
+      st[ static_cast< size_t >( s ) ] = e;
+      if( e != GR_OK ) { msg[ static_cast< size_t >( s ) ] = std::string( what ) + ": " + gr_strerror( e ) + " " + gr_last_error(); }
+    };
     for( int phase = 0; phase < 2; ++phase )
     {
-      for( int s = 0; s < N; ++s )
+      if( G == 1 )
       {
-        const Win &      w = win[ static_cast< size_t >( s ) ];
-        gr_metric_region reg;
-        std::memset( &reg, 0, sizeof( reg ) );
-        reg.z0 = w.z0; reg.nz = w.nz; reg.own0 = w.own0; reg.own1 = w.own1;
-        reg.phase    = phase == 0 ? GR_METRIC_PHASE_COUNT : GR_METRIC_PHASE_EVAL;
-        reg.n_global = nGlobal;
-        reg.hist     = B ? ( phase == 0 ? h.data() : hist.data() ) : nullptr;
-        reg.partials = partials.data() + w.own0 * GR_METRIC_PARTIALS;
-        loadDisp( w );
-        gr_metric_result r;
-        std::memset( &r, 0, sizeof( r ) );
-        gigaregCheck( D.be->ops->metric_region( D.be, &spec, &reg, &D.fg, D.dF + w.z0 * plane,
-          D.dFm ? D.dFm + w.z0 * plane : nullptr, &D.mg, D.dM, D.dMm, T, disp ? dwin : nullptr, &r,
-          gwin ), phase == 0 ? "metric_region (count)" : "metric_region (eval)" );
-        if( phase == 0 )
+        for( int s = 0; s < N; ++s )
         {
-          nGlobal += r.n_valid;
-          for( size_t b = 0; b < hist.size(); ++b ) { hist[ b ] += h[ b ]; }
-          continue;
-        }
-        if( gradU )
-        {
-          const int64_t wn = w.nz * plane, on = ( w.own1 - w.own0 ) * plane;
-          for( int c = 0; c < 3; ++c )
-          {
-            gigaregCheck( D.be->ops->copy( D.be, gradU + c * n + w.own0 * plane,
-              gwin + c * wn + ( w.own0 - w.z0 ) * plane, static_cast< size_t >( on ) * sizeof( float ) ), "copy" );
-          }
-        }
-        if( s == N - 1 )
-        {
-          double tot[ GR_METRIC_PARTIALS ] = { 0 };
-          for( int64_t z = 0; z < nz; ++z )
-          {
-            for( int q = 0; q < GR_METRIC_PARTIALS; ++q ) { tot[ q ] += partials[ z * GR_METRIC_PARTIALS + q ]; }
-          }
-          std::memset( &res, 0, sizeof( res ) );
-          res.n_valid = nGlobal;
-          res.value   = spec.kind == GR_METRIC_MI ? r.value : reg.value_scale * tot[ 0 ];
-          for( int q = 0; q < 12; ++q ) { res.grad_affine[ q ] = reg.affine_scale * tot[ 1 + q ]; }
+          runShard( s, phase );
+          if( st[ static_cast< size_t >( s ) ] != GR_OK ) { break; }
         }
       }
-      if( phase == 0 && nGlobal == 0 ) { res.n_valid = 0; res.value = 0; return; }
+      else
+      {
+        std::vector< std::thread > th;
+        for( int g = 0; g < G; ++g )
+        {
+          th.emplace_back( [&, g]() {
+            for( int s = g; s < N; s += G )
+            {
+              runShard( s, phase );
+              if( st[ static_cast< size_t >( s ) ] != GR_OK ) { break; }
+            }
+          } );
+        }
+        for( std::thread & t : th ) { t.join(); }
+      }
+      for( int s = 0; s < N; ++s )
+      {
+        if( st[ static_cast< size_t >( s ) ] != GR_OK )
+        {
+          throw itk::ExceptionObject( __FILE__, __LINE__, "GigaReg shard " + std::to_string( s ) + " " + msg[ static_cast< size_t >( s ) ],
+                                      "GigaRegMetric" );
+        }
+      }
+      if( phase == 0 )
+      {
+        for( int s = 0; s < N; ++s ) /* shard order */
+        {
+          nGlobal += rs[ static_cast< size_t >( s ) ].n_valid;
+          for( size_t b = 0; b < hist.size(); ++b ) { hist[ b ] += hs[ static_cast< size_t >( s ) ][ b ]; }
+        }
+        if( nGlobal == 0 ) { std::memset( &res, 0, sizeof( res ) ); return; }
+        continue;
+      }
+      for( int s = 0; s < N; ++s ) /* further GPUs' gradient planes, through the host, in shard order */
+      {
+        if( !gradU || s % G == 0 ) { continue; }
+        const Win &   w  = win[ static_cast< size_t >( s ) ];
+        const int64_t on = ( w.own1 - w.own0 ) * plane;
+        for( int c = 0; c < 3; ++c )
+        {
+          gigaregCheck( D.be->ops->upload( D.be, gradU + c * n + w.own0 * plane, hostGrad[ static_cast< size_t >( s ) ].data() + c * on,
+                                           static_cast< size_t >( on ) * sizeof( float ) ), "upload" );
+        }
+      }
+      double tot[ GR_METRIC_PARTIALS ] = { 0 };
+      for( int64_t z = 0; z < nz; ++z ) /* plane order */
+      {
+        for( int q = 0; q < GR_METRIC_PARTIALS; ++q ) { tot[ q ] += partials[ z * GR_METRIC_PARTIALS + q ]; }
+      }
+      const gr_metric_region & last = regs[ static_cast< size_t >( N - 1 ) ];
+      std::memset( &res, 0, sizeof( res ) );
+      res.n_valid = nGlobal;
+      res.value   = spec.kind == GR_METRIC_MI ? rs[ static_cast< size_t >( N - 1 ) ].value : last.value_scale * tot[ 0 ];
+      for( int q = 0; q < 12; ++q ) { res.grad_affine[ q ] = last.affine_scale * tot[ 1 + q ]; }
     }
+  }
+
+  /** GPU slots of a sharded evaluation: 1 on the CPU backend; on a CUDA backend the GPUs from the
+   * selected one on (at most N; probed once), with the current level's images uploaded. */
+  int ShardDevices( int N ) const
+  {
+    GigaRegMetricData & D = this->m_GR;
+    /* GIGAREG_ELX_TEST_SLOTS=k (tests): on the CPU backend, k single-threaded CPU backends play the
+     * GPUs (the threaded multi-backend path, checked against one shard without a GPU). */
+    static const int testSlots = std::getenv( "GIGAREG_ELX_TEST_SLOTS" ) ? std::atoi( std::getenv( "GIGAREG_ELX_TEST_SLOTS" ) ) : 0;
+    const bool cpu = std::strcmp( D.be->ops->name, "cpu" ) == 0;
+    if( N <= 1 || ( cpu && testSlots <= 1 ) ) { return 1; }
+    if( !D.probed )
+    {
+      gr_device_kind kind;
+      int            base = 0;
+      gigaregCheck( gr_device_parse( D.device.c_str(), &kind, &base ), "GigaRegDevice" );
+      for( int j = 1; j < N && ( !cpu || j < testSlots ); ++j )
+      {
+        gr_backend * be = nullptr;
+        if( ( cpu ? gr_backend_cpu_create( 1, &be ) : gr_backend_create( GR_DEVICE_CUDA, base + j, 0, &be ) ) != GR_OK ) { break; }
+        D.extra.emplace_back();
+        D.extra.back().be = be;
+      }
+      D.probed = true;
+      if( cpu )
+      {
+        elxout << "  GigaReg metric: " << N << " shards on " << 1 + D.extra.size()
+               << " CPU backends in threads (GIGAREG_ELX_TEST_SLOTS)" << std::endl;
+      }
+      else
+      {
+        elxout << "  GigaReg metric: " << N << " shards on " << 1 + D.extra.size() << " GPU(s) (shard s on GPU "
+               << base << " + s mod " << 1 + D.extra.size() << ")" << std::endl;
+      }
+    }
+    const int G = static_cast< int >( std::min< size_t >( static_cast< size_t >( N ), 1 + D.extra.size() ) );
+    /* copies of the level's images on the further GPUs (through the host) */
+    std::vector< float > tmp;
+    auto mirror = [&]( GigaRegMetricData::Device & e, float *& dst, const float * src, int64_t cnt ) {
+      if( !src ) { return; }
+      tmp.resize( static_cast< size_t >( cnt ) );
+      gigaregCheck( D.be->ops->download( D.be, tmp.data(), src, static_cast< size_t >( cnt ) * sizeof( float ) ), "download" );
+      dst = static_cast< float * >( e.be->ops->alloc( e.be, static_cast< size_t >( cnt ) * sizeof( float ) ) );
+      if( !dst ) { gigaregCheck( GR_ERR_NOMEM, "image copy on a further GPU" ); }
+      gigaregCheck( e.be->ops->upload( e.be, dst, tmp.data(), static_cast< size_t >( cnt ) * sizeof( float ) ), "upload" );
+    };
+    for( int g = 1; g < G; ++g )
+    {
+      GigaRegMetricData::Device & e = D.extra[ static_cast< size_t >( g - 1 ) ];
+      if( e.generation == D.generation ) { continue; }
+      e.Release();
+      mirror( e, e.dF, D.dF, D.fnvox );
+      mirror( e, e.dFm, D.dFm, D.fnvox );
+      mirror( e, e.dM, D.dM, D.mnvox );
+      mirror( e, e.dMm, D.dMm, D.mnvox );
+      e.generation = D.generation;
+    }
+    return G;
   }
 
   void GigaRegEvaluate( const ParametersType & parameters, MeasureType & value, DerivativeType * derivative ) const

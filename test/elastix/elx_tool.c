@@ -12,7 +12,18 @@
  *                                         and, with COVER (a moving image resampled onto REF's grid),
  *                                         only where COVER > 5% of its max (inside the moving image's
  *                                         field of view); exit 1 when the mean exceeds TOL
- *   elx_tool dice LAB_A LAB_B MINLABEL    mean Dice over the labels >= MINLABEL present in A
+ *   elx_tool dice LAB_A LAB_B MINLABEL [MIN]
+ *                                         mean Dice over the labels >= MINLABEL present in A; with
+ *                                         MIN: exit 1 when the mean is below MIN
+ *   elx_tool compare A B REF TOL [MINEQ]  two images on REF's grid over the head (REF > 15% of its
+ *                                         max): mean / max |A - B| relative to B's range there and
+ *                                         the fraction of voxels with |A - B| <= 1e-4 of it; exit 1
+ *                                         when the mean exceeds TOL or the fraction is below MINEQ
+ *   elx_tool resize IN OUT NX NY NZ [REF [SHIFT_MM]]
+ *                                         IN sampled trilinearly (CPU backend) on an NX x NY x NZ
+ *                                         grid spanning REF's field of view (default IN's), at
+ *                                         the points x + (SHIFT_MM, -SHIFT_MM/2, SHIFT_MM/3)
+ *                                         (benchmark pairs; OUT as float)
  *   elx_tool mask IN OUT FRAC             binary mask (unsigned char): IN > FRAC * max(IN)
  *
  * TransformParameters files are written as elastix 5.0.1 writes them (the keys
@@ -190,7 +201,7 @@ static int cmd_epe(const char *pa, const char *pb, const char *pref, double tol,
   return mean <= tol ? 0 : 1;
 }
 
-static int cmd_dice(const char *pa, const char *pb, int minlabel) {
+static int cmd_dice(const char *pa, const char *pb, int minlabel, double min_dice) {
   gr_image *a = NULL, *b = NULL;
   if (gr_image_read(pa, &a) != GR_OK) return fail(pa);
   if (gr_image_read(pb, &b) != GR_OK) return fail(pb);
@@ -211,7 +222,89 @@ static int cmd_dice(const char *pa, const char *pb, int minlabel) {
       s += 2 * nab[l] / (na[l] + nb[l]);
       ++k;
     }
-  printf("mean Dice over %d labels: %.4f\n", k, k ? s / k : 0);
+  const double mean = k ? s / k : 0;
+  printf("mean Dice over %d labels: %.4f", k, mean);
+  if (min_dice > 0) printf(" (threshold %.3f)", min_dice);
+  printf("\n");
+  gr_image_destroy(a);
+  gr_image_destroy(b);
+  return k > 0 && mean >= min_dice ? 0 : 1;
+}
+
+static int cmd_compare(const char *pa, const char *pb, const char *pref, double tol, double mineq) {
+  gr_image *a = NULL, *b = NULL, *r = NULL;
+  if (gr_image_read(pa, &a) != GR_OK) return fail(pa);
+  if (gr_image_read(pb, &b) != GR_OK) return fail(pb);
+  if (gr_image_read(pref, &r) != GR_OK) return fail(pref);
+  if (a->ncomp != 1 || b->ncomp != 1 || !gr_geometry_same(&a->geom, &b->geom) ||
+      !gr_geometry_same(&a->geom, &r->geom)) {
+    fprintf(stderr, "elx_tool compare: images must be scalar on the reference grid\n");
+    return 2;
+  }
+  const int64_t n = gr_image_nvox(r);
+  double mx = 0, lo = INFINITY, hi = -INFINITY;
+  for (int64_t i = 0; i < n; ++i) mx = fmax(mx, r->data[i]);
+  for (int64_t i = 0; i < n; ++i)
+    if (r->data[i] > 0.15 * mx) {
+      lo = fmin(lo, b->data[i]);
+      hi = fmax(hi, b->data[i]);
+    }
+  const double range = hi > lo ? hi - lo : 1.0;
+  double s = 0, worst = 0;
+  int64_t cnt = 0, eq = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    if (r->data[i] <= 0.15 * mx) continue;
+    const double d = fabs((double)a->data[i] - (double)b->data[i]) / range;
+    s += d;
+    worst = fmax(worst, d);
+    eq += d <= 1e-4;
+    ++cnt;
+  }
+  const double mean = cnt ? s / cnt : 0, frac = cnt ? (double)eq / (double)cnt : 0;
+  printf("image difference over the head (%lld voxels): mean %.2e, max %.2e of the range %.4g; "
+         "equal (<= 1e-4) %.4f (tolerance mean %.2e, equal >= %.4f)\n",
+         (long long)cnt, mean, worst, range, frac, tol, mineq);
+  gr_image_destroy(a);
+  gr_image_destroy(b);
+  gr_image_destroy(r);
+  return cnt > 0 && mean <= tol && frac >= mineq ? 0 : 1;
+}
+
+static int cmd_resize(const char *in, const char *out, const int64_t sz[3], const char *pref, double shift) {
+  gr_image *a = NULL, *r = NULL, *b = NULL;
+  if (gr_image_read(in, &a) != GR_OK) return fail(in);
+  if (a->ncomp != 1) return 2;
+  if (pref && gr_image_read(pref, &r) != GR_OK) return fail(pref);
+  const gr_geometry *rg = r ? &r->geom : &a->geom;
+  gr_geometry g = *rg;
+  for (int d = 0; d < 3; ++d) {
+    g.size[d] = sz[d];
+    g.spacing[d] = rg->spacing[d] * (double)rg->size[d] / (double)sz[d];
+  }
+  /* the same field of view: first voxel centre half a new voxel inside REF's first voxel's corner */
+  double c[3];
+  for (int d = 0; d < 3; ++d) c[d] = -0.5 + 0.5 * g.spacing[d] / rg->spacing[d];
+  gr_geometry_index_to_phys(rg, c, g.origin);
+  if (gr_image_create(&g, 1, &b) != GR_OK) return fail("create");
+  gr_backend *be = NULL;
+  if (gr_backend_cpu_create(0, &be) != GR_OK) return fail("backend");
+  gr_grid og, ig;
+  if (gr_grid_from_geometry(&g, &og) != GR_OK || gr_grid_from_geometry(&a->geom, &ig) != GR_OK) return fail("grid");
+  gr_affine T;
+  memset(&T, 0, sizeof(T));
+  T.m[0] = T.m[5] = T.m[10] = 1.0;
+  T.m[3] = shift;
+  T.m[7] = -shift / 2;
+  T.m[11] = shift / 3;
+  if (be->ops->resample(be, &og, b->data, &ig, a->data, 1, &T, NULL, GR_INTERP_LINEAR, GR_BOUNDARY_ZERO) != GR_OK)
+    return fail("resample");
+  gr_backend_destroy(be);
+  if (gr_image_write(out, b, GR_PIXEL_F32) != GR_OK) return fail(out);
+  printf("%s: %lldx%lldx%lld, spacing %.4g %.4g %.4g mm\n", out, (long long)sz[0], (long long)sz[1],
+         (long long)sz[2], g.spacing[0], g.spacing[1], g.spacing[2]);
+  gr_image_destroy(a);
+  gr_image_destroy(b);
+  if (r) gr_image_destroy(r);
   return 0;
 }
 
@@ -235,7 +328,15 @@ int main(int argc, char **argv) {
   if (argc >= 6 && !strcmp(argv[1], "epe"))
     return cmd_epe(argv[2], argv[3], argv[4], atof(argv[5]), argc > 6 ? argv[6] : NULL);
   if (argc >= 5 && !strcmp(argv[1], "mask")) return cmd_mask(argv[2], argv[3], atof(argv[4]));
-  if (argc >= 5 && !strcmp(argv[1], "dice")) return cmd_dice(argv[2], argv[3], atoi(argv[4]));
+  if (argc >= 5 && !strcmp(argv[1], "dice"))
+    return cmd_dice(argv[2], argv[3], atoi(argv[4]), argc > 5 ? atof(argv[5]) : 0.0);
+  if (argc >= 6 && !strcmp(argv[1], "compare"))
+    return cmd_compare(argv[2], argv[3], argv[4], atof(argv[5]), argc > 6 ? atof(argv[6]) : 0.0);
+  if (argc >= 7 && !strcmp(argv[1], "resize")) {
+    const int64_t sz[3] = {atoll(argv[4]), atoll(argv[5]), atoll(argv[6])};
+    return cmd_resize(argv[2], argv[3], sz, argc > 7 && strcmp(argv[7], "-") ? argv[7] : NULL,
+                      argc > 8 ? atof(argv[8]) : 0.0);
+  }
   fprintf(stderr, "usage: see the comment at the top of test/elastix/elx_tool.c\n");
   return 2;
 }

@@ -1,0 +1,2 @@
+#include "elxGigaRegResampleInterpolator.h"
+elxInstallMacro( GigaRegResampleInterpolator );

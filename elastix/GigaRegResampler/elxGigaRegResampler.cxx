@@ -1,0 +1,2 @@
+#include "elxGigaRegResampler.h"
+elxInstallMacro( GigaRegResampler );
