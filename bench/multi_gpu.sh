@@ -9,7 +9,8 @@
 # per GPU (nvidia-smi, 200 ms samples) and the field difference single vs G GPUs.
 # The G-GPU runs pass -slabs (each rank reads and writes only its slabs; no rank
 # holds a whole image). Environment: MG_LOSSES (default "lncc mi"), MG_TIMEOUT
-# (seconds per run, default 400).
+# (seconds per run, default 400), MG_ONLY=multi|single (only the G-GPU or the
+# one-GPU runs).
 set -u
 B=$1; W=$2; G=$3; SIZES=$4; SMAX=${5:-768}
 GR=$B/bin/gigareg
@@ -48,14 +49,14 @@ for S in $SIZES; do
   for loss in ${MG_LOSSES:-lncc mi}; do
     if [ $loss = lncc ]; then M=$D/moving_uni.nii; P=bench/params/multi_gpu_lncc.txt; else M=$D/moving_multi.nii; P=bench/params/multi_gpu_mi.txt; fi
     echo "== ${N}x${N}x${NZ} $loss"
-    run_one "$G GPUs (NCCL)" "$D/out_${loss}_$G" mpirun --oversubscribe -np "$G" $GR -f "$D/fixed.nii" -m "$M" -p $P -comm nccl -slabs -comm-stats
-    if [ "$N" -le "$SMAX" ] && [ "$NZ" -le "$SMAX" ]; then
+    [ "${MG_ONLY:-}" != single ] && run_one "$G GPUs (NCCL)" "$D/out_${loss}_$G" mpirun --oversubscribe -np "$G" $GR -f "$D/fixed.nii" -m "$M" -p $P -comm nccl -slabs -comm-stats
+    if [ "${MG_ONLY:-}" != multi ] && [ "$N" -le "$SMAX" ] && [ "$NZ" -le "$SMAX" ]; then
       run_one "1 GPU" "$D/out_${loss}_1" $GR -f "$D/fixed.nii" -m "$M" -p $P -device cuda:0
     fi
     if [ -f "$D/out_${loss}_1/deformationField.0.mha" ] && [ -f "$D/out_${loss}_$G/deformationField.0.mha" ]; then
       echo -n "   field 1 GPU vs $G GPUs: mean |diff| / range: "
       $B/bin/img_compare "$D/out_${loss}_1/deformationField.0.mha" "$D/out_${loss}_$G/deformationField.0.mha" 1e-5; echo " (rc $?)"
     fi
-    rm -f "$D"/out_${loss}_*/*.mha "$D"/out_${loss}_*/*.nii* # keep the disk free for the next size
+    [ -n "${MG_KEEP:-}" ] || rm -f "$D"/out_${loss}_*/*.mha "$D"/out_${loss}_*/*.nii* # keep the disk free for the next size
   done
 done
