@@ -390,6 +390,70 @@ static bool lncc_double_requested() {
   return e && strcmp(e, "double") == 0;
 }
 
+bool lncc_tile_cached(Impl *imp, int key, int *ty, size_t *smem) {
+  std::lock_guard<std::mutex> lock(imp->mu);
+  auto it = imp->lncc_tiles.find(key);
+  if (it == imp->lncc_tiles.end()) return false;
+  *ty = it->second.first;
+  *smem = it->second.second;
+  return true;
+}
+
+void lncc_tile_store(Impl *imp, int key, int ty, size_t smem) {
+  std::lock_guard<std::mutex> lock(imp->mu);
+  imp->lncc_tiles[key] = std::make_pair(ty, smem);
+}
+
+gr_status lncc_launch_begin(const MetricCall &c, int r, int tx, int ty, size_t w_bytes, int nparts, bool masks,
+                            const char *what, LnccLaunch *L) {
+  Impl *imp = impl_of(c.be);
+  memset(L, 0, sizeof *L);
+  const long long nvox = c.map.f.nvox, nz = c.map.f.n[2];
+  L->gx = (c.map.f.n[0] + tx - 1) / tx;
+  L->gy = (c.map.f.n[1] + ty - 1) / ty;
+  /* Enough z-chunks for ~4 blocks per SM, but never chunks shorter than 4r
+   * planes: each chunk re-reads 4r halo planes. */
+  long long nzc = (4LL * imp->num_sms + L->gx * L->gy - 1) / (L->gx * L->gy);
+  if (nzc < 1) nzc = 1;
+  long long zchunk = (nz + nzc - 1) / nzc;
+  const long long min_chunk = 4LL * r < nz ? 4LL * r : nz;
+  if (zchunk < min_chunk) zchunk = min_chunk;
+  L->zchunk = zchunk;
+  L->nzc = (nz + zchunk - 1) / zchunk;
+  if (L->gy > 65535 || L->nzc > 65535)
+    return gr_error(GR_ERR_UNSUPPORTED, "cuda LNCC: grid %lldx%lldx%lld too large for one launch",
+                    (long long)c.map.f.n[0], (long long)c.map.f.n[1], (long long)nz);
+  L->nb = L->gx * L->gy * L->nzc;
+  const size_t wbytes = ((size_t)nvox * w_bytes + 255) / 256 * 256;
+  const size_t vbytes = masks ? ((size_t)nvox + 255) / 256 * 256 : 0;
+  L->mem = (unsigned char *)scratch_alloc(c.be, wbytes + vbytes + 256 + (size_t)L->nb * nparts * 8, what);
+  if (!L->mem) return GR_ERR_NOMEM;
+  L->W = L->mem;
+  L->V = masks ? L->mem + wbytes : nullptr;
+  L->count = (unsigned long long *)(L->mem + wbytes + vbytes);
+  L->part = (double *)(L->mem + wbytes + vbytes + 256);
+  if (masks) GRCU_TRY(cudaMemsetAsync(L->count, 0, sizeof *L->count, imp->stream));
+  return GR_OK;
+}
+
+gr_status lncc_launch_end(const MetricCall &c, LnccLaunch *L, int nparts, bool masks, gr_status s,
+                          gr_metric_result *res) {
+  double tot[kLnccK];
+  unsigned long long count = (unsigned long long)c.map.f.nvox;
+  if (s == GR_OK && nparts != kLnccK) s = gr_error(GR_ERR_INTERNAL, "cuda LNCC: %d partials per block", nparts);
+  if (s == GR_OK)
+    s = reduce_partials_and_fetch(c.be, L->part, L->nb, nparts, tot, masks ? &count : nullptr,
+                                  masks ? L->count : nullptr, masks ? sizeof count : 0);
+  if (L->mem) scratch_free(c.be, L->mem);
+  L->mem = nullptr;
+  if (s != GR_OK) return s;
+  res->n_valid = (int64_t)count;
+  if (count == 0) return metric_empty(c);
+  res->value = -tot[0] * (1.0 / (double)count);
+  if (c.want_affine) memcpy(res->grad_affine, tot + 1, sizeof res->grad_affine);
+  return GR_OK;
+}
+
 gr_status metric_lncc(const MetricCall &c, gr_metric_result *res) {
   const int r = c.spec->lncc_radius > 0 ? c.spec->lncc_radius : 2;
   if (lncc_fast_supported(r) && !lncc_double_requested()) return metric_lncc_fast(c, res);
@@ -409,16 +473,7 @@ gr_status metric_lncc(const MetricCall &c, gr_metric_result *res) {
   size_t smem = 0;
   double best = 0.0;
   const int tile_key = r * 8 + (gu ? 4 : 0) + (c.want_affine ? 2 : 0) + (masks ? 1 : 0);
-  bool cached = false;
-  {
-    std::lock_guard<std::mutex> lock(imp->mu);
-    auto it = imp->lncc_tiles.find(tile_key);
-    if (it != imp->lncc_tiles.end()) {
-      TY = it->second.first;
-      smem = it->second.second;
-      cached = true;
-    }
-  }
+  const bool cached = lncc_tile_cached(imp, tile_key, &TY, &smem);
   for (int ty = 16; ty >= 1 && !cached; ty /= 2) {
     const LnccTile tl = lncc_tile(r, ty);
     const size_t b = lncc_smem_bytes(tl, grad);
@@ -436,46 +491,20 @@ gr_status metric_lncc(const MetricCall &c, gr_metric_result *res) {
     return gr_error(GR_ERR_UNSUPPORTED, "cuda LNCC: radius %d needs %zu bytes of shared memory per block (device offers %zu)",
                     r, lncc_smem_bytes(lncc_tile(r, 1), grad), limit);
   }
-  if (!cached) {
-    std::lock_guard<std::mutex> lock(imp->mu);
-    imp->lncc_tiles[tile_key] = std::make_pair(TY, smem);
-  }
+  if (!cached) lncc_tile_store(imp, tile_key, TY, smem);
 
   /* Scratch: W, validity, count, partials. */
-  const long long gx = (c.map.f.n[0] + kLnccTX - 1) / kLnccTX, gy = (c.map.f.n[1] + TY - 1) / TY;
-  const long long nz = c.map.f.n[2];
-  /* Enough z-chunks for ~4 blocks per SM, but never chunks shorter than 4r
-   * planes: each chunk re-reads 4r halo planes. */
-  long long nzc = (4LL * imp->num_sms + gx * gy - 1) / (gx * gy);
-  if (nzc < 1) nzc = 1;
-  long long zchunk = (nz + nzc - 1) / nzc;
-  const long long min_chunk = 4LL * r < nz ? 4LL * r : nz;
-  if (zchunk < min_chunk) zchunk = min_chunk;
-  nzc = (nz + zchunk - 1) / zchunk;
-  if (gy > 65535 || nzc > 65535)
-    return gr_error(GR_ERR_UNSUPPORTED, "cuda LNCC: grid %lldx%lldx%lld too large for one launch",
-                    (long long)c.map.f.n[0], (long long)c.map.f.n[1], (long long)nz);
-  const long long nb = gx * gy * nzc;
-  const size_t wbytes = ((size_t)nvox * 8 + 255) / 256 * 256;
-  const size_t vbytes = masks ? ((size_t)nvox + 255) / 256 * 256 : 0;
-  const size_t bytes = wbytes + vbytes + 256 + (size_t)nb * kLnccK * 8;
-  unsigned char *mem = (unsigned char *)scratch_alloc(be, bytes, "LNCC warped image and partials");
-  if (!mem) return GR_ERR_NOMEM;
-  double *W = (double *)mem;
-  unsigned char *V = masks ? mem + wbytes : nullptr;
-  unsigned long long *d_count = (unsigned long long *)(mem + wbytes + vbytes);
-  double *part = (double *)(mem + wbytes + vbytes + 256);
-
-  gr_status s = GR_OK;
+  LnccLaunch L;
+  gr_status s = lncc_launch_begin(c, r, kLnccTX, TY, 8, kLnccK, masks, "LNCC warped image and partials", &L);
+  double *W = (double *)L.W;
   cudaError_t e = cudaSuccess;
-  if (masks) e = cudaMemsetAsync(d_count, 0, sizeof *d_count, st);
-  if (e == cudaSuccess) {
+  if (s == GR_OK) {
     const dim3 vgrid = voxel_grid(c.map.f.n), vblock(kBX, kBY);
-    if (masks) lncc_warp_kernel<true><<<vgrid, vblock, 0, st>>>(c.map, c.im, W, V, d_count);
-    else lncc_warp_kernel<false><<<vgrid, vblock, 0, st>>>(c.map, c.im, W, V, d_count);
+    if (masks) lncc_warp_kernel<true><<<vgrid, vblock, 0, st>>>(c.map, c.im, W, L.V, L.count);
+    else lncc_warp_kernel<false><<<vgrid, vblock, 0, st>>>(c.map, c.im, W, L.V, L.count);
     e = cudaGetLastError();
+    if (e != cudaSuccess) s = device_error(e, "LNCC warp kernel");
   }
-  if (e != cudaSuccess) s = device_error(e, "LNCC warp kernel");
 
   if (s == GR_OK) {
     LnccArgs args;
@@ -484,39 +513,28 @@ gr_status metric_lncc(const MetricCall &c, gr_metric_result *res) {
     args.W = W;
     args.moving = c.im.moving;
     args.disp = c.im.disp;
-    args.V = V;
-    args.count = masks ? d_count : nullptr;
+    args.V = L.V;
+    args.count = masks ? L.count : nullptr;
     args.inv_n = 1.0 / (double)nvox;
     args.grad_u = c.im.grad_u;
     args.r = r;
     args.TY = TY;
-    args.zchunk = zchunk;
-    const dim3 grid((unsigned)gx, (unsigned)gy, (unsigned)nzc);
+    args.zchunk = L.zchunk;
+    const dim3 grid((unsigned)L.gx, (unsigned)L.gy, (unsigned)L.nzc);
     const int threads = kLnccTX * TY;
     const int key = (gu ? 4 : 0) | (c.want_affine ? 2 : 0) | (masks ? 1 : 0);
     switch (key) {
-      case 0: s = launch_fused<false, false, false>(args, grid, threads, smem, st, part); break;
-      case 1: s = launch_fused<false, false, true>(args, grid, threads, smem, st, part); break;
-      case 2: s = launch_fused<false, true, false>(args, grid, threads, smem, st, part); break;
-      case 3: s = launch_fused<false, true, true>(args, grid, threads, smem, st, part); break;
-      case 4: s = launch_fused<true, false, false>(args, grid, threads, smem, st, part); break;
-      case 5: s = launch_fused<true, false, true>(args, grid, threads, smem, st, part); break;
-      case 6: s = launch_fused<true, true, false>(args, grid, threads, smem, st, part); break;
-      default: s = launch_fused<true, true, true>(args, grid, threads, smem, st, part); break;
+      case 0: s = launch_fused<false, false, false>(args, grid, threads, smem, st, L.part); break;
+      case 1: s = launch_fused<false, false, true>(args, grid, threads, smem, st, L.part); break;
+      case 2: s = launch_fused<false, true, false>(args, grid, threads, smem, st, L.part); break;
+      case 3: s = launch_fused<false, true, true>(args, grid, threads, smem, st, L.part); break;
+      case 4: s = launch_fused<true, false, false>(args, grid, threads, smem, st, L.part); break;
+      case 5: s = launch_fused<true, false, true>(args, grid, threads, smem, st, L.part); break;
+      case 6: s = launch_fused<true, true, false>(args, grid, threads, smem, st, L.part); break;
+      default: s = launch_fused<true, true, true>(args, grid, threads, smem, st, L.part); break;
     }
   }
-  double tot[kLnccK];
-  unsigned long long count = (unsigned long long)nvox;
-  if (s == GR_OK)
-    s = reduce_partials_and_fetch(be, part, nb, kLnccK, tot, masks ? &count : nullptr, masks ? d_count : nullptr,
-                                  masks ? sizeof count : 0);
-  scratch_free(be, mem);
-  if (s != GR_OK) return s;
-  res->n_valid = (int64_t)count;
-  if (count == 0) return metric_empty(c);
-  res->value = -tot[0] * (1.0 / (double)count);
-  if (c.want_affine) memcpy(res->grad_affine, tot + 1, sizeof res->grad_affine);
-  return GR_OK;
+  return lncc_launch_end(c, &L, kLnccK, masks, s, res);
 }
 
 }  // namespace grcu

@@ -427,16 +427,7 @@ gr_status metric_lncc_fast(const MetricCall &c, gr_metric_result *res) {
   const char *force_ty = getenv("GIGAREG_CUDA_LNCC_TY"); /* 16, 8, 4 or 2: for measurements */
   const int only_ty = force_ty ? atoi(force_ty) : 0;
   const int tile_key = 1000 + 100 * only_ty + r * 8 + (gu ? 4 : 0) + (c.want_affine ? 2 : 0);
-  bool cached = false;
-  {
-    std::lock_guard<std::mutex> lock(imp->mu);
-    auto it = imp->lncc_tiles.find(tile_key);
-    if (it != imp->lncc_tiles.end()) {
-      TY = it->second.first;
-      smem = it->second.second;
-      cached = true;
-    }
-  }
+  const bool cached = lncc_tile_cached(imp, tile_key, &TY, &smem);
   double best = 0.0;
   for (int ty = kFastMaxThreads / kFastTX; ty >= 2 && !cached; ty /= 2) {
     if (only_ty && ty != only_ty) continue;
@@ -456,45 +447,19 @@ gr_status metric_lncc_fast(const MetricCall &c, gr_metric_result *res) {
   if (!TY)
     return gr_error(GR_ERR_UNSUPPORTED, "cuda LNCC (fast): radius %d needs %zu bytes of shared memory per block (device offers %zu)",
                     r, fast_smem_bytes(r, 2, grad), limit);
-  if (!cached) {
-    std::lock_guard<std::mutex> lock(imp->mu);
-    imp->lncc_tiles[tile_key] = std::make_pair(TY, smem);
-  }
+  if (!cached) lncc_tile_store(imp, tile_key, TY, smem);
 
-  const long long gx = (c.map.f.n[0] + kFastTX - 1) / kFastTX, gy = (c.map.f.n[1] + TY - 1) / TY;
-  const long long nz = c.map.f.n[2];
-  /* Enough z-chunks for ~4 blocks per SM, never chunks shorter than 4r planes
-   * (each chunk recomputes 2r statistics planes and reads 4r W planes more). */
-  long long nzc = (4LL * imp->num_sms + gx * gy - 1) / (gx * gy);
-  if (nzc < 1) nzc = 1;
-  long long zchunk = (nz + nzc - 1) / nzc;
-  const long long min_chunk = 4LL * r < nz ? 4LL * r : nz;
-  if (zchunk < min_chunk) zchunk = min_chunk;
-  nzc = (nz + zchunk - 1) / zchunk;
-  if (gy > 65535 || nzc > 65535)
-    return gr_error(GR_ERR_UNSUPPORTED, "cuda LNCC: grid %lldx%lldx%lld too large for one launch",
-                    (long long)c.map.f.n[0], (long long)c.map.f.n[1], (long long)nz);
-  const long long nb = gx * gy * nzc;
-  const size_t wbytes = ((size_t)nvox * 4 + 255) / 256 * 256;
-  const size_t vbytes = masks ? ((size_t)nvox + 255) / 256 * 256 : 0;
-  const size_t bytes = wbytes + vbytes + 256 + (size_t)nb * kFastK * 8;
-  unsigned char *mem = (unsigned char *)scratch_alloc(be, bytes, "LNCC warped image (float) and partials");
-  if (!mem) return GR_ERR_NOMEM;
-  float *W = (float *)mem;
-  unsigned char *V = masks ? mem + wbytes : nullptr;
-  unsigned long long *d_count = (unsigned long long *)(mem + wbytes + vbytes);
-  double *part = (double *)(mem + wbytes + vbytes + 256);
-
-  gr_status s = GR_OK;
-  cudaError_t e = cudaSuccess;
-  if (masks) e = cudaMemsetAsync(d_count, 0, sizeof *d_count, st);
-  if (e == cudaSuccess) {
+  LnccLaunch L;
+  gr_status s =
+      lncc_launch_begin(c, r, kFastTX, TY, 4, kFastK, masks, "LNCC warped image (float) and partials", &L);
+  float *W = (float *)L.W;
+  if (s == GR_OK) {
     const dim3 vgrid = voxel_grid(c.map.f.n), vblock(kBX, kBY);
-    if (masks) lncc_fast_warp_kernel<true><<<vgrid, vblock, 0, st>>>(c.map, c.im, W, V, d_count);
-    else lncc_fast_warp_kernel<false><<<vgrid, vblock, 0, st>>>(c.map, c.im, W, V, d_count);
-    e = cudaGetLastError();
+    if (masks) lncc_fast_warp_kernel<true><<<vgrid, vblock, 0, st>>>(c.map, c.im, W, L.V, L.count);
+    else lncc_fast_warp_kernel<false><<<vgrid, vblock, 0, st>>>(c.map, c.im, W, L.V, L.count);
+    const cudaError_t e = cudaGetLastError();
+    if (e != cudaSuccess) s = device_error(e, "LNCC fast warp kernel");
   }
-  if (e != cudaSuccess) s = device_error(e, "LNCC fast warp kernel");
 
   if (s == GR_OK) {
     FastArgs args;
@@ -503,28 +468,17 @@ gr_status metric_lncc_fast(const MetricCall &c, gr_metric_result *res) {
     args.moving = c.im.moving;
     args.disp = c.im.disp;
     args.W = W;
-    args.V = V;
-    args.count = masks ? d_count : nullptr;
+    args.V = L.V;
+    args.count = masks ? L.count : nullptr;
     args.inv_n = 1.0 / (double)nvox;
     args.grad_u = c.im.grad_u;
     args.TY = TY;
     args.batch = getenv("GIGAREG_CUDA_LNCC_NOBATCH") ? 0 : 1;
-    args.zchunk = zchunk;
-    const dim3 grid((unsigned)gx, (unsigned)gy, (unsigned)nzc);
-    s = fast_launch(r, gu, c.want_affine, &args, grid, kFastTX * TY, smem, st, part, nullptr);
+    args.zchunk = L.zchunk;
+    const dim3 grid((unsigned)L.gx, (unsigned)L.gy, (unsigned)L.nzc);
+    s = fast_launch(r, gu, c.want_affine, &args, grid, kFastTX * TY, smem, st, L.part, nullptr);
   }
-  double tot[kFastK];
-  unsigned long long count = (unsigned long long)nvox;
-  if (s == GR_OK)
-    s = reduce_partials_and_fetch(be, part, nb, kFastK, tot, masks ? &count : nullptr, masks ? d_count : nullptr,
-                                  masks ? sizeof count : 0);
-  scratch_free(be, mem);
-  if (s != GR_OK) return s;
-  res->n_valid = (int64_t)count;
-  if (count == 0) return metric_empty(c);
-  res->value = -tot[0] * (1.0 / (double)count);
-  if (c.want_affine) memcpy(res->grad_affine, tot + 1, sizeof res->grad_affine);
-  return GR_OK;
+  return lncc_launch_end(c, &L, kFastK, masks, s, res);
 }
 
 }  // namespace grcu

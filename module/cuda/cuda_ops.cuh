@@ -49,6 +49,26 @@ struct MetricCall {
 gr_status metric_mse(const MetricCall &c, gr_metric_result *res);
 gr_status metric_ncc(const MetricCall &c, gr_metric_result *res);
 gr_status metric_lncc(const MetricCall &c, gr_metric_result *res);
+/* What both LNCC kernels (cuda_lncc.cu double, cuda_lncc_fast.cu fp32) share
+ * on the host (cuda_lncc.cu): the per-backend cache of the chosen tile height
+ * and shared-memory size, the z-chunking of the tx x ty column grid, one
+ * scratch block (W at w_bytes per voxel, validity bytes with masks, the valid
+ * count, nparts doubles of partials per block) and the final reduction into
+ * the result (value = -sum cc / N, affine gradient). */
+bool lncc_tile_cached(Impl *imp, int key, int *ty, size_t *smem);
+void lncc_tile_store(Impl *imp, int key, int ty, size_t smem);
+struct LnccLaunch {
+  long long gx, gy, nzc, zchunk, nb; /* column grid, z-chunks, chunk depth, blocks */
+  unsigned char *mem;
+  void *W;
+  unsigned char *V;
+  unsigned long long *count;
+  double *part;
+};
+gr_status lncc_launch_begin(const MetricCall &c, int r, int tx, int ty, size_t w_bytes, int nparts, bool masks,
+                            const char *what, LnccLaunch *L);
+gr_status lncc_launch_end(const MetricCall &c, LnccLaunch *L, int nparts, bool masks, gr_status s,
+                          gr_metric_result *res);
 /* cuda_lncc_fast.cu: the fp32 LNCC (metric_lncc's default for radius 1..4). */
 bool lncc_fast_supported(int r);
 gr_status metric_lncc_fast(const MetricCall &c, gr_metric_result *res);
