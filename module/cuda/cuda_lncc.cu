@@ -13,7 +13,7 @@
  *
  * Two kernels, no full-size intermediates beyond the warped image:
  *
- *  1) lncc_warp_kernel: W(x) = moving(y(x)) (trilinear, ZERO padding, kept in
+ *  1) lncc_warp_kernel<MASKS, double> (cuda_lncc_warp.cuh): W(x) = moving(y(x)) (trilinear, ZERO padding, kept in
  *     double like the CPU's ring: the loss must stay smooth in u in flat,
  *     eps-dominated windows) for every fixed voxel; with masks also a validity
  *     byte and the valid count N (integer atomics). Recomputing W in the halos
@@ -44,6 +44,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "cuda_ops.cuh"
+#include "cuda_lncc_warp.cuh"
 #include "cuda_reduce.cuh"
 
 namespace grcu {
@@ -51,34 +52,6 @@ namespace grcu {
 constexpr double kLnccEps = 1e-5;
 constexpr int kLnccTX = 32;
 constexpr int kLnccK = 13; /* sum cc + 12 affine */
-
-/* ---- kernel 1: warped moving image, validity, count ------------------------------------ */
-template <bool MASKS>
-__global__ void __launch_bounds__(kBlock) lncc_warp_kernel(const WarpMap m, const MetricImages im,
-                                                           double *__restrict__ W, unsigned char *__restrict__ V,
-                                                           unsigned long long *__restrict__ count) {
-  const long long i = (long long)blockIdx.x * kBX + threadIdx.x;
-  const long long j = (long long)blockIdx.y * kBY + threadIdx.y;
-  const bool active = i < m.f.n[0] && j < m.f.n[1];
-  unsigned long long cnt = 0;
-  for (long long k = blockIdx.z; k < m.f.n[2]; k += gridDim.z) {
-    if (!active) continue;
-    const long long v = (k * m.f.n[1] + j) * m.f.n[0] + i;
-    double c[3];
-    metric_index(m, im.disp, i, j, k, v, c);
-    W[v] = sample_linear_zero(im.moving, m.m, c);
-    if (MASKS) {
-      bool ok = !im.fmask || __ldg(im.fmask + v) > 0.5f;
-      if (ok && im.mmask) {
-        const long long o = nearest_offset(m.m, c, false);
-        ok = o >= 0 && __ldg(im.mmask + o) > 0.5f;
-      }
-      V[v] = ok ? 1 : 0;
-      cnt += ok ? 1 : 0;
-    }
-  }
-  if (MASKS) warp_count_add(count, cnt);
-}
 
 /* ---- kernel 2: fused statistics + gradient -------------------------------------------- */
 struct LnccArgs {
@@ -500,8 +473,8 @@ gr_status metric_lncc(const MetricCall &c, gr_metric_result *res) {
   cudaError_t e = cudaSuccess;
   if (s == GR_OK) {
     const dim3 vgrid = voxel_grid(c.map.f.n), vblock(kBX, kBY);
-    if (masks) lncc_warp_kernel<true><<<vgrid, vblock, 0, st>>>(c.map, c.im, W, L.V, L.count);
-    else lncc_warp_kernel<false><<<vgrid, vblock, 0, st>>>(c.map, c.im, W, L.V, L.count);
+    if (masks) lncc_warp_kernel<true, double><<<vgrid, vblock, 0, st>>>(c.map, c.im, W, L.V, L.count);
+    else lncc_warp_kernel<false, double><<<vgrid, vblock, 0, st>>>(c.map, c.im, W, L.V, L.count);
     e = cudaGetLastError();
     if (e != cudaSuccess) s = device_error(e, "LNCC warp kernel");
   }

@@ -9,7 +9,7 @@
  * (cuda_metric.cu).
  *
  * Two kernels:
- *  1) lncc_fast_warp_kernel: W(x) = moving(y(x)) (trilinear, ZERO padding,
+ *  1) lncc_warp_kernel<MASKS, float> (cuda_lncc_warp.cuh): W(x) = moving(y(x)) (trilinear, ZERO padding,
  *     evaluated in double as cuda_common.cuh does, stored as float); with
  *     masks a validity byte and N (integer atomics).
  *  2) lncc_fast_kernel<r, GRAD_U, AFF, BIG>: one block owns a 32 x TY column of
@@ -61,6 +61,7 @@
  * block; nothing else at full resolution (the double kernel: 8 B/voxel). */
 #include <stdlib.h>
 #include <string.h>
+#include "cuda_lncc_warp.cuh"
 #include "cuda_ops.cuh"
 #include "cuda_reduce.cuh"
 
@@ -71,34 +72,6 @@ constexpr int kFastTX = 32;
 constexpr int kFastK = 13; /* sum cc + 12 affine */
 constexpr int kFastMaxThreads = 512;
 constexpr int kFastBatch = 3; /* halo positions per thread with their loads batched (E2 <= 3 x 512 for TY = 16, r <= 4) */
-
-/* ---- kernel 1: warped moving image (float), validity, count ----------------------------- */
-template <bool MASKS>
-__global__ void __launch_bounds__(kBlock) lncc_fast_warp_kernel(const WarpMap m, const MetricImages im,
-                                                                float *__restrict__ W, unsigned char *__restrict__ V,
-                                                                unsigned long long *__restrict__ count) {
-  const long long i = (long long)blockIdx.x * kBX + threadIdx.x;
-  const long long j = (long long)blockIdx.y * kBY + threadIdx.y;
-  const bool active = i < m.f.n[0] && j < m.f.n[1];
-  unsigned long long cnt = 0;
-  for (long long k = blockIdx.z; k < m.f.n[2]; k += gridDim.z) {
-    if (!active) continue;
-    const long long v = (k * m.f.n[1] + j) * m.f.n[0] + i;
-    double c[3];
-    metric_index(m, im.disp, i, j, k, v, c);
-    W[v] = (float)sample_linear_zero(im.moving, m.m, c);
-    if (MASKS) {
-      bool ok = !im.fmask || __ldg(im.fmask + v) > 0.5f;
-      if (ok && im.mmask) {
-        const long long o = nearest_offset(m.m, c, false);
-        ok = o >= 0 && __ldg(im.mmask + o) > 0.5f;
-      }
-      V[v] = ok ? 1 : 0;
-      cnt += ok ? 1 : 0;
-    }
-  }
-  if (MASKS) warp_count_add(count, cnt);
-}
 
 /* ---- kernel 2 ------------------------------------------------------------------------- */
 struct FastArgs {
@@ -455,8 +428,8 @@ gr_status metric_lncc_fast(const MetricCall &c, gr_metric_result *res) {
   float *W = (float *)L.W;
   if (s == GR_OK) {
     const dim3 vgrid = voxel_grid(c.map.f.n), vblock(kBX, kBY);
-    if (masks) lncc_fast_warp_kernel<true><<<vgrid, vblock, 0, st>>>(c.map, c.im, W, L.V, L.count);
-    else lncc_fast_warp_kernel<false><<<vgrid, vblock, 0, st>>>(c.map, c.im, W, L.V, L.count);
+    if (masks) lncc_warp_kernel<true, float><<<vgrid, vblock, 0, st>>>(c.map, c.im, W, L.V, L.count);
+    else lncc_warp_kernel<false, float><<<vgrid, vblock, 0, st>>>(c.map, c.im, W, L.V, L.count);
     const cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess) s = device_error(e, "LNCC fast warp kernel");
   }
