@@ -11,17 +11,8 @@
 #   full:  build all, test, bench 128..1024 (fp32) + 128..512 (double), ncu, ctest subset, sanitizers
 set -u
 MODE=${1:-quick}
-OUT=${OUT:-$PWD/out}
-mkdir -p "$OUT"
-T0=$(date +%s)
 DEADLINE=${2:-290}
-stamp() { echo "[$(($(date +%s) - T0)) s] $*"; }
-left() { local l=$((DEADLINE - ($(date +%s) - T0))); [ "$l" -gt "$1" ] && l=$1; [ "$l" -lt 1 ] && l=1; echo $l; }
-
-rm -rf /tmp/nifti && mkdir -p /tmp/nifti
-for d in .device/debs/*.deb; do dpkg -x "$d" /tmp/nifti; done
-export LD_LIBRARY_PATH=/tmp/nifti/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
-export PATH=/usr/local/cuda/bin:$PATH
+. bench/device_common.sh
 stamp "GPU: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | head -1); nvcc $(nvcc --version | grep -o 'release [0-9.]*')"
 
 B=build-device
@@ -73,13 +64,7 @@ SAN_CAP=40; [ "$MODE" = check ] && SAN_CAP=75
 if [ "$MODE" = full ] || [ "$MODE" = check ]; then
   [ "$MODE" = full ] && (cd $B && OMP_NUM_THREADS=4 timeout "$(left 60)" ctest -j4 --timeout 60 -R "cuda|lncc|metric|greedy" > "$OUT/ctest.log" 2>&1)
   [ "$MODE" = full ] && stamp "ctest done"
-  if command -v compute-sanitizer > /dev/null; then
-    (cd $B && GR_CUDA_TEST_SHRINK=6 GR_CUDA_TEST_NO_REG=1 timeout "$(left $SAN_CAP)" compute-sanitizer --tool memcheck \
-       --print-limit 20 ./test/test_cuda_vs_cpu > "$OUT/sanitizer.log" 2>&1; echo "memcheck exit $?" >> "$OUT/sanitizer.log")
-    (cd $B && GR_CUDA_TEST_SHRINK=8 GR_CUDA_TEST_NO_REG=1 timeout "$(left $((SAN_CAP + 20)))" compute-sanitizer --tool racecheck \
-       --print-limit 20 ./test/test_cuda_vs_cpu >> "$OUT/sanitizer.log" 2>&1; echo "racecheck exit $?" >> "$OUT/sanitizer.log")
-    stamp "sanitizers: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY|exit' "$OUT/sanitizer.log" | tr '\n' ' ')"
-  fi
+  device_sanitizers $B $SAN_CAP
 fi
 
 echo "================ summary ================"

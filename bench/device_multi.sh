@@ -6,17 +6,9 @@
 # bench/multi_gpu.sh on every GPU of the machine. Logs under $OUT.
 #   bench/device_multi.sh "SIZE[:NZ] ..." [single_gpu_max_size]
 set -u
-OUT=${OUT:-$PWD/out}
-mkdir -p "$OUT"
 SIZES=${1:-512}
 SMAX=${2:-1024}
-T0=$(date +%s)
-stamp() { echo "[$(($(date +%s) - T0)) s] $*"; }
-
-rm -rf /tmp/nifti && mkdir -p /tmp/nifti
-for d in .device/debs/*.deb; do dpkg -x "$d" /tmp/nifti; done
-export LD_LIBRARY_PATH=/tmp/nifti/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
-export PATH=/usr/local/cuda/bin:$PATH
+. bench/device_common.sh
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 G=$(nvidia-smi -L | wc -l)
 stamp "$G GPU(s): $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | head -1)"

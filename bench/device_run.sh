@@ -7,21 +7,9 @@
 # The last lines printed are a short summary (the device tool returns the tail).
 # Usage: bench/device_run.sh [bench_max_size] [bench_iterations]
 set -u
-OUT=${OUT:-$PWD/out}
-mkdir -p "$OUT"
 BMAX=${1:-1024}
 BITER=${2:-20}
-T0=$(date +%s)
-DEADLINE=${DEADLINE:-500} # seconds after start by which everything must have finished
-stamp() { echo "[$(($(date +%s) - T0)) s] $*"; }
-# left CAP: the smaller of CAP and the time left before the deadline (at least 1)
-left() { local l=$((DEADLINE - ($(date +%s) - T0))); [ "$l" -gt "$1" ] && l=$1; [ "$l" -lt 1 ] && l=1; echo $l; }
-
-# ---- environment ---------------------------------------------------------------------
-rm -rf /tmp/nifti && mkdir -p /tmp/nifti
-for d in .device/debs/*.deb; do dpkg -x "$d" /tmp/nifti; done
-export LD_LIBRARY_PATH=/tmp/nifti/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
-export PATH=/usr/local/cuda/bin:$PATH
+. bench/device_common.sh
 nvidia-smi -q > "$OUT/gpu.txt" 2>&1
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem --format=csv >> "$OUT/gpu.txt" 2>&1
 stamp "GPU: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | head -1); nvcc $(nvcc --version | grep -o 'release [0-9.]*')"
@@ -50,14 +38,8 @@ stamp "bench rc=$?"
 (cd $B && OMP_NUM_THREADS=4 timeout "$(left 240)" ctest -j4 --timeout 240 > "$OUT/ctest.log" 2>&1)
 stamp "ctest done"
 
-# ---- sanitizers on a small case (memcheck: out-of-bounds; racecheck: shared-memory hazards) ----
-if command -v compute-sanitizer > /dev/null; then
-  (cd $B && GR_CUDA_TEST_SHRINK=6 GR_CUDA_TEST_NO_REG=1 timeout "$(left 60)" compute-sanitizer --tool memcheck \
-     --print-limit 20 ./test/test_cuda_vs_cpu > "$OUT/sanitizer.log" 2>&1; echo "memcheck exit $?" >> "$OUT/sanitizer.log")
-  (cd $B && GR_CUDA_TEST_SHRINK=8 GR_CUDA_TEST_NO_REG=1 timeout "$(left 60)" compute-sanitizer --tool racecheck \
-     --print-limit 20 ./test/test_cuda_vs_cpu >> "$OUT/sanitizer.log" 2>&1; echo "racecheck exit $?" >> "$OUT/sanitizer.log")
-  stamp "sanitizers: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY|exit' "$OUT/sanitizer.log" | tr '\n' ' ')"
-fi
+# ---- sanitizers on a small case --------------------------------------------------------
+device_sanitizers $B 60
 
 # ---- summary --------------------------------------------------------------------------
 echo "================ summary ================"
