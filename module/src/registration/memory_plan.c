@@ -165,7 +165,9 @@ static void slab(const sim *s, int64_t nz, int h, int64_t *own, int64_t *total) 
     return;
   }
   *own = (nz + N - 1) / N;
-  int64_t t = *own + 2 * (int64_t)h;
+  /* the largest rank: an interior one (halos on both sides), or with two
+   * ranks either end rank (one neighbour) */
+  int64_t t = *own + (N == 2 ? 1 : 2) * (int64_t)h;
   *total = t < nz ? t : nz;
 }
 
@@ -232,20 +234,28 @@ static size_t cuda_voxel_blocks(const int64_t n[3]) {
 }
 
 /* be->ops->metric scratch on a fixed grid n (per rank). CPU: cpu_lncc.c
- * lncc_alloc, cpu_mi.c, cpu_mse.c, cpu_ncc.c. CUDA: cuda_lncc.cu (a double
- * warped volume + validity + block partials), cuda_mi.cu, cuda_mse.cu, cuda_ncc.cu. */
+ * lncc_alloc, cpu_mi.c, cpu_mse.c, cpu_ncc.c. CUDA: cuda_lncc.cu (a float or
+ * double warped volume + validity + block partials), cuda_mi.cu, cuda_mse.cu, cuda_ncc.cu. */
 static void metric_scratch(sim *s, const gr_metric_spec *spec, const int64_t n[3], int want_grad, int masks) {
   const size_t nx = (size_t)n[0], ny = (size_t)n[1], nz = (size_t)n[2], P = nx * ny;
   const size_t bins = (size_t)(spec->mi_bins > 0 ? spec->mi_bins : 32), bb = bins * bins;
   const int r = spec->lncc_radius > 0 ? spec->lncc_radius : 2;
   const size_t R = (size_t)(2 * r + 1);
   size_t b = 0;
+  if (s->cuda && s->o->ranks > 1 && spec->kind == GR_METRIC_LNCC) {
+    /* cuda_metric_region.cu region_lncc: separable double passes over chunks
+     * of planes, ~165 bytes per chunk voxel, chunks of at most 4 GiB */
+    const size_t whole = (size_t)nvox3(n) * (size_t)(96 + (want_grad ? 44 : 0) + (masks ? 1 : 0));
+    s_transient(s, GR_MEM_SCRATCH, whole < ((size_t)4 << 30) ? whole : ((size_t)4 << 30));
+    return;
+  }
   if (s->cuda) {
     const size_t nb = cuda_voxel_blocks(n);
     switch (spec->kind) {
       case GR_METRIC_LNCC:
         /* partials: at most a few blocks per SM plus the x-y tiles; 64 KiB covers them */
-        b = round256((size_t)nvox3(n) * 8) + (masks ? round256((size_t)nvox3(n)) : 0) + 256 + 65536;
+        /* W in float (cuda_lncc_fast.cu, radius 1..4) or double */
+        b = round256((size_t)nvox3(n) * (r <= 4 ? 4 : 8)) + (masks ? round256((size_t)nvox3(n)) : 0) + 256 + 65536;
         break;
       case GR_METRIC_MI: b = (bb + 1) * 8 + bb * 8 + nb * 12 * 8; break;
       case GR_METRIC_MSE: b = nb * 14 * 8; break;
@@ -295,16 +305,19 @@ static void geom_dims(const gr_geometry *g, int64_t n[3]) {
 
 static int ceil3(double sigma) { return sigma > 0 ? (int)ceil(3.0 * sigma) : 0; }
 
-/* Halo planes the level's kernels need (ranks > 1): trilinear footprint 1,
- * the LNCC window radius, 3 sigma of the gradient and field Gaussians. */
-static int level_halo(const sim *s, const gr_stage_config *c) {
+/* Halo planes of a level's slabs (ranks > 1), as the stages ask for them:
+ * linear_stage.c (LNCC: 2r, else none) and shard_ops.c gr_shard_field_halo
+ * (trilinear footprint 1, LNCC 2r, 3 sigma of the two Gaussians, the compose
+ * step's reach ceil(lr) + 1). */
+static int level_halo(const sim *s, const gr_stage_config *c, int l) {
   if (s->o->ranks <= 1) return 0;
-  int h = 1;
-  if (c->metric.kind == GR_METRIC_LNCC && c->metric.lncc_radius > h) h = c->metric.lncc_radius;
-  if (c->kind == GR_STAGE_GREEDY || c->kind == GR_STAGE_SYN) {
-    if (ceil3(c->grad_sigma_vox) > h) h = ceil3(c->grad_sigma_vox);
-    if (ceil3(c->field_sigma_vox) > h) h = ceil3(c->field_sigma_vox);
-  }
+  const int two_r = c->metric.kind == GR_METRIC_LNCC ? 2 * (c->metric.lncc_radius > 0 ? c->metric.lncc_radius : 2) : 0;
+  if (c->kind != GR_STAGE_GREEDY && c->kind != GR_STAGE_SYN) return two_r;
+  int h = two_r > 1 ? two_r : 1;
+  if (ceil3(c->grad_sigma_vox) > h) h = ceil3(c->grad_sigma_vox);
+  if (ceil3(c->field_sigma_vox) > h) h = ceil3(c->field_sigma_vox);
+  const double lr = c->learning_rate[l] > 0.0 ? c->learning_rate[l] : 0.0;
+  if ((int)ceil(lr) + 1 > h) h = (int)ceil(lr) + 1;
   return h;
 }
 
@@ -335,7 +348,7 @@ static void level_build(pctx *c, const gr_stage_config *cfg, int l, plevel *L) {
   gr_geometry_shrink(c->mg, cfg->shrink[l], &L->mgeom);
   geom_dims(&L->fgeom, L->fn);
   geom_dims(&L->mgeom, L->mn);
-  L->h = level_halo(&c->s, cfg);
+  L->h = level_halo(&c->s, cfg, l);
   L->f = level_image(c, c->fg, c->fn, L->fn, L->h, cfg->sigma_vox[l], c->ib, GR_MEM_IMAGES);
   L->m = level_image(c, c->mg, c->mn, L->mn, L->h, cfg->sigma_vox[l], c->ib, GR_MEM_IMAGES);
   if (c->s.o->fixed_mask) L->fm = level_image(c, c->fg, c->fn, L->fn, L->h, 0.0, c->mb, GR_MEM_MASKS);
@@ -353,9 +366,13 @@ static void level_release(pctx *c, plevel *L) {
  * (ranks > 1) plus the kernel's own scratch. */
 static void level_metric(pctx *c, const gr_stage_config *cfg, const plevel *L, int want_grad, int masks) {
   sim *s = &c->s;
-  sbuf ring = {GR_MEM_HALO, 0, 0};
+  sbuf ring = {GR_MEM_HALO, 0, 0}, acc = {GR_MEM_SCRATCH, 0, 0};
   if (s->o->ranks > 1) {
-    const sbuf mshard = gbuf(s, L->mn, 0, c->ib + (s->o->moving_mask ? c->mb : 0), GR_MEM_HALO);
+    /* dist_metric.c: W (and its index gradient, the moving mask) presampled in
+     * double on the stored planes; ring_sampler.c: two in-flight moving slabs */
+    acc = gbuf(s, L->fn, L->h, 8 + (want_grad ? 24 : 0) + (s->o->moving_mask ? 8 : 0), GR_MEM_SCRATCH);
+    s_alloc(s, &acc);
+    const sbuf mshard = gbuf(s, L->mn, 0, 2 * c->ib, GR_MEM_HALO);
     ring.main = mshard.main;
     s_alloc(s, &ring);
   }
@@ -363,6 +380,7 @@ static void level_metric(pctx *c, const gr_stage_config *cfg, const plevel *L, i
   local_dims(s, L->fn, L->h, ln);
   metric_scratch(s, &cfg->metric, ln, want_grad, masks);
   if (ring.main) s_free(s, &ring);
+  if (acc.main) s_free(s, &acc);
 }
 
 static const char *kind_name(gr_stage_kind k) {
@@ -381,7 +399,7 @@ static gr_status begin_level(pctx *c, int k, const gr_stage_config *cfg, int l) 
   gr_geometry_shrink(c->fg, cfg->shrink[l], &g);
   int64_t n[3], ln[3];
   geom_dims(&g, n);
-  local_dims(&c->s, n, level_halo(&c->s, cfg), ln);
+  local_dims(&c->s, n, level_halo(&c->s, cfg, l), ln);
   return phase_begin(&c->s, k, l, ln, "%s level %d/%d (shrink %g)", kind_name(cfg->kind), l + 1, cfg->levels,
                      cfg->shrink[l]);
 }
@@ -411,10 +429,13 @@ static void field_update(pctx *c, const gr_stage_config *cfg, const plevel *L) {
   smooth_scratch(&c->s, ln, fs);
 }
 
-/* One process runs the fused update (adam_moments + adam_compose: no direction
- * field); the sharded update keeps the direction (shard_ops.c). Neither needs a
- * scratch field: the compose result overwrites the dead gradient / the step. */
-static int fused_update(const pctx *c) { return c->s.o->ranks <= 1; }
+/* Both backends fuse the update (adam_moments + adam_compose, or for shards
+ * sample_slab with gr_slab_adam): no direction or scratch field; the compose
+ * result overwrites the dead gradient. */
+static int fused_update(const pctx *c) {
+  (void)c;
+  return 1;
+}
 
 static void opt_alloc(pctx *c, const plevel *L, sbuf o[4]) { /* field_ops.c gr_field_opt_init */
   memset(o, 0, 4 * sizeof *o);
@@ -638,7 +659,8 @@ gr_status gr_memory_plan_compute(const gr_geometry *fixed, const gr_geometry *mo
         if (ceil3(stages[k].sigma_vox[l]) > c.hfull) c.hfull = ceil3(stages[k].sigma_vox[l]);
     out->halo_planes = c.hfull;
     for (int k = 0; k < nstages; ++k)
-      if (level_halo(&c.s, &stages[k]) > out->halo_planes) out->halo_planes = level_halo(&c.s, &stages[k]);
+      for (int l = 0; l < stages[k].levels; ++l)
+        if (level_halo(&c.s, &stages[k], l) > out->halo_planes) out->halo_planes = level_halo(&c.s, &stages[k], l);
   }
   sim *s = &c.s;
 
