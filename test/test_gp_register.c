@@ -2,7 +2,8 @@
  * centre-of-mass start) -> greedy LNCC chain with a fixed mask, and a greedy MI
  * stage with a moving mask, over 2-3 pyramid levels, on a pair related by an
  * affine and a smooth deformation of several voxels (points cross slab borders
- * by several planes). Local groups P = 2, 3, 4, or one MPI run (--mpi).
+ * by several planes). Local groups P = 2, 3, 4, 8 (8 slabs of 30 planes: the
+ * coarsest level has one or two planes per shard), or one MPI run (--mpi).
  * Expected: identical parameters and fields (bitwise); the test reports the
  * largest differences and fails above 1e-5 relative (parameters, metric) or
  * 0.01 voxel (fields). Also: one greedy LNCC update (two evaluations), and an
@@ -145,9 +146,9 @@ int main(int argc, char **argv) {
   }
   if (rank0) fprintf(stderr, "single-process references: %.2f s\n", gr_wall_seconds() - t0);
   gr_comm_destroy(one);
-  const int Ps[] = {2, 3, 4};
+  const int Ps[] = {2, 3, 4, 8};
   const double t1 = gr_wall_seconds();
-  gp_run(mpi, shard_fn, check, NULL, Ps, 3);
+  gp_run(mpi, shard_fn, check, NULL, Ps, 4);
   if (rank0) fprintf(stderr, "sharded runs: %.2f s\n", gr_wall_seconds() - t1);
   for (int k = 0; k < NCFG; ++k)
     for (int q = 0; q < nst[k]; ++q) gr_stage_result_clear(&ref[k][q]);
