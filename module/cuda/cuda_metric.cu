@@ -50,7 +50,7 @@ gr_status metric_region(gr_backend *be, const gr_metric_spec *spec, gr_metric_re
  * (cuda_metric_region.cu, bitwise the CPU's) with the per-plane partials added
  * in plane order, as gr_sum_plane_partials adds them for any shard count: the
  * one-GPU run then equals the CPU and every sharded run bit for bit (the fast
- * kernel keeps its alpha-field sums in float, ~3e-7 relative in the gradient). */
+ * kernel (fp32, cuda_lncc_fast.cu) is within ~1e-4 relative L2 in the gradient). */
 static gr_status metric_lncc_exact(gr_backend *be, const gr_metric_spec *spec, const gr_grid *fixed_grid,
                                    const float *fixed, const float *fixed_mask, const gr_grid *moving_grid,
                                    const float *moving, const float *moving_mask, const gr_affine *T,
