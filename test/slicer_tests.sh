@@ -78,12 +78,13 @@ case $case_ in
     # A machine too small for the run (simulated): one error line with the planner's
     # numbers, before anything is allocated or written.
     out=$scratch/out
-    GIGAREG_MEMORY_LIMIT_BYTES=2M "$gr" -f "$F" -m "$M" -p "$in/rigid.txt" -p "$in/greedy.txt" -out "$out" \
-      --outputVolume "$scratch/vol.nrrd" 2>"$scratch/err" >/dev/null && fail "run succeeded with 2 MiB"
+    # (4 MiB: the run needs ~11 MiB in one process, ~3.7 MiB per rank with 8 ranks)
+    GIGAREG_MEMORY_LIMIT_BYTES=4M "$gr" -f "$F" -m "$M" -p "$in/rigid.txt" -p "$in/greedy.txt" -out "$out" \
+      --outputVolume "$scratch/vol.nrrd" 2>"$scratch/err" >/dev/null && fail "run succeeded with 4 MiB"
     cat "$scratch/err"
     [ "$(grep -c 'gigareg: error:' "$scratch/err")" -eq 1 ] || fail "expected one error line"
     [ "$(wc -l <"$scratch/err")" -eq 1 ] || fail "more than one line on stderr"
-    grep -q "memory planner needs .* ([0-9]* bytes)" "$scratch/err" && grep -q "(2097152 bytes) are available" "$scratch/err" \
+    grep -q "memory planner needs .* ([0-9]* bytes)" "$scratch/err" && grep -q "(4194304 bytes) are available" "$scratch/err" \
       && grep -q "GIGAREG_MEMORY_LIMIT_BYTES" "$scratch/err" && grep -q "at its peak in " "$scratch/err" \
       || fail "error does not quote the planner's numbers"
     grep -q "ranks (Grid Parallel slabs) would fit" "$scratch/err" || fail "no rank count suggested"
