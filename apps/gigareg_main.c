@@ -176,6 +176,18 @@ static void report_comm_stats(run_state *st) {
   if (st->log) fprintf(st->log, "communication: %s\n", line);
 }
 
+/* The end of a run, both modes, every rank: -comm-stats, then (rank 0) the
+ * peak memory into elastix.log, which is closed (a failed close fails the run). */
+static gr_status finish_run_log(run_state *st, gr_status s, const char *logpath) {
+  if (s == GR_OK && st->args.comm_stats) report_comm_stats(st);
+  if (st->log) {
+    if (s == GR_OK) fprintf(st->log, "peak backend memory: %zu bytes\n", st->be->bytes_peak);
+    if (fclose(st->log) != 0 && s == GR_OK) s = gr_error(GR_ERR_IO, "cannot write '%s'", logpath);
+    st->log = NULL;
+  }
+  return s;
+}
+
 /* The moving image resampled onto the fixed grid through -t0 and stages 0..upto-1. */
 static gr_status resample_moving(run_state *st, int upto, gr_interp interp, double default_pixel, gr_image **out) {
   gr_backend *be = st->be;
@@ -444,12 +456,7 @@ static gr_status run_slabs(run_state *st) {
     s = gr_register_slabs(st->be, st->comm, &in, st->have_initial ? &st->initial : NULL, st->stages,
                           st->args.nparams, &opt, st->results);
   if (s == GR_OK) s = slab_outputs(st, &j);
-  if (s == GR_OK && st->args.comm_stats) report_comm_stats(st); /* every rank */
-  if (st->log) {
-    if (s == GR_OK) fprintf(st->log, "peak backend memory: %zu bytes\n", st->be->bytes_peak);
-    if (fclose(st->log) != 0 && s == GR_OK) s = gr_error(GR_ERR_IO, "cannot write '%s'", logpath);
-    st->log = NULL;
-  }
+  s = finish_run_log(st, s, logpath);
   if (s == GR_OK && st->out_open) s = gr_outdir_publish(&st->out);
   gr_cli_slab_clear(&j);
   return s;
@@ -495,20 +502,12 @@ static gr_status run(run_state *st) {
   else
     s = gr_register(st->be, st->comm, st->fixed, st->moving, st->fmask, st->mmask,
                     st->have_initial ? &st->initial : NULL, st->stages, st->args.nparams, &opt, st->results);
-  if (!writer) {
-    if (s == GR_OK && st->args.comm_stats) report_comm_stats(st);
-    return s;
-  }
+  if (!writer) return finish_run_log(st, s, logpath); /* no log on this rank */
   if (s == GR_OK && st->args.slicer_progress && !st->args.quiet) gr_slicer_comment(&st->slicer, "writing outputs", 0.96);
   if (s == GR_OK && st->out_open) s = write_outputs(st);
   if (s == GR_OK) s = write_direct_outputs(st);
   if (s == GR_OK && st->args.qa) s = write_qa(st);
-  if (s == GR_OK && st->args.comm_stats) report_comm_stats(st); /* every rank */
-  if (st->log) {
-    if (s == GR_OK) fprintf(st->log, "peak backend memory: %zu bytes\n", st->be->bytes_peak);
-    if (fclose(st->log) != 0 && s == GR_OK) s = gr_error(GR_ERR_IO, "cannot write '%s'", logpath);
-    st->log = NULL;
-  }
+  s = finish_run_log(st, s, logpath);
   if (s == GR_OK && st->out_open) s = gr_outdir_publish(&st->out);
   if (s == GR_OK) s = commit_direct_outputs(st);
   return s;

@@ -158,6 +158,39 @@ static inline void gp_scene_init(gp_scene *s) {
   gr_euler_to_affine(p, c, &s->T);
 }
 
+/* Cuts of nz planes into uneven slabs (one-plane slabs included): slabs
+ * [cuts[i], cuts[i+1]) for i < n - 1, n returned. */
+static inline int gp_make_cuts(int64_t nz, int64_t *cuts) {
+  int n = 0;
+  cuts[n++] = 0;
+  const int64_t steps[] = {3, 1, 7, 2, 5, 1, 4};
+  for (int k = 0; cuts[n - 1] < nz; k = (k + 1) % 7) {
+    const int64_t next = cuts[n - 1] + steps[k];
+    cuts[n++] = next < nz ? next : nz;
+  }
+  return n;
+}
+
+/* The ring sampler by hand: sample_slab summed over the cuts of the input
+ * planes, in reverse order (the sum must not depend on which slab comes
+ * first), on backend `be`. `in` is the whole input (ncomp planes of in_nvox)
+ * in that backend's memory; a->acc (and acc_grad) too, zeroed here. */
+static inline void gp_ring_by_hand(gr_backend *be, gr_slab_sample *a, const float *in, int64_t in_nvox) {
+  int64_t cuts[64];
+  const int n = gp_make_cuts(a->in_grid->n[2], cuts);
+  const int64_t nxy = a->in_grid->n[0] * a->in_grid->n[1];
+  const int64_t npts = a->out_grid->n[0] * a->out_grid->n[1] * a->out_nz;
+  GR_CHECK_OK(be->ops->fill(be, (float *)a->acc, 0.0f, 2 * npts * a->ncomp)); /* doubles: 2 floats of +0 each */
+  if (a->acc_grad) GR_CHECK_OK(be->ops->fill(be, (float *)a->acc_grad, 0.0f, 2 * npts * 3));
+  for (int i = n - 2; i >= 0; --i) {
+    a->in_z0 = cuts[i];
+    a->in_nz = cuts[i + 1] - cuts[i];
+    a->in = in + cuts[i] * nxy;
+    a->in_comp_stride = in_nvox;
+    GR_CHECK_OK(be->ops->sample_slab(be, a));
+  }
+}
+
 static inline void gp_scene_free(gp_scene *s) {
   free(s->fixed);
   free(s->fmask);

@@ -80,36 +80,6 @@ static double max_abs_f(const float *a, int64_t n) {
 }
 
 
-static int make_cuts(int64_t nz, int64_t *cuts) {
-  int n = 0;
-  cuts[n++] = 0;
-  const int64_t steps[] = {3, 1, 7, 2, 5, 1, 4};
-  for (int k = 0; cuts[n - 1] < nz; k = (k + 1) % 7) {
-    const int64_t next = cuts[n - 1] + steps[k];
-    cuts[n++] = next < nz ? next : nz;
-  }
-  return n;
-}
-
-/* Sum sample_slab over the cuts of the input planes, on backend `be`. `in` is
- * the whole input (ncomp planes of in_nvox) in that backend's memory; a->acc
- * (and acc_grad) too, zeroed here. */
-static void ring_by_hand(gr_backend *be, gr_slab_sample *a, const float *in, int64_t in_nvox) {
-  int64_t cuts[64];
-  const int n = make_cuts(a->in_grid->n[2], cuts);
-  const int64_t nxy = a->in_grid->n[0] * a->in_grid->n[1];
-  const int64_t npts = a->out_grid->n[0] * a->out_grid->n[1] * a->out_nz;
-  GR_CHECK_OK(be->ops->fill(be, (float *)a->acc, 0.0f, 2 * npts * a->ncomp));
-  if (a->acc_grad) GR_CHECK_OK(be->ops->fill(be, (float *)a->acc_grad, 0.0f, 2 * npts * 3));
-  for (int i = n - 2; i >= 0; --i) {
-    a->in_z0 = cuts[i];
-    a->in_nz = cuts[i + 1] - cuts[i];
-    a->in = in + cuts[i] * nxy;
-    a->in_comp_stride = in_nvox;
-    GR_CHECK_OK(be->ops->sample_slab(be, a));
-  }
-}
-
 /* ---- 1a. slab sampler ----------------------------------------------------------------- */
 static void test_slab(const gp_scene *s) {
   const int64_t nf = gp_nvox(&s->fg), nm = gp_nvox(&s->mg), nxy = s->fg.n[0] * s->fg.n[1];
@@ -154,11 +124,11 @@ static void test_slab(const gp_scene *s) {
               a.disp = dwin;
               a.acc = acc_c;
               a.acc_grad = wg ? grad_c : NULL;
-              ring_by_hand(cpu, &a, in_h, in_nvox);
+              gp_ring_by_hand(cpu, &a, in_h, in_nvox);
               b.disp = d_dwin;
               b.acc = d_acc;
               b.acc_grad = wg ? d_grad : NULL;
-              ring_by_hand(gpu, &b, in_d, in_nvox);
+              gp_ring_by_hand(gpu, &b, in_d, in_nvox);
               get_dev(acc_g, d_acc, sizeof(double) * npts * nc);
               double mr = 0.0, mg = 0.0;
               int64_t bad = cmp_f64(acc_g, acc_c, npts * nc, &mr), badg = 0;
@@ -305,11 +275,11 @@ static void test_metric_region(const gp_scene *s) {
             a.boundary = GR_BOUNDARY_ZERO;
             a.acc = w;
             a.acc_grad = g;
-            ring_by_hand(cpu, &a, s->moving, nm);
+            gp_ring_by_hand(cpu, &a, s->moving, nm);
             a.acc = mm;
             a.acc_grad = NULL;
             a.interp = GR_INTERP_NEAREST;
-            ring_by_hand(cpu, &a, s->mmask, nm);
+            gp_ring_by_hand(cpu, &a, s->mmask, nm);
           }
           float *d_f = dup_dev(fw, sizeof(float) * n), *d_fm = dup_dev(fmw, sizeof(float) * n);
           float *d_disp = dup_dev(dw, sizeof(float) * n * 3), *d_gu = zero_dev(sizeof(float) * n * 3);

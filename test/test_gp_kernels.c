@@ -6,36 +6,6 @@
 
 static gr_backend *be;
 
-/* Cuts of nz planes into uneven slabs (one-plane slabs included). */
-static int make_cuts(int64_t nz, int64_t *cuts) {
-  int n = 0;
-  cuts[n++] = 0;
-  const int64_t steps[] = {3, 1, 7, 2, 5, 1, 4};
-  for (int k = 0; cuts[n - 1] < nz; k = (k + 1) % 7) {
-    int64_t next = cuts[n - 1] + steps[k];
-    cuts[n++] = next < nz ? next : nz;
-  }
-  return n; /* slabs [cuts[i], cuts[i+1]) for i < n-1 */
-}
-
-/* acc = sum over slabs of in (ncomp planes, whole in_grid). */
-static void ring_by_hand(gr_slab_sample *a, const float *in, int64_t in_nvox) {
-  int64_t cuts[64];
-  const int n = make_cuts(a->in_grid->n[2], cuts);
-  const int64_t nxy = a->in_grid->n[0] * a->in_grid->n[1];
-  const int64_t npts = a->out_grid->n[0] * a->out_grid->n[1] * a->out_nz;
-  memset(a->acc, 0, sizeof(double) * npts * a->ncomp);
-  if (a->acc_grad) memset(a->acc_grad, 0, sizeof(double) * npts * 3);
-  /* reverse order: the sum must not depend on which slab comes first */
-  for (int i = n - 2; i >= 0; --i) {
-    a->in_z0 = cuts[i];
-    a->in_nz = cuts[i + 1] - cuts[i];
-    a->in = in + cuts[i] * nxy;
-    a->in_comp_stride = in_nvox;
-    GR_CHECK_OK(be->ops->sample_slab(be, a));
-  }
-}
-
 static void test_resample(const gp_scene *s) {
   const int64_t nf = gp_nvox(&s->fg), nm = gp_nvox(&s->mg);
   float *ref = malloc(sizeof(float) * nf * 3), *got = malloc(sizeof(float) * nf * 3);
@@ -65,7 +35,7 @@ static void test_resample(const gp_scene *s) {
           a.interp = (gr_interp)interp;
           a.boundary = (gr_boundary)bnd;
           a.acc = acc;
-          ring_by_hand(&a, in3, nm);
+          gp_ring_by_hand(be, &a, in3, nm);
           GR_CHECK_OK(be->ops->slab_finalize(be, nz * nxy * nc, acc, NULL, 1.0, got));
           int64_t bad = 0;
           double md = 0;
@@ -117,7 +87,7 @@ static void test_compose_invert(const gp_scene *s) {
   a.interp = GR_INTERP_LINEAR;
   a.boundary = GR_BOUNDARY_CLAMP;
   a.acc = acc;
-  ring_by_hand(&a, u, n);
+  gp_ring_by_hand(be, &a, u, n);
   GR_CHECK_OK(be->ops->slab_finalize(be, 3 * n, acc, st, 1.0, got));
   double md = 0;
   int64_t bad = gp_compare(got, ref, 3 * n, &md);
@@ -125,7 +95,7 @@ static void test_compose_invert(const gp_scene *s) {
   /* one fixed-point step of the inverse: -u(x - u(x)) */
   GR_CHECK_OK(be->ops->invert(be, &s->fg, u, ref, 1));
   for (int64_t i = 0; i < 3 * n; ++i) st[i] = -u[i];
-  ring_by_hand(&a, u, n);
+  gp_ring_by_hand(be, &a, u, n);
   GR_CHECK_OK(be->ops->slab_finalize(be, 3 * n, acc, NULL, -1.0, got));
   bad = gp_compare(got, ref, 3 * n, &md);
   GR_CHECK(bad == 0, "invert step: %lld values differ (max %g)", (long long)bad, md);
@@ -176,12 +146,12 @@ static void test_metrics(const gp_scene *s) {
           a.boundary = GR_BOUNDARY_ZERO;
           a.acc = w;
           a.acc_grad = g;
-          ring_by_hand(&a, s->moving, nm);
+          gp_ring_by_hand(be, &a, s->moving, nm);
           if (mmk) {
             a.acc = mm;
             a.acc_grad = NULL;
             a.interp = GR_INTERP_NEAREST;
-            ring_by_hand(&a, mmk, nm);
+            gp_ring_by_hand(be, &a, mmk, nm);
           }
           reg.pre_w = w;
           reg.pre_g = g;
