@@ -148,6 +148,55 @@ inline void gigaregI2P( const gr_grid & g, double i, double j, double k, double 
   }
 }
 
+/** The chain rule's sum over the fixed voxels whose field gradient g (G: 3 planes of nx*ny*nz
+ * floats) is non-zero: each thread gets its own voxel function from makeVoxelFn() (so it may
+ * hold scratch), which adds the voxel's contribution into the thread's P accumulators as
+ * fn(i, j, k, g, acc); the accumulators are then added in thread order (reproducible for a
+ * fixed thread count). */
+template< class MakeVoxelFn >
+inline std::vector< double > gigaregGradientSum( int64_t nx, int64_t ny, int64_t nz, const float * G, size_t P,
+                                                 MakeVoxelFn makeVoxelFn )
+{
+  const int64_t n = nx * ny * nz;
+  int           nt = 1;
+#ifdef _OPENMP
+  nt = omp_get_max_threads();
+#endif
+  std::vector< std::vector< double > > acc( static_cast< size_t >( nt ) );
+#pragma omp parallel num_threads(nt)
+  {
+    int tid = 0;
+#ifdef _OPENMP
+    tid = omp_get_thread_num();
+#endif
+    std::vector< double > & a = acc[ static_cast< size_t >( tid ) ];
+    a.assign( P, 0.0 );
+    auto fn = makeVoxelFn();
+#pragma omp for schedule(static)
+    for( int64_t k = 0; k < nz; ++k )
+    {
+      for( int64_t j = 0; j < ny; ++j )
+      {
+        for( int64_t i = 0; i < nx; ++i )
+        {
+          const int64_t v = ( k * ny + j ) * nx + i;
+          const float   g[ 3 ] = { G[ v ], G[ n + v ], G[ 2 * n + v ] };
+          if( g[ 0 ] == 0.0f && g[ 1 ] == 0.0f && g[ 2 ] == 0.0f ) { continue; }
+          fn( i, j, k, g, a.data() );
+        }
+      }
+    }
+  }
+  std::vector< double > sum( P, 0.0 );
+  for( size_t q = 0; q < P; ++q )
+  {
+    double d = 0;
+    for( int t = 0; t < nt; ++t ) { d += acc[ static_cast< size_t >( t ) ][ q ]; }
+    sum[ q ] = d;
+  }
+  return sum;
+}
+
 /** The GigaReg evaluation on top of an elastix metric component TBase. */
 template< class TElastix, class TBase >
 class GigaRegMetric : public TBase
@@ -723,70 +772,60 @@ protected:
       }
     }
     this->Upload( D.dU, U, 3 * n );
-    if( derivative && !D.dG )
+    std::chrono::steady_clock::time_point t2;
+    const float * G = this->DenseFieldMetric( spec, derivative != nullptr, scale, value, t0, t2 );
+    if( !G ) { return; }
+    /* d loss / d p = sum_x g(x)^T dT/dp(x) */
+    const std::vector< double > sum = gigaregGradientSum( nx, ny, nz, G, P, [&]() {
+      return [&, imageJacobian = DerivativeType( T->GetNumberOfNonZeroJacobianIndices() ),
+              nzji = NonZeroJacobianIndicesType( T->GetNumberOfNonZeroJacobianIndices() )](
+               int64_t i, int64_t j, int64_t k, const float g3[ 3 ], double * a ) mutable {
+        double p[ 3 ];
+        gigaregI2P( D.fg, (double)i, (double)j, (double)k, p );
+        InputPointType x;
+        x[ 0 ] = p[ 0 ]; x[ 1 ] = p[ 1 ]; x[ 2 ] = p[ 2 ];
+        MovingImageGradientType g;
+        g[ 0 ] = g3[ 0 ]; g[ 1 ] = g3[ 1 ]; g[ 2 ] = g3[ 2 ];
+        T->EvaluateJacobianWithImageGradientProduct( x, g, imageJacobian, nzji );
+        for( size_t q = 0; q < nzji.size(); ++q ) { a[ nzji[ q ] ] += imageJacobian[ q ]; }
+      };
+    } );
+    for( unsigned k = 0; k < P; ++k ) { ( *derivative )[ k ] = scale * sum[ k ]; }
+    D.tChain += std::chrono::duration< double >( std::chrono::steady_clock::now() - t2 ).count();
+  }
+
+  /** The core metric of the dense field already in D.dU: `value` (scaled), and with
+   * `wantDerivative` the field gradient downloaded to the host (returned; nullptr without).
+   * t0: when the field's construction began; t2: when the metric finished (the chain rule's
+   * timer starts there). */
+  const float * DenseFieldMetric( gr_metric_spec & spec, bool wantDerivative, double scale, MeasureType & value,
+                                  std::chrono::steady_clock::time_point t0,
+                                  std::chrono::steady_clock::time_point & t2 ) const
+  {
+    GigaRegMetricData & D = this->m_GR;
+    const int64_t       n = D.fnvox;
+    if( wantDerivative && !D.dG )
     {
       D.dG = static_cast< float * >( D.be->ops->alloc( D.be, static_cast< size_t >( 3 * n ) * sizeof( float ) ) );
       if( !D.dG ) { gigaregCheck( GR_ERR_NOMEM, "allocation" ); }
     }
     spec.want_affine_grad = 0;
-    spec.want_field_grad  = derivative ? 1 : 0;
-    auto t1 = std::chrono::steady_clock::now();
-    this->CoreMetric( spec, nullptr, D.dU, res, derivative ? D.dG : nullptr );
-    auto t2 = std::chrono::steady_clock::now();
+    spec.want_field_grad  = wantDerivative ? 1 : 0;
+    gr_metric_result res;
+    std::memset( &res, 0, sizeof( res ) );
+    const auto t1 = std::chrono::steady_clock::now();
+    this->CoreMetric( spec, nullptr, D.dU, res, wantDerivative ? D.dG : nullptr );
+    t2 = std::chrono::steady_clock::now();
     D.tField += std::chrono::duration< double >( t1 - t0 ).count();
     D.tMetric += std::chrono::duration< double >( t2 - t1 ).count();
     ++D.nEval;
     this->CheckValid( res );
     value = scale * res.value;
-    if( !derivative ) { return; }
+    if( !wantDerivative ) { return nullptr; }
     D.hostG.resize( static_cast< size_t >( 3 * n ) );
     gigaregCheck( D.be->ops->download( D.be, D.hostG.data(), D.dG, static_cast< size_t >( 3 * n ) * sizeof( float ) ),
       "download" );
-    const float * G = D.hostG.data();
-    /* d loss / d p = sum_x g(x)^T dT/dp(x): per-thread accumulators, summed in thread order. */
-    int nt = 1;
-#ifdef _OPENMP
-    nt = omp_get_max_threads();
-#endif
-    std::vector< std::vector< double > > acc( static_cast< size_t >( nt ), std::vector< double >( P, 0.0 ) );
-#pragma omp parallel num_threads(nt)
-    {
-      int tid = 0;
-#ifdef _OPENMP
-      tid = omp_get_thread_num();
-#endif
-      std::vector< double > &    a = acc[ static_cast< size_t >( tid ) ];
-      DerivativeType             imageJacobian( T->GetNumberOfNonZeroJacobianIndices() );
-      NonZeroJacobianIndicesType nzji( T->GetNumberOfNonZeroJacobianIndices() );
-#pragma omp for schedule(static)
-      for( int64_t k = 0; k < nz; ++k )
-      {
-        for( int64_t j = 0; j < ny; ++j )
-        {
-          for( int64_t i = 0; i < nx; ++i )
-          {
-            const int64_t v = ( k * ny + j ) * nx + i;
-            const float   g0 = G[ v ], g1 = G[ n + v ], g2 = G[ 2 * n + v ];
-            if( g0 == 0.0f && g1 == 0.0f && g2 == 0.0f ) { continue; }
-            double p[ 3 ];
-            gigaregI2P( D.fg, (double)i, (double)j, (double)k, p );
-            InputPointType x;
-            x[ 0 ] = p[ 0 ]; x[ 1 ] = p[ 1 ]; x[ 2 ] = p[ 2 ];
-            MovingImageGradientType g;
-            g[ 0 ] = g0; g[ 1 ] = g1; g[ 2 ] = g2;
-            T->EvaluateJacobianWithImageGradientProduct( x, g, imageJacobian, nzji );
-            for( size_t q = 0; q < nzji.size(); ++q ) { a[ nzji[ q ] ] += imageJacobian[ q ]; }
-          }
-        }
-      }
-    }
-    for( unsigned k = 0; k < P; ++k )
-    {
-      double d = 0;
-      for( int t = 0; t < nt; ++t ) { d += acc[ static_cast< size_t >( t ) ][ k ]; }
-      ( *derivative )[ k ] = scale * d;
-    }
-    D.tChain += std::chrono::duration< double >( std::chrono::steady_clock::now() - t2 ).count();
+    return D.hostG.data();
   }
 
   /** The dense path for the common case (a cubic B-spline, alone or composed after a linear
@@ -912,79 +951,34 @@ protected:
       }
     }
     this->Upload( D.dU, U, 3 * n );
-    if( derivative && !D.dG )
-    {
-      D.dG = static_cast< float * >( D.be->ops->alloc( D.be, static_cast< size_t >( 3 * n ) * sizeof( float ) ) );
-      if( !D.dG ) { gigaregCheck( GR_ERR_NOMEM, "allocation" ); }
-    }
-    spec.want_affine_grad = 0;
-    spec.want_field_grad  = derivative ? 1 : 0;
-    gr_metric_result res;
-    std::memset( &res, 0, sizeof( res ) );
-    auto t1 = std::chrono::steady_clock::now();
-    this->CoreMetric( spec, nullptr, D.dU, res, derivative ? D.dG : nullptr );
-    auto t2 = std::chrono::steady_clock::now();
-    D.tField += std::chrono::duration< double >( t1 - t0 ).count();
-    D.tMetric += std::chrono::duration< double >( t2 - t1 ).count();
-    ++D.nEval;
-    this->CheckValid( res );
-    value = scale * res.value;
-    if( !derivative ) { return true; }
-    D.hostG.resize( static_cast< size_t >( 3 * n ) );
-    gigaregCheck( D.be->ops->download( D.be, D.hostG.data(), D.dG, static_cast< size_t >( 3 * n ) * sizeof( float ) ),
-      "download" );
-    const float * Gr = D.hostG.data();
-    int nt = 1;
-#ifdef _OPENMP
-    nt = omp_get_max_threads();
-#endif
-    std::vector< std::vector< double > > acc( static_cast< size_t >( nt ) );
-#pragma omp parallel num_threads(nt)
-    {
-      int tid = 0;
-#ifdef _OPENMP
-      tid = omp_get_thread_num();
-#endif
-      std::vector< double > & A = acc[ static_cast< size_t >( tid ) ];
-      A.assign( P, 0.0 );
-#pragma omp for schedule(static)
-      for( int64_t k = 0; k < nz; ++k )
-      {
-        for( int64_t j = 0; j < ny; ++j )
+    std::chrono::steady_clock::time_point t2;
+    const float * Gr = this->DenseFieldMetric( spec, derivative != nullptr, scale, value, t0, t2 );
+    if( !Gr ) { return true; }
+    /* d loss / d c = sum over the support of each voxel of its B-spline weight times g(x) */
+    const std::vector< double > sum = gigaregGradientSum( nx, ny, nz, Gr, P, [&]() {
+      return [&]( int64_t i, int64_t j, int64_t k, const float g3[ 3 ], double * A ) {
+        const double g0 = g3[ 0 ], g1 = g3[ 1 ], g2 = g3[ 2 ];
+        int64_t      st[ 3 ];
+        double       w[ 3 ][ 4 ];
+        if( !support( i, j, k, st, w ) ) { return; }
+        for( int c = 0; c < 4; ++c )
         {
-          for( int64_t i = 0; i < nx; ++i )
+          for( int b = 0; b < 4; ++b )
           {
-            const int64_t v = ( k * ny + j ) * nx + i;
-            const double  g0 = Gr[ v ], g1 = Gr[ n + v ], g2 = Gr[ 2 * n + v ];
-            if( g0 == 0.0 && g1 == 0.0 && g2 == 0.0 ) { continue; }
-            int64_t st[ 3 ];
-            double  w[ 3 ][ 4 ];
-            if( !support( i, j, k, st, w ) ) { continue; }
-            for( int c = 0; c < 4; ++c )
+            const double  wbc = w[ 2 ][ c ] * w[ 1 ][ b ];
+            const int64_t row = ( ( st[ 2 ] + c ) * gsz[ 1 ] + ( st[ 1 ] + b ) ) * gsz[ 0 ] + st[ 0 ];
+            for( int a = 0; a < 4; ++a )
             {
-              for( int b = 0; b < 4; ++b )
-              {
-                const double  wbc = w[ 2 ][ c ] * w[ 1 ][ b ];
-                const int64_t row = ( ( st[ 2 ] + c ) * gsz[ 1 ] + ( st[ 1 ] + b ) ) * gsz[ 0 ] + st[ 0 ];
-                for( int a = 0; a < 4; ++a )
-                {
-                  const double ww = wbc * w[ 0 ][ a ];
-                  A[ row + a ] += ww * g0;
-                  A[ G + row + a ] += ww * g1;
-                  A[ 2 * G + row + a ] += ww * g2;
-                }
-              }
+              const double ww = wbc * w[ 0 ][ a ];
+              A[ row + a ] += ww * g0;
+              A[ G + row + a ] += ww * g1;
+              A[ 2 * G + row + a ] += ww * g2;
             }
           }
         }
-      }
-    }
-    for( unsigned k = 0; k < P; ++k )
-    {
-      double d = 0;
-      for( int t = 0; t < nt; ++t ) { d += acc[ static_cast< size_t >( t ) ][ k ]; }
-      ( *derivative )[ k ] = scale * d;
-    }
+      };
+    } );
+    for( unsigned k = 0; k < P; ++k ) { ( *derivative )[ k ] = scale * sum[ k ]; }
     D.tChain += std::chrono::duration< double >( std::chrono::steady_clock::now() - t2 ).count();
     return true;
   }
