@@ -777,9 +777,10 @@ protected:
     if( !G ) { return; }
     /* d loss / d p = sum_x g(x)^T dT/dp(x) */
     const std::vector< double > sum = gigaregGradientSum( nx, ny, nz, G, P, [&]() {
-      return [&, imageJacobian = DerivativeType( T->GetNumberOfNonZeroJacobianIndices() ),
-              nzji = NonZeroJacobianIndicesType( T->GetNumberOfNonZeroJacobianIndices() )](
-               int64_t i, int64_t j, int64_t k, const float g3[ 3 ], double * a ) mutable {
+      /* per-thread scratch of the Jacobian product, copied into the thread's function */
+      DerivativeType             imageJacobian( T->GetNumberOfNonZeroJacobianIndices() );
+      NonZeroJacobianIndicesType nzji( T->GetNumberOfNonZeroJacobianIndices() );
+      return [&, imageJacobian, nzji]( int64_t i, int64_t j, int64_t k, const float g3[ 3 ], double * a ) mutable {
         double p[ 3 ];
         gigaregI2P( D.fg, (double)i, (double)j, (double)k, p );
         InputPointType x;

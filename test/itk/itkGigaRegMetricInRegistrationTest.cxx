@@ -169,24 +169,14 @@ int
 itkGigaRegSyNTest(int argc, char * argv[])
 {
   using namespace grtest;
-  using FieldTransformType = itk::DisplacementFieldTransform<double, 3>;
-  using FieldType = FieldTransformType::DisplacementFieldType;
   auto fixed = ReadShrunk("chris_t1.nii.gz", 4, 4, 4);
-  auto field = FieldType::New();
-  field->CopyInformation(fixed);
-  field->SetRegions(fixed->GetBufferedRegion());
-  field->Allocate();
-  itk::ImageRegionIteratorWithIndex<FieldType> it(field, field->GetBufferedRegion());
-  for (; !it.IsAtEnd(); ++it)
-  {
-    ImageType::PointType p;
-    field->TransformIndexToPhysicalPoint(it.GetIndex(), p);
+  auto field = MakeField(fixed, [](const ImageType::PointType & p) {
     FieldType::PixelType d;
     d[0] = 3.0 * std::sin(p[1] / 25.0);
     d[1] = 2.5 * std::cos(p[2] / 30.0);
     d[2] = 2.0 * std::sin(p[0] / 28.0);
-    it.Set(d);
-  }
+    return d;
+  });
   auto truth = FieldTransformType::New();
   truth->SetDisplacementField(field);
   auto warp = itk::ResampleImageFilter<ImageType, ImageType>::New();

@@ -156,23 +156,13 @@ Compare(const char * label, TGiga * giga, TRef * ref, ImageType * fixed, ImageTy
   // Local support (what ITK's SyN / greedy methods optimise): a displacement
   // field on the virtual grid; per-voxel derivatives, compared by direction.
   {
-    using FieldTransformType = itk::DisplacementFieldTransform<double, 3>;
-    using FieldType = FieldTransformType::DisplacementFieldType;
-    auto field = FieldType::New();
-    field->CopyInformation(fixed);
-    field->SetRegions(fixed->GetBufferedRegion());
-    field->Allocate();
-    itk::ImageRegionIteratorWithIndex<FieldType> it(field, field->GetBufferedRegion());
-    for (; !it.IsAtEnd(); ++it)
-    {
-      ImageType::PointType p;
-      field->TransformIndexToPhysicalPoint(it.GetIndex(), p);
+    auto field = MakeField(fixed, [](const ImageType::PointType & p) {
       FieldType::PixelType d;
       d[0] = 2.0 + std::sin(p[1] / 15.0);
       d[1] = -1.5;
       d[2] = std::cos(p[0] / 20.0);
-      it.Set(d);
-    }
+      return d;
+    });
     auto ft = FieldTransformType::New();
     ft->SetDisplacementField(field);
     Setup(giga, fixed, moving, mask, ft.GetPointer());

@@ -8,7 +8,9 @@
 #include <string>
 #include <vector>
 
+#include "itkDisplacementFieldTransform.h"
 #include "itkImage.h"
+#include "itkImageRegionIteratorWithIndex.h"
 #include "itkImageFileReader.h"
 #include "itkImageMaskSpatialObject.h"
 #include "itkMetaImageIOFactory.h"
@@ -48,6 +50,28 @@ inline std::string
 TmpPath(const char * name)
 {
   return std::string(GR_ITK_TEST_TMP) + "/" + name;
+}
+
+using FieldTransformType = itk::DisplacementFieldTransform<double, 3>;
+using FieldType = FieldTransformType::DisplacementFieldType;
+
+/* A displacement field on the grid of `like`: d(x) = f(x), x physical. */
+template <class F>
+inline FieldType::Pointer
+MakeField(const ImageType * like, F f)
+{
+  auto field = FieldType::New();
+  field->CopyInformation(like);
+  field->SetRegions(like->GetBufferedRegion());
+  field->Allocate();
+  itk::ImageRegionIteratorWithIndex<FieldType> it(field, field->GetBufferedRegion());
+  for (; !it.IsAtEnd(); ++it)
+  {
+    ImageType::PointType p;
+    field->TransformIndexToPhysicalPoint(it.GetIndex(), p);
+    it.Set(f(p));
+  }
+  return field;
 }
 
 /* Real data, shrunk (no smoothing: the point is speed, both sides see the same image). */
