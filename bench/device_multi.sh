@@ -2,7 +2,8 @@
 # Multi-GPU Grid Parallel run on the GPU machine (issue 9; cwd = repository
 # root, the git-ignored .device/ travels with it and holds nifticlib .debs).
 # Builds with CUDA + MPI + NCCL (once: a warm machine keeps build-multi/),
-# runs the GPU Grid Parallel tests (MG_TESTS=1, default), then
+# runs the GPU Grid Parallel tests (MG_TESTS=1, default; MG_TESTS_RE, default
+# "gp_cuda", picks them: "cuda" adds test_cuda_vs_cpu), then
 # bench/multi_gpu.sh on every GPU of the machine. Logs under $OUT.
 #   bench/device_multi.sh "SIZE[:NZ] ..." [single_gpu_max_size]
 set -u
@@ -24,7 +25,7 @@ fi
 stamp "build done"
 
 if [ "${MG_TESTS:-1}" = 1 ]; then
-  (cd $B && OMP_NUM_THREADS=4 timeout 300 ctest -R "gp_cuda" -V --timeout 280 > "$OUT/ctest_gp.log" 2>&1)
+  (cd $B && OMP_NUM_THREADS=4 timeout 300 ctest -R "${MG_TESTS_RE:-gp_cuda}" -V --timeout 280 > "$OUT/ctest_gp.log" 2>&1)
   grep -E "metric_region:|local shards|NCCL ranks|MPI ranks|bitwise|CHECK|FAIL|tests passed|Passed|Failed|Skipped" \
     "$OUT/ctest_gp.log" | grep -v "^[0-9]*: *$" | tail -24
   stamp "GPU Grid Parallel tests done"
