@@ -42,6 +42,7 @@ static const char *op_names[NOPS] = {"metric", "smooth grad", "adam", "fill+axpy
 /* Modelled DRAM bytes per voxel of each op (each input read once, each output
  * written once, moving-image gathers counted as one 4-byte read). */
 static int g_fused; /* the fused update (adam_moments + adam_compose), as the driver runs it */
+static int g_bf16;  /* GR_BENCH_BF16=1: Adam moments stored as bfloat16 (GigaRegAdamMoments "bfloat16") */
 
 static double op_bytes(int op, gr_metric_kind k) {
   if (g_fused) {
@@ -228,15 +229,18 @@ static void run_size(int n, gr_metric_kind kind, int radius, int iters) {
   /* ---- the driver's buffers (gr_field_opt_init + greedy_stage.c) ---- */
   u = be->ops->alloc(be, fb);
   grad = be->ops->alloc(be, fb);
-  m = be->ops->alloc(be, fb);
-  v = be->ops->alloc(be, fb);
+  const size_t mb = gr_moment_bytes(nv, g_bf16);
+  m = be->ops->alloc(be, mb);
+  v = be->ops->alloc(be, mb);
   if (!g_fused) { /* the unfused update also needs a direction and a scratch field */
     scratch = be->ops->alloc(be, fb);
     step = be->ops->alloc(be, fb);
   }
   if (!u || !grad || !m || !v || (!g_fused && (!scratch || !step))) TRY(GR_ERR_NOMEM);
   float *bufs[6] = {u, grad, m, v, scratch, step};
-  for (int i = 0; i < (g_fused ? 4 : 6); ++i) TRY(be->ops->fill(be, bufs[i], 0.0f, n3));
+  for (int i = 0; i < (g_fused ? 4 : 6); ++i)
+    TRY(be->ops->fill(be, bufs[i], 0.0f, i == 2 || i == 3 ? (int64_t)(mb / sizeof(float)) : n3));
+  const gr_moments mom = {m, v, g_bf16};
   be->bytes_peak = be->bytes_current; /* from here on: the iteration's working set */
 
   const double gs[3] = {cfg.grad_sigma_vox, cfg.grad_sigma_vox, cfg.grad_sigma_vox};
@@ -275,7 +279,7 @@ static void run_size(int n, gr_metric_kind kind, int radius, int iters) {
     ++t;
     OP_BEGIN(OP_ADAM);
     if (g_fused)
-      TRY(be->ops->adam_moments(be, &g, grad, m, v, cfg.adam_beta1, cfg.adam_beta2, cfg.adam_eps, t, &maxv));
+      TRY(be->ops->adam_moments(be, &g, grad, mom, cfg.adam_beta1, cfg.adam_beta2, cfg.adam_eps, t, &maxv));
     else
       TRY(be->ops->adam_direction(be, &g, grad, m, v, step, cfg.adam_beta1, cfg.adam_beta2, cfg.adam_eps, t, &maxv));
     OP_END(OP_ADAM);
@@ -287,7 +291,7 @@ static void run_size(int n, gr_metric_kind kind, int radius, int iters) {
     OP_END(OP_SCALE);
     OP_BEGIN(OP_COMPOSE);
     if (maxv > 0.0 && g_fused) { /* the step is formed inside compose, written over the dead gradient */
-      TRY(be->ops->adam_compose(be, &g, m, v, cfg.adam_beta1, cfg.adam_beta2, cfg.adam_eps, t, (float)(-lr / maxv),
+      TRY(be->ops->adam_compose(be, &g, mom, cfg.adam_beta1, cfg.adam_beta2, cfg.adam_eps, t, (float)(-lr / maxv),
                                 u, grad));
       float *tmp = u;
       u = grad;
@@ -423,13 +427,15 @@ int main(int argc, char **argv) {
     gr_backend *probe = NULL;
     if (gr_backend_create(GR_DEVICE_CUDA, 0, 0, &probe) == GR_OK) {
       g_fused = probe->ops->adam_moments && probe->ops->adam_compose && !getenv("GR_BENCH_UNFUSED");
+      g_bf16 = g_fused && getenv("GR_BENCH_BF16") && atoi(getenv("GR_BENCH_BF16")) != 0;
       gr_backend_destroy(probe);
     }
     if (g_fused) op_names[OP_ADAM] = "adam moments";
     if (g_fused) op_names[OP_SCALE] = "(scale: fused)";
     if (g_fused) op_names[OP_COMPOSE] = "adam compose";
   }
-  fprintf(stderr, "update: %s\n", g_fused ? "fused (adam_moments + adam_compose)" : "unfused (adam_direction, fill+axpy, compose)");
+  fprintf(stderr, "update: %s%s\n", g_fused ? "fused (adam_moments + adam_compose)" : "unfused (adam_direction, fill+axpy, compose)",
+          g_bf16 ? ", bfloat16 Adam moments" : "");
   struct cudaDeviceProp prop;
   cudaGetDeviceProperties(&prop, 0);
   int drv = 0, rt = 0;
@@ -443,13 +449,25 @@ int main(int argc, char **argv) {
   fprintf(stderr, "%s, %d SMs, %.1f GiB (%.1f free), CUDA driver %d runtime %d; copy %.2f TB/s\n", prop.name,
           prop.multiProcessorCount, total / 1073741824.0, free0 / 1073741824.0, drv, rt, copy_tbs);
 
-  const int sizes[] = {128, 256, 512, 768, 896, 1024};
-  for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; ++si) {
+  /* GR_BENCH_SIZES="512 1145": those edge lengths instead (1145^3 = 1.50 Gvox) */
+  int sizes[16] = {128, 256, 512, 768, 896, 1024}, nsizes = 6;
+  if (getenv("GR_BENCH_SIZES")) {
+    nsizes = 0;
+    for (const char *p = getenv("GR_BENCH_SIZES"); *p && nsizes < 16;) {
+      char *end = NULL;
+      const long v = strtol(p, &end, 10);
+      if (end == p) break;
+      if (v >= 16 && v <= 4096) sizes[nsizes++] = (int)v;
+      p = end;
+    }
+  }
+  for (int si = 0; si < nsizes; ++si) {
     const int n = sizes[si];
     if (n > max_n) break;
     if (getenv("GR_BENCH_MIN_SIZE") && n < atoi(getenv("GR_BENCH_MIN_SIZE"))) continue; /* e.g. profiling one size */
-    /* bytes per voxel needed: images 8 + fields (fused 48, unfused 72) + metric/smoothing scratch ~12 + slack */
-    const double need = (g_fused ? 72.0 : 96.0) * (double)n * n * n;
+    /* bytes per voxel needed: images 8 + fields (fused 48, 36 with bf16 moments; unfused 72) + metric or
+     * smoothing scratch 4 + slack */
+    const double need = (g_fused ? (g_bf16 ? 50.0 : 62.0) : 96.0) * (double)n * n * n;
     if (need > 0.97 * (double)free0) {
       fprintf(stderr, "== %d^3 skipped: needs ~%.1f GB, %.1f GB free\n", n, need / 1e9, free0 / 1e9);
       row *R = &rows[nrows++];
@@ -464,8 +482,9 @@ int main(int argc, char **argv) {
     run_size(n, GR_METRIC_MI, 0, iters);
   }
 
-  printf("\nUpdate path: %s\n", g_fused ? "fused (adam_moments + adam_compose: no direction or scratch field)"
-                                        : "unfused (adam_direction, fill + axpy, compose)");
+  printf("\nUpdate path: %s%s\n", g_fused ? "fused (adam_moments + adam_compose: no direction or scratch field)"
+                                          : "unfused (adam_direction, fill + axpy, compose)",
+         g_bf16 ? "; Adam moments in bfloat16" : "");
   printf("\n## CUDA backend on %s (driver %d.%d, runtime %d.%d, %d SMs, %.0f GiB)\n\n", prop.name, drv / 1000,
          (drv % 1000) / 10, rt / 1000, (rt % 1000) / 10, prop.multiProcessorCount, total / 1073741824.0);
   printf("Copy probe (device-to-device, %zu MiB, read + write): %.3f ms = %.2f TB/s\n\n", copy_bytes >> 20, copy_ms,

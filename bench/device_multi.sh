@@ -3,7 +3,8 @@
 # root, the git-ignored .device/ travels with it and holds nifticlib .debs).
 # Builds with CUDA + MPI + NCCL (once: a warm machine keeps build-multi/),
 # runs the GPU Grid Parallel tests (MG_TESTS=1, default; MG_TESTS_RE, default
-# "gp_cuda", picks them: "cuda" adds test_cuda_vs_cpu), then
+# "gp_cuda", picks them: "cuda" adds test_cuda_vs_cpu), the one-GPU benchmark
+# (MG_BENCH, below), then
 # bench/multi_gpu.sh on every GPU of the machine. Logs under $OUT.
 #   bench/device_multi.sh "SIZE[:NZ] ..." [single_gpu_max_size]
 set -u
@@ -29,6 +30,16 @@ if [ "${MG_TESTS:-1}" = 1 ]; then
   grep -E "metric_region:|local shards|NCCL ranks|MPI ranks|bitwise|CHECK|FAIL|tests passed|Passed|Failed|Skipped" \
     "$OUT/ctest_gp.log" | grep -v "^[0-9]*: *$" | tail -24
   stamp "GPU Grid Parallel tests done"
+fi
+
+# MG_BENCH="512 1145": one-GPU bench_gpu at those sizes (10 iterations, LNCC r3 and MI), with the
+# Adam moments in bfloat16 (GR_BENCH_BF16=1) and, at the first size only, in float for comparison
+if [ -n "${MG_BENCH:-}" ]; then
+  first=${MG_BENCH%% *}
+  GR_BENCH_SKIP_R2=1 GR_BENCH_SIZES="$first" timeout 120 $B/bench/bench_gpu 4096 10 > "$OUT/bench_float.log" 2> "$OUT/bench_float.err"
+  GR_BENCH_SKIP_R2=1 GR_BENCH_BF16=1 GR_BENCH_SIZES="$MG_BENCH" timeout 240 $B/bench/bench_gpu 4096 10 > "$OUT/bench_bf16.log" 2> "$OUT/bench_bf16.err"
+  grep -E "^\| [0-9]" "$OUT/bench_float.log" "$OUT/bench_bf16.log" | head -20
+  stamp "bench done"
 fi
 
 W=/tmp/mg

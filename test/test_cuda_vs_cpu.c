@@ -304,6 +304,44 @@ static void test_fields(const gr_image *t1, const dual *U, const dual *U2) {
   g_gpu->ops->free(g_gpu, out_d);
 }
 
+/* bfloat16 moments (GigaRegAdamMoments "bfloat16"): three fused updates on
+ * both backends; the stored moments, max_vox and the composed field are
+ * bitwise equal (both round through module/src/kernels/bf16.h). */
+static void test_bf16_moments(const gr_grid *g, const dual *U, const dual *U2) {
+  const int64_t n = g->n[0] * g->n[1] * g->n[2], n3 = 3 * n;
+  const size_t mb = gr_moment_bytes(n, 1);
+  void *mh = calloc(1, mb), *vh = calloc(1, mb), *md = g_gpu->ops->alloc(g_gpu, mb), *vd = g_gpu->ops->alloc(g_gpu, mb);
+  GR_CHECK(md && vd, "gpu alloc of bf16 moments: %s", gr_last_error());
+  GR_CHECK_OK(g_gpu->ops->fill(g_gpu, md, 0.0f, (int64_t)(mb / sizeof(float))));
+  GR_CHECK_OK(g_gpu->ops->fill(g_gpu, vd, 0.0f, (int64_t)(mb / sizeof(float))));
+  float *oh = malloc(sizeof(float) * (size_t)n3), *od = g_gpu->ops->alloc(g_gpu, sizeof(float) * (size_t)n3);
+  char *back = malloc(mb);
+  for (int t = 1; t <= 3; ++t) {
+    const dual *grad = (t % 2) ? U : U2;
+    double mx_c = 0.0, mx_g = 0.0;
+    GR_CHECK_OK(g_cpu->ops->adam_moments(g_cpu, g, grad->h, (gr_moments){mh, vh, 1}, 0.9, 0.99, 1e-8, t, &mx_c));
+    GR_CHECK_OK(g_gpu->ops->adam_moments(g_gpu, g, grad->d, (gr_moments){md, vd, 1}, 0.9, 0.99, 1e-8, t, &mx_g));
+    GR_CHECK(mx_c == mx_g, "bf16 adam_moments step %d: max_vox %.17g (gpu) vs %.17g", t, mx_g, mx_c);
+    GR_CHECK_OK(g_gpu->ops->download(g_gpu, back, md, mb));
+    GR_CHECK(memcmp(back, mh, mb) == 0, "bf16 adam_moments step %d: m differs", t);
+    GR_CHECK_OK(g_gpu->ops->download(g_gpu, back, vd, mb));
+    GR_CHECK(memcmp(back, vh, mb) == 0, "bf16 adam_moments step %d: v differs", t);
+    const float scale = (float)(-0.8 / mx_c);
+    GR_CHECK_OK(g_cpu->ops->adam_compose(g_cpu, g, (gr_moments){mh, vh, 1}, 0.9, 0.99, 1e-8, t, scale, U2->h, oh));
+    GR_CHECK_OK(g_gpu->ops->adam_compose(g_gpu, g, (gr_moments){md, vd, 1}, 0.9, 0.99, 1e-8, t, scale, U2->d, od));
+    char label[64];
+    snprintf(label, sizeof label, "adam_compose bf16 moments step %d", t);
+    compare(label, od, oh, n3, 0.0);
+  }
+  free(back);
+  free(oh);
+  g_gpu->ops->free(g_gpu, od);
+  free(mh);
+  free(vh);
+  g_gpu->ops->free(g_gpu, md);
+  g_gpu->ops->free(g_gpu, vd);
+}
+
 static void test_adam_axpy_minmax(const gr_image *t1, const dual *U, const dual *U2, const dual *T1, const dual *FM) {
   fprintf(stderr, "adam_direction / adam_moments / adam_compose / axpy / minmax\n");
   gr_grid g;
@@ -329,16 +367,17 @@ static void test_adam_axpy_minmax(const gr_image *t1, const dual *U, const dual 
   }
   { /* the fused update: moments + max, then the step formed inside compose */
     double mx_c = 0.0, mx_g = 0.0;
-    GR_CHECK_OK(g_cpu->ops->adam_moments(g_cpu, &g, U->h, m.h, v.h, 0.9, 0.99, 1e-8, 4, &mx_c));
-    GR_CHECK_OK(g_gpu->ops->adam_moments(g_gpu, &g, U->d, m.d, v.d, 0.9, 0.99, 1e-8, 4, &mx_g));
+    GR_CHECK_OK(g_cpu->ops->adam_moments(g_cpu, &g, U->h, (gr_moments){m.h, v.h, 0}, 0.9, 0.99, 1e-8, 4, &mx_c));
+    GR_CHECK_OK(g_gpu->ops->adam_moments(g_gpu, &g, U->d, (gr_moments){m.d, v.d, 0}, 0.9, 0.99, 1e-8, 4, &mx_g));
     compare("adam_moments step 4: m", m.d, m.h, n3, 1e-5);
     compare("adam_moments step 4: v", v.d, v.h, n3, 1e-5);
     GR_CHECK(fabs(mx_c - mx_g) <= 1e-12 * mx_c, "adam_moments max_vox %.17g vs %.17g", mx_g, mx_c);
     const float scale = (float)(-0.8 / mx_c);
-    GR_CHECK_OK(g_cpu->ops->adam_compose(g_cpu, &g, m.h, v.h, 0.9, 0.99, 1e-8, 4, scale, U2->h, dir.h));
-    GR_CHECK_OK(g_gpu->ops->adam_compose(g_gpu, &g, m.d, v.d, 0.9, 0.99, 1e-8, 4, scale, U2->d, dir.d));
+    GR_CHECK_OK(g_cpu->ops->adam_compose(g_cpu, &g, (gr_moments){m.h, v.h, 0}, 0.9, 0.99, 1e-8, 4, scale, U2->h, dir.h));
+    GR_CHECK_OK(g_gpu->ops->adam_compose(g_gpu, &g, (gr_moments){m.d, v.d, 0}, 0.9, 0.99, 1e-8, 4, scale, U2->d, dir.d));
     compare("adam_compose (fused update)", dir.d, dir.h, n3, 1e-5);
   }
+  test_bf16_moments(&g, U, U2);
   dual y = dual_from_host(U2->h, n3);
   GR_CHECK_OK(g_cpu->ops->axpy(g_cpu, n3, -0.37f, U->h, y.h));
   GR_CHECK_OK(g_gpu->ops->axpy(g_gpu, n3, -0.37f, U->d, y.d));

@@ -195,20 +195,32 @@ static void test_slab(const gp_scene *s) {
                     mv[v] = 0.02f * dwin[v];                               /* m */
                     mv[npts * 3 + v] = 1e-4f * (float)(1 + v % 7) * 0.01f; /* v > 0 */
                   }
-                  float *d_mv = dup_dev(mv, sizeof(float) * npts * 6);
-                  const gr_slab_adam am_c = {mv, mv + npts * 3, 0.9, 0.99, 1e-8, 3, -0.6f};
-                  const gr_slab_adam am_g = {d_mv, d_mv + npts * 3, 0.9, 0.99, 1e-8, 3, -0.6f};
-                  ad.disp = ad.out_base = NULL;
-                  bd.disp = bd.out_base = NULL;
-                  ad.adam = &am_c;
-                  bd.adam = &am_g;
-                  GR_CHECK_OK(cpu->ops->sample_slab(cpu, &ad));
-                  GR_CHECK_OK(gpu->ops->sample_slab(gpu, &bd));
-                  get_dev(fg, d_out, sizeof(float) * npts * nc);
-                  fb = gp_compare(fg, fc, npts * nc, &md);
-                  GR_CHECK(fb == 0, "sample_slab fused Adam step (interp %d bnd %d): %lld values differ (max %g)", interp,
-                           bnd, (long long)fb, md);
-                  free_dev(d_mv);
+                  /* the same moments as bfloat16 (the top halves: truncation) */
+                  uint16_t *mh = malloc(sizeof(uint16_t) * npts * 6);
+                  for (int64_t v = 0; v < npts * 6; ++v) {
+                    uint32_t bits;
+                    memcpy(&bits, &mv[v], sizeof bits);
+                    mh[v] = (uint16_t)(bits >> 16);
+                  }
+                  for (int bf = 0; bf < 2; ++bf) {
+                    void *hm = bf ? (void *)mh : (void *)mv;
+                    const size_t es = bf ? sizeof(uint16_t) : sizeof(float);
+                    char *d_mv = dup_dev(hm, es * npts * 6);
+                    const gr_slab_adam am_c = {{hm, (char *)hm + es * npts * 3, bf}, 0.9, 0.99, 1e-8, 3, -0.6f};
+                    const gr_slab_adam am_g = {{d_mv, d_mv + es * npts * 3, bf}, 0.9, 0.99, 1e-8, 3, -0.6f};
+                    ad.disp = ad.out_base = NULL;
+                    bd.disp = bd.out_base = NULL;
+                    ad.adam = &am_c;
+                    bd.adam = &am_g;
+                    GR_CHECK_OK(cpu->ops->sample_slab(cpu, &ad));
+                    GR_CHECK_OK(gpu->ops->sample_slab(gpu, &bd));
+                    get_dev(fg, d_out, sizeof(float) * npts * nc);
+                    fb = gp_compare(fg, fc, npts * nc, &md);
+                    GR_CHECK(fb == 0, "sample_slab fused Adam step (%s moments, interp %d bnd %d): %lld values differ (max %g)",
+                             bf ? "bf16" : "float", interp, bnd, (long long)fb, md);
+                    free_dev(d_mv);
+                  }
+                  free(mh);
                   free(mv);
                 }
                 free_dev(d_base);

@@ -6,7 +6,8 @@
  * coarsest level has one or two planes per shard), or one MPI run (--mpi).
  * Expected: identical parameters and fields (bitwise); the test reports the
  * largest differences and fails above 1e-5 relative (parameters, metric) or
- * 0.01 voxel (fields). Also: one greedy LNCC update (two evaluations), and an
+ * 0.01 voxel (fields). The greedy MI stage stores its Adam moments as
+ * bfloat16 (GigaRegAdamMoments), the others as float. Also: one greedy LNCC update (two evaluations), and an
  * affine LNCC -> SyN LNCC chain with both masks. */
 #include "gp_test.h"
 #include "gigareg/registration.h"
@@ -30,6 +31,7 @@ static void make_configs(void) {
   nst[0] = 2;
   use_fmask[0] = 1;
   gp_cfg_greedy_mi(&cfgs[1][0]); /* moving mask */
+  cfgs[1][0].adam_moments_bf16 = 1; /* the sharded update reads bfloat16 moments on the points */
   nst[1] = 1;
   use_mmask[1] = 1;
   /* 2: one greedy LNCC iteration at full resolution (field sigma 0: halos from the exchange alone) */

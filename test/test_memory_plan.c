@@ -266,6 +266,31 @@ static void cuda_cases(void) {
   gr_backend_destroy(be);
 }
 
+/* bfloat16 moments take 12 B per finest-level voxel off the plan's peak
+ * (the finest level holds m and v at once), and a plan that does not fit says so. */
+static void test_bf16_saving(const gr_image *f, const gr_image *m, const gr_stage_config *g32,
+                             const gr_stage_config *g16) {
+  gr_memory_plan *p32 = malloc(sizeof *p32), *p16 = malloc(sizeof *p16);
+  gr_memory_plan_options po;
+  gr_memory_plan_options_defaults(&po);
+  GR_CHECK_OK(gr_memory_plan_compute(&f->geom, &m->geom, g32, 1, &po, p32));
+  GR_CHECK_OK(gr_memory_plan_compute(&f->geom, &m->geom, g16, 1, &po, p16));
+  const double saved = ((double)p32->device_peak - (double)p16->device_peak) / (double)gr_image_nvox(f);
+  printf("bf16 moments: planned peak %zu -> %zu bytes (%.2f B per fixed voxel saved)\n", p32->device_peak,
+         p16->device_peak, saved);
+  GR_CHECK(saved > 11.9 && saved < 12.1, "bf16 moments save %.3f B/voxel in the plan, want 12", saved);
+  GR_CHECK(p32->float_moment_stages == 1 && p16->float_moment_stages == 0, "float moment stages %d / %d",
+           p32->float_moment_stages, p16->float_moment_stages);
+  gr_memory_budget tiny = {GR_DEVICE_CPU, 0, p32->device_peak / 2, p32->device_peak / 2, "test"};
+  GR_CHECK(gr_memory_plan_check(p32, &tiny, NULL, 0) == GR_ERR_NOMEM, "a plan twice the budget fits");
+  GR_CHECK(strstr(gr_last_error(), "(GigaRegAdamMoments \"bfloat16\") saves 12 B") != NULL, "no bf16 hint: %s",
+           gr_last_error());
+  GR_CHECK(gr_memory_plan_check(p16, &tiny, NULL, 0) == GR_ERR_NOMEM, "a plan twice the budget fits");
+  GR_CHECK(strstr(gr_last_error(), "GigaRegAdamMoments") == NULL, "bf16 hint with bf16 moments: %s", gr_last_error());
+  free(p32);
+  free(p16);
+}
+
 int main(void) {
   const int64_t nf[3] = {44, 40, 30}, nm[3] = {48, 38, 26};
   const double sf[3] = {1.0, 1.1, 1.6}, sm[3] = {1.05, 1.2, 1.8};
@@ -305,6 +330,12 @@ int main(void) {
   check_case("greedy MSE ending at shrink 2", f, m, NULL, NULL, &greedy_mse, 1);
   const gr_stage_config chain[3] = {rigid, affine, greedy};
   check_case("rigid -> affine -> greedy", f, m, fm, mm, chain, 3);
+  gr_stage_config greedy16 = greedy, syn16 = syn;
+  greedy16.adam_moments_bf16 = syn16.adam_moments_bf16 = 1;
+  check_case("greedy LNCC, bf16 moments", f, m, NULL, NULL, &greedy16, 1);
+  check_case("syn LNCC, bf16 moments", f, m, NULL, NULL, &syn16, 1);
+  check_sharded("greedy LNCC, bf16 moments", f, m, &greedy16, 1, 2);
+  test_bf16_saving(f, m, &greedy, &greedy16);
 
   check_sharded("greedy LNCC", f, m, &greedy, 1, 2);
   check_sharded("greedy MI", f, m, &greedy_mi, 1, 3);

@@ -145,13 +145,14 @@ static void test_fused_update(gr_backend *be, const gr_grid *g) {
     fill_grad(grad, n3, 77u + (uint32_t)t);
     double mx1 = 0.0, mx2 = 0.0;
     GR_CHECK_OK(be->ops->adam_direction(be, g, grad, m1, v1, dir, 0.9, 0.99, 1e-8, t, &mx1));
-    GR_CHECK_OK(be->ops->adam_moments(be, g, grad, m2, v2, 0.9, 0.99, 1e-8, t, &mx2));
+    const gr_moments mom2 = {m2, v2, 0};
+    GR_CHECK_OK(be->ops->adam_moments(be, g, grad, mom2, 0.9, 0.99, 1e-8, t, &mx2));
     GR_CHECK(mx1 == mx2, "step %d: max_vox %.17g (unfused) vs %.17g (fused)", t, mx1, mx2);
     const float scale = (float)(-0.7 / mx1);
     GR_CHECK_OK(be->ops->fill(be, step, 0.0f, n3));
     GR_CHECK_OK(be->ops->axpy(be, n3, scale, dir, step));
     GR_CHECK_OK(be->ops->compose(be, g, u1, step, o1));
-    GR_CHECK_OK(be->ops->adam_compose(be, g, m2, v2, 0.9, 0.99, 1e-8, t, scale, u2, o2));
+    GR_CHECK_OK(be->ops->adam_compose(be, g, mom2, 0.9, 0.99, 1e-8, t, scale, u2, o2));
     for (int64_t i = 0; i < n3; ++i) differ += memcmp(&o1[i], &o2[i], sizeof(float)) != 0;
     differ += memcmp(m1, m2, sizeof(float) * (size_t)n3) != 0;
     differ += memcmp(v1, v2, sizeof(float) * (size_t)n3) != 0;
@@ -162,11 +163,99 @@ static void test_fused_update(gr_backend *be, const gr_grid *g) {
   double umax = 0.0;
   for (int64_t i = 0; i < n3; ++i) umax = fabs(u1[i]) > umax ? fabs(u1[i]) : umax;
   GR_CHECK(umax > 0.1, "the update moved nothing (max |u| %g)", umax);
-  GR_CHECK(be->ops->adam_compose(be, g, m2, v2, 0.9, 0.99, 1e-8, 1, 1.0f, u2, u2) == GR_ERR_INVALID_ARG,
+  const gr_moments mom2 = {m2, v2, 0};
+  GR_CHECK(be->ops->adam_compose(be, g, mom2, 0.9, 0.99, 1e-8, 1, 1.0f, u2, u2) == GR_ERR_INVALID_ARG,
            "adam_compose accepted out == u");
-  GR_CHECK(be->ops->adam_moments(be, g, grad, m2, v2, 1.0, 0.99, 1e-8, 1, &umax) == GR_ERR_INVALID_ARG,
+  GR_CHECK(be->ops->adam_moments(be, g, grad, mom2, 1.0, 0.99, 1e-8, 1, &umax) == GR_ERR_INVALID_ARG,
            "adam_moments accepted beta1 = 1");
   free(grad); free(m1); free(v1); free(m2); free(v2); free(dir); free(step); free(u1); free(u2); free(o1); free(o2);
+}
+
+/* Round to nearest even bfloat16, written independently of the library's bit
+ * trick: the nearer of the two neighbours that keep 8 significant bits. */
+static float bf16_ref(float x) {
+  uint32_t u;
+  memcpy(&u, &x, sizeof u);
+  const uint32_t lo = u & 0xffff0000u, hi = lo + 0x10000u;
+  float flo, fhi;
+  memcpy(&flo, &lo, sizeof flo);
+  memcpy(&fhi, &hi, sizeof fhi);
+  const double dl = fabs((double)x - flo), dh = fabs((double)fhi - x);
+  if (dl != dh) return dl < dh ? flo : fhi;
+  return ((lo >> 16) & 1u) ? fhi : flo;
+}
+
+static float bf16_at(const void *p, int64_t k) {
+  const uint32_t u = (uint32_t)((const uint16_t *)p)[k] << 16;
+  float f;
+  memcpy(&f, &u, sizeof f);
+  return f;
+}
+
+/* bfloat16 moments (GigaRegAdamMoments "bfloat16"): m and v are the float
+ * rule's values rounded to nearest-even bfloat16, the direction, max_vox and
+ * the fused compose's step come from the stored values, and over 30 steps the
+ * direction stays within 1% (relative L2) of the float-moment direction. */
+static void test_bf16_moments(gr_backend *be, const gr_grid *g) {
+  const int64_t n = g->n[0] * g->n[1] * g->n[2], n3 = 3 * n;
+  const double b1 = 0.9, b2 = 0.99, eps = 1e-8;
+  float *grad = malloc(sizeof(float) * (size_t)n3), *mr = calloc((size_t)n3, sizeof(float)),
+        *vr = calloc((size_t)n3, sizeof(float)), *mf = calloc((size_t)n3, sizeof(float)),
+        *vf = calloc((size_t)n3, sizeof(float)), *dirf = malloc(sizeof(float) * (size_t)n3),
+        *dirr = malloc(sizeof(float) * (size_t)n3), *step = malloc(sizeof(float) * (size_t)n3),
+        *u = calloc((size_t)n3, sizeof(float)), *o1 = malloc(sizeof(float) * (size_t)n3),
+        *o2 = malloc(sizeof(float) * (size_t)n3);
+  void *m16 = be->ops->alloc(be, gr_moment_bytes(n, 1)), *v16 = be->ops->alloc(be, gr_moment_bytes(n, 1));
+  GR_CHECK(gr_moment_bytes(n, 1) * 2 >= gr_moment_bytes(n, 0) && gr_moment_bytes(n, 1) * 2 <= gr_moment_bytes(n, 0) + 8,
+           "bf16 moment bytes %zu vs float %zu", gr_moment_bytes(n, 1), gr_moment_bytes(n, 0));
+  memset(m16, 0, gr_moment_bytes(n, 1));
+  memset(v16, 0, gr_moment_bytes(n, 1));
+  const gr_moments mom = {m16, v16, 1};
+  int64_t differ = 0, rounded = 0;
+  double rel = 0.0;
+  for (int t = 1; t <= 30; ++t) {
+    fill_grad(grad, n3, 501u + (uint32_t)t);
+    for (int64_t i = 0; i < n3; ++i) grad[i] *= (float)(1.0 + 0.5 * sin(0.3 * t)); /* moments rise and fall */
+    double mx = 0.0, mxf = 0.0, mxr = 0.0;
+    GR_CHECK_OK(be->ops->adam_moments(be, g, grad, mom, b1, b2, eps, t, &mx));
+    GR_CHECK_OK(be->ops->adam_direction(be, g, grad, mf, vf, dirf, b1, b2, eps, t, &mxf));
+    const double c1 = 1.0 / (1.0 - pow(b1, t)), c2 = 1.0 / (1.0 - pow(b2, t));
+    for (int64_t k = 0; k < n3; ++k) {
+      const double gk = grad[k];
+      const float mk = (float)(b1 * mr[k] + (1.0 - b1) * gk), vk = (float)(b2 * vr[k] + (1.0 - b2) * gk * gk);
+      mr[k] = bf16_ref(mk);
+      vr[k] = bf16_ref(vk);
+      rounded += mr[k] != mk;
+      differ += memcmp(&mr[k], &(float){bf16_at(m16, k)}, sizeof(float)) != 0;
+      differ += memcmp(&vr[k], &(float){bf16_at(v16, k)}, sizeof(float)) != 0;
+      dirr[k] = (float)(((double)mr[k] * c1) / (sqrt((double)vr[k] * c2) + eps));
+    }
+    mxr = max_vox_of(g, dirr, n);
+    GR_CHECK(fabs(mx - mxr) <= 1e-12 * mxr, "step %d: bf16 max_vox %.17g vs reference %.17g", t, mx, mxr);
+    const float scale = (float)(-0.7 / mx);
+    for (int64_t k = 0; k < n3; ++k) step[k] = scale * dirr[k] + 0.0f;
+    GR_CHECK_OK(be->ops->compose(be, g, u, step, o1));
+    GR_CHECK_OK(be->ops->adam_compose(be, g, mom, b1, b2, eps, t, scale, u, o2));
+    for (int64_t k = 0; k < n3; ++k) differ += memcmp(&o1[k], &o2[k], sizeof(float)) != 0;
+    memcpy(u, o2, sizeof(float) * (size_t)n3);
+    double num = 0.0, den = 0.0;
+    for (int64_t k = 0; k < n3; ++k) {
+      num += ((double)dirr[k] - dirf[k]) * ((double)dirr[k] - dirf[k]);
+      den += (double)dirf[k] * dirf[k];
+    }
+    rel = fmax(rel, sqrt(num / den));
+  }
+  GR_CHECK(differ == 0, "bf16 moments / fused compose differ from the reference in %lld values", (long long)differ);
+  GR_CHECK(rounded > n3, "the bf16 rounding never changed a moment (%lld)", (long long)rounded);
+  GR_CHECK(rel < 1e-2 && rel > 0.0, "bf16 direction vs float: relative L2 %.3g (want (0, 1e-2))", rel);
+  fprintf(stderr, "bf16 moments: direction vs float moments, worst relative L2 over 30 steps %.3g\n", rel);
+  const gr_moments half_only = {m16, NULL, 1};
+  double umax = 0.0;
+  GR_CHECK(be->ops->adam_moments(be, g, grad, half_only, b1, b2, eps, 1, &umax) == GR_ERR_INVALID_ARG,
+           "adam_moments accepted a NULL v");
+  be->ops->free(be, m16);
+  be->ops->free(be, v16);
+  free(grad); free(mr); free(vr); free(mf); free(vf); free(dirf); free(dirr); free(step); free(u); free(o1); free(o2);
 }
 
 int main(void) {
@@ -177,6 +266,7 @@ int main(void) {
   test_first_step(be, &g);
   test_bias_correction(be, &g);
   test_fused_update(be, &g);
+  test_bf16_moments(be, &g);
   GR_CHECK(be->bytes_current == 0, "leak: %zu bytes", be->bytes_current);
   gr_backend_destroy(be);
   GR_TEST_RETURN();

@@ -188,6 +188,13 @@ static void test_defaults_and_variants(void) {
   GR_CHECK_OK(r.status);
   GR_CHECK(r.st.metric.kind == GR_METRIC_LNCC && r.st.levels == 1 && r.st.iterations[0] == 50, "deformable defaults");
   GR_CHECK(r.st.shrink[0] == 1, "one level");
+  GR_CHECK(r.st.adam_moments_bf16 == 0, "float Adam moments by default");
+  map_text("(Transform \"GigaRegGreedyTransform\")(GigaRegAdamMoments \"bfloat16\")", &r);
+  GR_CHECK_OK(r.status);
+  GR_CHECK(r.st.adam_moments_bf16 == 1 && r.nwarn == 0, "GigaRegAdamMoments bfloat16");
+  map_text("(Transform \"AffineTransform\")(GigaRegAdamMoments \"bfloat16\")", &r);
+  GR_CHECK_OK(r.status);
+  HAS_WARNING(&r, "key 'GigaRegAdamMoments' (\"bfloat16\") ignored: only used by deformable stages");
   map_text("(Transform \"GigaRegSyNTransform\")(NumberOfResolutions 5)", &r);
   GR_CHECK_OK(r.status);
   GR_CHECK(r.st.kind == GR_STAGE_SYN && r.st.shrink[0] == 16 && r.st.iterations[0] == 200 && r.st.iterations[4] == 50,
@@ -269,6 +276,8 @@ static void test_impossible(void) {
   expect_fail("(Transform \"GigaRegGreedyTransform\")(Metric \"GigaRegLocalNormalizedCorrelation\")(GigaRegLNCCRadius 0)",
               GR_ERR_PARAM, "GigaRegLNCCRadius: 0 must be in 1..32");
   expect_fail("(Transform \"AffineTransform\")(GigaRegSmoothingSigmas 1 -1 0)", GR_ERR_PARAM, "GigaRegSmoothingSigmas: -1 must be >= 0");
+  expect_fail("(Transform \"GigaRegSyNTransform\")(GigaRegAdamMoments \"half\")", GR_ERR_PARAM,
+              "GigaRegAdamMoments: 'half' is not \"float\" or \"bfloat16\"");
   expect_fail("(Transform \"AffineTransform\")(GigaRegLearningRate 0)", GR_ERR_PARAM, "GigaRegLearningRate: 0 must be > 0");
   expect_fail("(Transform \"AffineTransform\")(AutomaticTransformInitializationMethod \"Middle\")", GR_ERR_PARAM,
               "AutomaticTransformInitializationMethod: 'Middle'");

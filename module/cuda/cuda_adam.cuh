@@ -6,6 +6,7 @@
 
 #include <math.h>
 #include "cuda_common.cuh"
+#include "kernels/bf16.h"
 
 namespace grcu {
 
@@ -34,6 +35,11 @@ inline gr_status adam_rule_make(const char *what, double b1, double b2, double e
 
 __device__ __forceinline__ float adam_dir(const AdamRule &r, float m, float v) {
   return (float)ddiv(dmul((double)m, r.c1), dadd(__dsqrt_rn(dmul((double)v, r.c2)), r.eps));
+}
+
+/* adam_dir from element k of stored moments (float or bfloat16, bf16.h) */
+__device__ __forceinline__ float adam_dir_at(const AdamRule &r, const gr_moments &mom, long long k) {
+  return adam_dir(r, gr_moment_load(mom.m, mom.bf16, k), gr_moment_load(mom.v, mom.bf16, k));
 }
 
 }  // namespace grcu

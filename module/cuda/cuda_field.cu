@@ -25,7 +25,7 @@ static FieldMap field_map(const gr_grid *g) {
 /* The step of the fused update (adam_compose): s = scale * Adam direction. */
 struct AdamStep {
   AdamRule r;
-  const float *m, *v;
+  gr_moments mom;
   float scale;
 };
 
@@ -49,7 +49,7 @@ __global__ void __launch_bounds__(kBlock) warp_field_kernel(const FieldMap fm, c
     for (int q = 0; q < 3; ++q) {
       const long long k = i + q * nvox;
       sv[q] = MODE == kAdamCompose
-                  ? (double)__fadd_rn(__fmul_rn(as.scale, adam_dir(as.r, __ldg(as.m + k), __ldg(as.v + k))), 0.0f)
+                  ? (double)__fadd_rn(__fmul_rn(as.scale, adam_dir_at(as.r, as.mom, k)), 0.0f)
                   : (double)s[k];
     }
     const double s0 = sv[0], s1 = sv[1], s2 = sv[2];
@@ -97,17 +97,16 @@ gr_status compose(gr_backend *be, const gr_grid *g, const float *u, const float 
   return GR_OK;
 }
 
-gr_status adam_compose(gr_backend *be, const gr_grid *g, const float *m, const float *v, double b1, double b2,
-                       double eps, int t, float scale, const float *u, float *out) {
+gr_status adam_compose(gr_backend *be, const gr_grid *g, gr_moments mom, double b1, double b2, double eps, int t,
+                       float scale, const float *u, float *out) {
   gr_status st = check_grid(g, "adam_compose");
   if (st != GR_OK) return st;
-  if (!m || !v || !u || !out) return gr_error(GR_ERR_INVALID_ARG, "adam_compose: NULL field");
-  if (out == u || out == m || out == v)
+  if (!mom.m || !mom.v || !u || !out) return gr_error(GR_ERR_INVALID_ARG, "adam_compose: NULL field");
+  if (out == u || (void *)out == mom.m || (void *)out == mom.v)
     return gr_error(GR_ERR_INVALID_ARG, "adam_compose: output must not alias u, m or v");
   AdamStep as;
   if ((st = adam_rule_make("adam_compose", b1, b2, eps, t, &as.r)) != GR_OK) return st;
-  as.m = m;
-  as.v = v;
+  as.mom = mom;
   as.scale = scale;
   if ((st = enter(be)) != GR_OK) return st;
   const FieldMap fm = field_map(g);

@@ -29,10 +29,10 @@ gr_status smooth(gr_backend *be, const gr_grid *g, float *data, int ncomp, const
 gr_status compose(gr_backend *be, const gr_grid *g, const float *u, const float *s, float *out);
 gr_status adam_direction(gr_backend *be, const gr_grid *g, const float *grad, float *m, float *v, float *dir,
                          double b1, double b2, double eps, int t, double *max_vox);
-gr_status adam_moments(gr_backend *be, const gr_grid *g, const float *grad, float *m, float *v, double b1, double b2,
+gr_status adam_moments(gr_backend *be, const gr_grid *g, const float *grad, gr_moments mom, double b1, double b2,
                        double eps, int t, double *max_vox);
-gr_status adam_compose(gr_backend *be, const gr_grid *g, const float *m, const float *v, double b1, double b2,
-                       double eps, int t, float scale, const float *u, float *out);
+gr_status adam_compose(gr_backend *be, const gr_grid *g, gr_moments mom, double b1, double b2, double eps, int t,
+                       float scale, const float *u, float *out);
 gr_status minmax(gr_backend *be, int64_t n, const float *x, const float *mask, double *mn, double *mx);
 gr_status jacobian_det(gr_backend *be, const gr_grid *g, const float *u, float *out);
 gr_status invert(gr_backend *be, const gr_grid *g, const float *u, float *inv, int iterations);

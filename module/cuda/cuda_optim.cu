@@ -19,9 +19,9 @@ struct AdamArgs {
   long long nvox;
 };
 
-template <bool DIR>
+template <bool DIR, bool BF16>
 __global__ void __launch_bounds__(kBlock) adam_kernel(const AdamArgs a, const float *__restrict__ grad,
-                                                      float *__restrict__ m, float *__restrict__ v,
+                                                      void *__restrict__ m, void *__restrict__ v,
                                                       float *__restrict__ dir, unsigned long long *max_bits) {
   double mx = 0.0;
   const long long stride = (long long)gridDim.x * blockDim.x;
@@ -31,10 +31,10 @@ __global__ void __launch_bounds__(kBlock) adam_kernel(const AdamArgs a, const fl
     for (int c = 0; c < 3; ++c) {
       const long long k = i + c * a.nvox;
       const double gk = __ldg(grad + k);
-      const float mk = (float)dadd(dmul(a.r.b1, (double)m[k]), dmul(a.r.omb1, gk));
-      const float vk = (float)dadd(dmul(a.r.b2, (double)v[k]), dmul(dmul(a.r.omb2, gk), gk));
-      m[k] = mk;
-      v[k] = vk;
+      const float mk =
+          gr_moment_store(m, BF16, k, (float)dadd(dmul(a.r.b1, (double)gr_moment_load(m, BF16, k)), dmul(a.r.omb1, gk)));
+      const float vk = gr_moment_store(
+          v, BF16, k, (float)dadd(dmul(a.r.b2, (double)gr_moment_load(v, BF16, k)), dmul(dmul(a.r.omb2, gk), gk)));
       const float dk = adam_dir(a.r, mk, vk);
       d[c] = dk;
       if (DIR) dir[k] = dk;
@@ -53,7 +53,7 @@ __global__ void __launch_bounds__(kBlock) adam_kernel(const AdamArgs a, const fl
   if ((threadIdx.x & 31) == 0 && mx > 0.0) atomicMax(max_bits, (unsigned long long)__double_as_longlong(mx));
 }
 
-static gr_status adam_pass(gr_backend *be, const char *what, const gr_grid *g, const float *grad, float *m, float *v,
+static gr_status adam_pass(gr_backend *be, const char *what, const gr_grid *g, const float *grad, gr_moments mom,
                            float *dir, double b1, double b2, double eps, int t, double *max_vox) {
   for (int ax = 0; ax < 3; ++ax)
     if (g->n[ax] < 1) return gr_error(GR_ERR_INVALID_ARG, "%s: grid size %lld along axis %d", what, (long long)g->n[ax], ax);
@@ -70,8 +70,10 @@ static gr_status adam_pass(gr_backend *be, const char *what, const gr_grid *g, c
   unsigned long long bits = 0;
   cudaError_t e = cudaMemsetAsync(d_max, 0, sizeof *d_max, im->stream);
   if (e == cudaSuccess) {
-    if (dir) adam_kernel<true><<<flat_blocks(a.nvox), kBlock, 0, im->stream>>>(a, grad, m, v, dir, d_max);
-    else adam_kernel<false><<<flat_blocks(a.nvox), kBlock, 0, im->stream>>>(a, grad, m, v, dir, d_max);
+    const dim3 nb(flat_blocks(a.nvox));
+    if (dir) adam_kernel<true, false><<<nb, kBlock, 0, im->stream>>>(a, grad, mom.m, mom.v, dir, d_max);
+    else if (mom.bf16) adam_kernel<false, true><<<nb, kBlock, 0, im->stream>>>(a, grad, mom.m, mom.v, dir, d_max);
+    else adam_kernel<false, false><<<nb, kBlock, 0, im->stream>>>(a, grad, mom.m, mom.v, dir, d_max);
     e = cudaGetLastError();
   }
   if (e == cudaSuccess) e = cudaMemcpyAsync(&bits, d_max, sizeof bits, cudaMemcpyDeviceToHost, im->stream);
@@ -87,13 +89,14 @@ static gr_status adam_pass(gr_backend *be, const char *what, const gr_grid *g, c
 gr_status adam_direction(gr_backend *be, const gr_grid *g, const float *grad, float *m, float *v, float *dir,
                          double b1, double b2, double eps, int t, double *max_vox) {
   if (!g || !grad || !m || !v || !dir || !max_vox) return gr_error(GR_ERR_INVALID_ARG, "adam_direction: NULL argument");
-  return adam_pass(be, "adam_direction", g, grad, m, v, dir, b1, b2, eps, t, max_vox);
+  const gr_moments mom = {m, v, 0};
+  return adam_pass(be, "adam_direction", g, grad, mom, dir, b1, b2, eps, t, max_vox);
 }
 
-gr_status adam_moments(gr_backend *be, const gr_grid *g, const float *grad, float *m, float *v, double b1, double b2,
+gr_status adam_moments(gr_backend *be, const gr_grid *g, const float *grad, gr_moments mom, double b1, double b2,
                        double eps, int t, double *max_vox) {
-  if (!g || !grad || !m || !v || !max_vox) return gr_error(GR_ERR_INVALID_ARG, "adam_moments: NULL argument");
-  return adam_pass(be, "adam_moments", g, grad, m, v, nullptr, b1, b2, eps, t, max_vox);
+  if (!g || !grad || !mom.m || !mom.v || !max_vox) return gr_error(GR_ERR_INVALID_ARG, "adam_moments: NULL argument");
+  return adam_pass(be, "adam_moments", g, grad, mom, nullptr, b1, b2, eps, t, max_vox);
 }
 
 }  // namespace grcu

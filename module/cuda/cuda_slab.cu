@@ -33,7 +33,7 @@ struct SlabArgs {
   double out_scale;
   bool adam;           /* fused Adam step (gr_slab_adam): disp and base from the moments */
   AdamRule rule;
-  const float *am, *av;
+  gr_moments amom;
   float ascale;
 };
 
@@ -47,7 +47,7 @@ __device__ __forceinline__ void slab_point(const SlabArgs &a, long long i, long 
 #pragma unroll
       for (int q = 0; q < 3; ++q) {
         const long long o = v + q * a.npts;
-        st[q] = (double)__fadd_rn(__fmul_rn(a.ascale, adam_dir(a.rule, __ldg(a.am + o), __ldg(a.av + o))), 0.0f);
+        st[q] = (double)__fadd_rn(__fmul_rn(a.ascale, adam_dir_at(a.rule, a.amom, o)), 0.0f);
       }
     } else if (!d) {
       c[0] = x;
@@ -222,7 +222,7 @@ static gr_status check_slab(const gr_slab_sample *a) {
   if (!a->acc && !a->out) return GR_OK; /* bounds mode */
   if (!a->acc && a->acc_grad)
     return gr_error(GR_ERR_INVALID_ARG, "cuda sample_slab: direct mode has no gradient output");
-  if (a->adam && (a->acc || !a->same_grid || a->ncomp != 3 || !a->adam->m || !a->adam->v))
+  if (a->adam && (a->acc || !a->same_grid || a->ncomp != 3 || !a->adam->mom.m || !a->adam->mom.v))
     return gr_error(GR_ERR_INVALID_ARG, "cuda sample_slab: the fused Adam step needs direct mode, the same-grid rule, "
                                         "3 components and both moments");
   if (a->ncomp < 1 || a->ncomp > 3) return gr_error(GR_ERR_INVALID_ARG, "cuda sample_slab: %d components", a->ncomp);
@@ -273,8 +273,7 @@ gr_status sample_slab(gr_backend *be, gr_slab_sample *a) {
     st = adam_rule_make("cuda sample_slab", a->adam->beta1, a->adam->beta2, a->adam->eps, a->adam->t, &s.rule);
     if (st != GR_OK) return st;
     s.adam = true;
-    s.am = a->adam->m;
-    s.av = a->adam->v;
+    s.amom = a->adam->mom;
     s.ascale = a->adam->scale;
   }
 

@@ -109,8 +109,26 @@ typedef struct gr_slab_sample {
   const struct gr_slab_adam *adam;
 } gr_slab_sample;
 
+/* Adam's moments m and v, 3 planes each, stored as float (12 B/voxel each) or,
+ * with bf16 set, as bfloat16 (uint16_t, 6 B/voxel each: the stage option
+ * GigaRegAdamMoments "bfloat16"). The moment update is formed in double and
+ * rounded to float as before, then (bf16) to bfloat16, round to nearest even
+ * (module/src/kernels/bf16.h, shared by every backend); the direction is
+ * always formed from the stored values, so backends agree bit for bit. */
+typedef struct gr_moments {
+  void *m, *v;
+  int bf16;
+} gr_moments;
+
+/* Bytes of one moment (m or v) for n voxels of 3 components, rounded up to
+ * whole floats (the backends' fill and alloc work in floats). */
+static inline size_t gr_moment_bytes(int64_t nvox, int bf16) {
+  const size_t n3 = (size_t)nvox * 3;
+  return bf16 ? (n3 + 1) / 2 * sizeof(float) : n3 * sizeof(float);
+}
+
 typedef struct gr_slab_adam {
-  const float *m, *v;
+  gr_moments mom;
   double beta1, beta2, eps;
   int t;
   float scale;
@@ -227,9 +245,9 @@ typedef struct gr_backend_ops {
    * float) and the product rounded to float as axpy rounds it, so the result is
    * bitwise the unfused sequence's. out must not alias u, m or v (it may be the
    * gradient's storage, which is dead by then). */
-  gr_status (*adam_moments)(gr_backend *be, const gr_grid *g, const float *grad, float *m, float *v, double b1,
+  gr_status (*adam_moments)(gr_backend *be, const gr_grid *g, const float *grad, gr_moments mom, double b1,
                             double b2, double eps, int t, double *max_vox);
-  gr_status (*adam_compose)(gr_backend *be, const gr_grid *g, const float *m, const float *v, double b1, double b2,
+  gr_status (*adam_compose)(gr_backend *be, const gr_grid *g, gr_moments mom, double b1, double b2,
                             double eps, int t, float scale, const float *u, float *out);
 } gr_backend_ops;
 

@@ -78,6 +78,7 @@ typedef struct gr_memory_plan {
   size_t total_peak;         /* max of backend + host bytes at the same moment */
   int total_peak_phase;
   int halo_planes;           /* largest halo width used (0 for one rank) */
+  int float_moment_stages;   /* deformable stages keeping float Adam moments (bfloat16 would save 12 B/voxel) */
 } gr_memory_plan;
 
 /* Fills *out. stages are what gr_register would get (after

@@ -33,6 +33,8 @@ typedef struct gr_stage_config {
   double grad_sigma_vox;          /* deformable: gradient smoothing (default 1.0) */
   double field_sigma_vox;         /* deformable: field smoothing (default 0.5) */
   double adam_beta1, adam_beta2, adam_eps;
+  int adam_moments_bf16;          /* deformable: Adam moments stored as bfloat16 (GigaRegAdamMoments
+                                   * "bfloat16"): 12 instead of 24 B/voxel; default 0 (float) */
   int convergence_window;         /* iterations over which the loss slope is tested (default 10) */
   double convergence_tol;         /* stop when the relative slope is > -tol (default 1e-6) */
   gr_init_kind init;              /* only used when the stage is the first linear stage */

@@ -5,6 +5,7 @@
  * round trip through millimetre coordinates far from the origin. */
 #include <math.h>
 #include <string.h>
+#include "kernels/bf16.h"
 #include "kernels/cpu_interp.h"
 #include "kernels/cpu_kernels.h"
 #include "kernels/cpu_threads.h"
@@ -48,7 +49,7 @@ typedef enum warp_mode {
 /* The step of the fused update: s = scale * Adam direction from m, v. */
 typedef struct adam_step {
   const cpu_adam_rule *rule;
-  const float *m, *v;
+  gr_moments mom;
   float scale;
 } adam_step;
 
@@ -57,7 +58,10 @@ typedef struct adam_step {
 static inline void step_at(const float *s, const adam_step *adam, int64_t i, int64_t nvox, double out[3]) {
   for (int c = 0; c < 3; ++c) {
     const int64_t k = i + c * nvox;
-    out[c] = adam ? (double)(adam->scale * cpu_adam_dir(adam->rule, adam->m[k], adam->v[k]) + 0.0f) : (double)s[k];
+    out[c] = adam ? (double)(adam->scale * cpu_adam_dir(adam->rule, gr_moment_load(adam->mom.m, adam->mom.bf16, k),
+                                                        gr_moment_load(adam->mom.v, adam->mom.bf16, k)) +
+                             0.0f)
+                  : (double)s[k];
   }
 }
 
@@ -112,17 +116,17 @@ gr_status cpu_compose(gr_backend *be, const gr_grid *g, const float *u, const fl
   return GR_OK;
 }
 
-gr_status cpu_adam_compose(gr_backend *be, const gr_grid *g, const float *m, const float *v, double b1, double b2,
-                           double eps, int t, float scale, const float *u, float *out) {
+gr_status cpu_adam_compose(gr_backend *be, const gr_grid *g, gr_moments mom, double b1, double b2, double eps,
+                           int t, float scale, const float *u, float *out) {
   gr_status st = check_grid(g, "adam_compose");
   if (st != GR_OK) return st;
-  if (!m || !v || !u || !out) return gr_error(GR_ERR_INVALID_ARG, "adam_compose: NULL field");
-  if (out == u || out == m || out == v)
+  if (!mom.m || !mom.v || !u || !out) return gr_error(GR_ERR_INVALID_ARG, "adam_compose: NULL field");
+  if ((const void *)out == (const void *)u || (void *)out == mom.m || (void *)out == mom.v)
     return gr_error(GR_ERR_INVALID_ARG, "adam_compose: output must not alias u, m or v");
   cpu_adam_rule r;
   st = cpu_adam_rule_make("adam_compose", b1, b2, eps, t, &r);
   if (st != GR_OK) return st;
-  const adam_step adam = {&r, m, v, scale};
+  const adam_step adam = {&r, mom, scale};
   const field_dims d = field_dims_of(g);
   warp_pass(be, &d, u, NULL, &adam, out, WARP_COMPOSE);
   return GR_OK;

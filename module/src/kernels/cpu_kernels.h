@@ -32,10 +32,10 @@ gr_status cpu_smooth(gr_backend *be, const gr_grid *g, float *data, int ncomp, c
 gr_status cpu_compose(gr_backend *be, const gr_grid *g, const float *u, const float *s, float *out);
 gr_status cpu_adam_direction(gr_backend *be, const gr_grid *g, const float *grad, float *m, float *v,
                              float *dir, double b1, double b2, double eps, int t, double *max_vox);
-gr_status cpu_adam_moments(gr_backend *be, const gr_grid *g, const float *grad, float *m, float *v, double b1,
+gr_status cpu_adam_moments(gr_backend *be, const gr_grid *g, const float *grad, gr_moments mom, double b1,
                            double b2, double eps, int t, double *max_vox);
-gr_status cpu_adam_compose(gr_backend *be, const gr_grid *g, const float *m, const float *v, double b1, double b2,
-                           double eps, int t, float scale, const float *u, float *out);
+gr_status cpu_adam_compose(gr_backend *be, const gr_grid *g, gr_moments mom, double b1, double b2, double eps,
+                           int t, float scale, const float *u, float *out);
 gr_status cpu_jacobian_det(gr_backend *be, const gr_grid *g, const float *u, float *out);
 gr_status cpu_invert(gr_backend *be, const gr_grid *g, const float *u, float *inv, int iterations);
 

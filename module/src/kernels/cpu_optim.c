@@ -3,6 +3,7 @@
  * length of the direction feeds the driver's global step normalisation. max is
  * exact and order-independent, so the OpenMP reduction is deterministic. */
 #include <math.h>
+#include "kernels/bf16.h"
 #include "kernels/cpu_kernels.h"
 #include "kernels/cpu_threads.h"
 
@@ -28,14 +29,16 @@ static gr_status check_grid(const gr_grid *g, const char *what) {
 }
 
 /* One pass: moments, optionally the direction, and the max voxel length. */
-static void adam_pass(gr_backend *be, const gr_grid *g, const cpu_adam_rule *r, const float *grad, float *m, float *v,
+static void adam_pass(gr_backend *be, const gr_grid *g, const cpu_adam_rule *r, const float *grad, gr_moments mom,
                       float *dir, double *max_vox) {
   const int64_t nvox = g->n[0] * g->n[1] * g->n[2];
   double L[9];
   for (int a = 0; a < 3; ++a)
     for (int c = 0; c < 3; ++c) L[a * 3 + c] = g->p2i[a * 4 + c];
   const float *restrict gr = grad;
-  float *restrict mr = m, *restrict vr = v, *restrict dr = dir;
+  float *restrict dr = dir;
+  void *const mp = mom.m, *const vp = mom.v;
+  const int h = mom.bf16;
   const double b1 = r->b1, b2 = r->b2;
   double mx = 0.0;
 #pragma omp parallel for schedule(static) num_threads(cpu_nthreads(be)) if (nvox >= CPU_PAR_MIN_ELEMS) reduction(max : mx)
@@ -44,10 +47,8 @@ static void adam_pass(gr_backend *be, const gr_grid *g, const cpu_adam_rule *r, 
     for (int c = 0; c < 3; ++c) {
       const int64_t k = i + c * nvox;
       const double gk = gr[k];
-      const float mk = (float)(b1 * mr[k] + (1.0 - b1) * gk);
-      const float vk = (float)(b2 * vr[k] + (1.0 - b2) * gk * gk);
-      mr[k] = mk;
-      vr[k] = vk;
+      const float mk = gr_moment_store(mp, h, k, (float)(b1 * gr_moment_load(mp, h, k) + (1.0 - b1) * gk));
+      const float vk = gr_moment_store(vp, h, k, (float)(b2 * gr_moment_load(vp, h, k) + (1.0 - b2) * gk * gk));
       const float dk = cpu_adam_dir(r, mk, vk);
       d[c] = dk;
       if (dr) dr[k] = dk;
@@ -67,16 +68,17 @@ gr_status cpu_adam_direction(gr_backend *be, const gr_grid *g, const float *grad
   cpu_adam_rule r;
   gr_status s = check_grid(g, "adam_direction");
   if (s == GR_OK) s = cpu_adam_rule_make("adam_direction", b1, b2, eps, t, &r);
-  if (s == GR_OK) adam_pass(be, g, &r, grad, m, v, dir, max_vox);
+  const gr_moments mom = {m, v, 0};
+  if (s == GR_OK) adam_pass(be, g, &r, grad, mom, dir, max_vox);
   return s;
 }
 
-gr_status cpu_adam_moments(gr_backend *be, const gr_grid *g, const float *grad, float *m, float *v, double b1,
+gr_status cpu_adam_moments(gr_backend *be, const gr_grid *g, const float *grad, gr_moments mom, double b1,
                            double b2, double eps, int t, double *max_vox) {
-  if (!g || !grad || !m || !v || !max_vox) return gr_error(GR_ERR_INVALID_ARG, "adam_moments: NULL argument");
+  if (!g || !grad || !mom.m || !mom.v || !max_vox) return gr_error(GR_ERR_INVALID_ARG, "adam_moments: NULL argument");
   cpu_adam_rule r;
   gr_status s = check_grid(g, "adam_moments");
   if (s == GR_OK) s = cpu_adam_rule_make("adam_moments", b1, b2, eps, t, &r);
-  if (s == GR_OK) adam_pass(be, g, &r, grad, m, v, NULL, max_vox);
+  if (s == GR_OK) adam_pass(be, g, &r, grad, mom, NULL, max_vox);
   return s;
 }

@@ -26,6 +26,7 @@
  * results do not depend on the thread count. */
 #include <math.h>
 #include <string.h>
+#include "kernels/bf16.h"
 #include "kernels/cpu_interp.h"
 #include "kernels/cpu_kernels.h"
 #include "kernels/cpu_threads.h"
@@ -71,7 +72,10 @@ static inline void slab_point(const slab_ctx *s, int64_t i, int64_t j, int64_t k
     if (a->adam) {
       for (int q = 0; q < 3; ++q) {
         const int64_t o = v + q * s->npts;
-        st[q] = (double)(a->adam->scale * cpu_adam_dir(&s->rule, a->adam->m[o], a->adam->v[o]) + 0.0f);
+        const gr_moments *mom = &a->adam->mom;
+        st[q] = (double)(a->adam->scale * cpu_adam_dir(&s->rule, gr_moment_load(mom->m, mom->bf16, o),
+                                                       gr_moment_load(mom->v, mom->bf16, o)) +
+                         0.0f);
       }
     } else if (!d) {
       c[0] = x;
@@ -238,7 +242,7 @@ static gr_status check_slab(const gr_slab_sample *a) {
     return gr_error(GR_ERR_INVALID_ARG, "sample_slab: unknown boundary %d", (int)a->boundary);
   if (!a->acc && !a->out) return GR_OK; /* bounds mode */
   if (!a->acc && a->acc_grad) return gr_error(GR_ERR_INVALID_ARG, "sample_slab: direct mode has no gradient output");
-  if (a->adam && (a->acc || !a->same_grid || a->ncomp != 3 || !a->adam->m || !a->adam->v))
+  if (a->adam && (a->acc || !a->same_grid || a->ncomp != 3 || !a->adam->mom.m || !a->adam->mom.v))
     return gr_error(GR_ERR_INVALID_ARG, "sample_slab: the fused Adam step needs direct mode, the same-grid rule, "
                                         "3 components and both moments");
   if (a->ncomp < 1) return gr_error(GR_ERR_INVALID_ARG, "sample_slab: %d components", a->ncomp);

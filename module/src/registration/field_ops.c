@@ -7,26 +7,28 @@ static int64_t grid_nvox(const gr_grid *g) { return g->n[0] * g->n[1] * g->n[2];
 
 int gr_field_update_fused(const gr_backend *be) { return be->ops->adam_moments && be->ops->adam_compose; }
 
-gr_status gr_field_opt_init(gr_backend *be, int64_t n, int with_step, gr_field_opt *o) {
+static gr_status alloc_zero(gr_backend *be, size_t bytes, void **p) {
+  *p = be->ops->alloc(be, bytes);
+  if (!*p) return GR_ERR_NOMEM; /* alloc recorded the details */
+  return be->ops->fill(be, (float *)*p, 0.0f, (int64_t)(bytes / sizeof(float)));
+}
+
+gr_status gr_field_opt_init(gr_backend *be, int64_t n, int with_step, int bf16, gr_field_opt *o) {
   memset(o, 0, sizeof *o);
-  float **bufs[4] = {&o->grad, &o->m, &o->v, &o->step};
-  for (int i = 0; i < (with_step ? 4 : 3); ++i) {
-    *bufs[i] = be->ops->alloc(be, (size_t)n * 3 * sizeof(float));
-    if (!*bufs[i]) {
-      gr_field_opt_free(be, o);
-      return GR_ERR_NOMEM;
-    }
-    gr_status s = be->ops->fill(be, *bufs[i], 0.0f, n * 3);
-    if (s != GR_OK) {
-      gr_field_opt_free(be, o);
-      return s;
-    }
-  }
-  return GR_OK;
+  if (bf16 && with_step)
+    return gr_error(GR_ERR_UNSUPPORTED, "bfloat16 Adam moments need a backend with the fused field update");
+  o->mom.bf16 = bf16;
+  const size_t field = gr_moment_bytes(n, 0);
+  gr_status s = alloc_zero(be, field, (void **)&o->grad);
+  if (s == GR_OK) s = alloc_zero(be, gr_moment_bytes(n, bf16), &o->mom.m);
+  if (s == GR_OK) s = alloc_zero(be, gr_moment_bytes(n, bf16), &o->mom.v);
+  if (s == GR_OK && with_step) s = alloc_zero(be, field, (void **)&o->step);
+  if (s != GR_OK) gr_field_opt_free(be, o);
+  return s;
 }
 
 void gr_field_opt_free(gr_backend *be, gr_field_opt *o) {
-  float **bufs[4] = {&o->grad, &o->m, &o->v, &o->step};
+  void **bufs[4] = {(void **)&o->grad, &o->mom.m, &o->mom.v, (void **)&o->step};
   for (int i = 0; i < 4; ++i) {
     if (*bufs[i]) be->ops->free(be, *bufs[i]);
     *bufs[i] = NULL;
@@ -46,12 +48,12 @@ static gr_status fused_update(gr_reg_ctx *c, const gr_stage_config *cfg, const g
                               double lr) {
   gr_backend *be = c->be;
   double maxv = 0.0;
-  gr_status s = be->ops->adam_moments(be, g, o->grad, o->m, o->v, cfg->adam_beta1, cfg->adam_beta2, cfg->adam_eps,
+  gr_status s = be->ops->adam_moments(be, g, o->grad, o->mom, cfg->adam_beta1, cfg->adam_beta2, cfg->adam_eps,
                                       o->t, &maxv);
   if (s == GR_OK) s = c->comm->ops->allreduce_max_f64(c->comm, &maxv, 1);
   if (s != GR_OK) return s;
   if (!(maxv > 0.0)) return GR_OK;
-  s = be->ops->adam_compose(be, g, o->m, o->v, cfg->adam_beta1, cfg->adam_beta2, cfg->adam_eps, o->t,
+  s = be->ops->adam_compose(be, g, o->mom, cfg->adam_beta1, cfg->adam_beta2, cfg->adam_eps, o->t,
                             (float)(-lr / maxv), *u, o->grad);
   if (s != GR_OK) return s;
   float *t = *u;
@@ -71,7 +73,7 @@ gr_status gr_field_update(gr_reg_ctx *c, const gr_stage_config *cfg, const gr_gr
   o->t += 1;
   double maxv = 0.0;
   if (gr_field_update_fused(be)) return fused_update(c, cfg, g, o, u, lr);
-  s = be->ops->adam_direction(be, g, o->grad, o->m, o->v, o->step, cfg->adam_beta1, cfg->adam_beta2,
+  s = be->ops->adam_direction(be, g, o->grad, (float *)o->mom.m, (float *)o->mom.v, o->step, cfg->adam_beta1, cfg->adam_beta2,
                               cfg->adam_eps, o->t, &maxv);
   if (s == GR_OK) s = c->comm->ops->allreduce_max_f64(c->comm, &maxv, 1);
   if (s != GR_OK) return s;

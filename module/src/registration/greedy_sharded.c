@@ -64,7 +64,7 @@ gr_status gr_stage_greedy_sharded(gr_reg_ctx *c, const gr_stage_config *cfg, con
     ush = lv.fs;
     gr_field_opt o;
     memset(&o, 0, sizeof o);
-    if (s == GR_OK) s = gr_field_opt_init(be, n, !gr_field_update_fused(be), &o);
+    if (s == GR_OK) s = gr_field_opt_init(be, n, !gr_field_update_fused(be), cfg->adam_moments_bf16, &o);
     gr_greedy_iter gi = {c, cfg, &lv, &spec, pre, &u, NULL, &o, cfg->learning_rate[l]};
     const gr_level_steps steps = {gr_greedy_evaluate, shard_update, &gi};
     if (s == GR_OK) s = gr_level_iterate(c, cfg, l, &steps, r, &loss);

@@ -60,7 +60,7 @@ gr_status gr_stage_greedy(gr_reg_ctx *c, const gr_stage_config *cfg, const gr_af
     gr_field_opt o;
     s = field_to_level(be, &lv, &u, &ugrid);
     const int fused = gr_field_update_fused(be);
-    if (s == GR_OK) s = gr_field_opt_init(be, lv.nf, !fused, &o);
+    if (s == GR_OK) s = gr_field_opt_init(be, lv.nf, !fused, cfg->adam_moments_bf16, &o);
     if (s == GR_OK && !fused) {
       scratch = be->ops->alloc(be, (size_t)lv.nf * 3 * sizeof(float));
       if (!scratch) s = GR_ERR_NOMEM;

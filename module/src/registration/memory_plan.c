@@ -437,10 +437,12 @@ static int fused_update(const pctx *c) {
   return 1;
 }
 
-static void opt_alloc(pctx *c, const plevel *L, sbuf o[4]) { /* field_ops.c gr_field_opt_init */
+/* field_ops.c gr_field_opt_init: gradient, m, v (6 B/voxel each as bfloat16), step */
+static void opt_alloc(pctx *c, const gr_stage_config *cfg, const plevel *L, sbuf o[4]) {
   memset(o, 0, 4 * sizeof *o);
   for (int i = 0; i < (fused_update(c) ? 3 : 4); ++i) {
-    o[i] = gbuf(&c->s, L->fn, L->h, 12, GR_MEM_OPTIMIZER);
+    const int moment = i == 1 || i == 2;
+    o[i] = gbuf(&c->s, L->fn, L->h, moment && cfg->adam_moments_bf16 ? 6 : 12, GR_MEM_OPTIMIZER);
     s_alloc(&c->s, &o[i]);
   }
 }
@@ -492,7 +494,7 @@ static gr_status plan_greedy(pctx *c, int k, const gr_stage_config *cfg, size_t 
     }
     memcpy(un, L.fn, sizeof un);
     sbuf o[4];
-    opt_alloc(c, &L, o);
+    opt_alloc(c, cfg, &L, o);
     if (cfg->iterations[l] > 0) {
       level_metric(c, cfg, &L, 1, masks);
       field_update(c, cfg, &L);
@@ -534,7 +536,7 @@ static gr_status plan_syn(pctx *c, int k, const gr_stage_config *cfg, size_t *ho
         u[q] = gbuf(&c->s, L.fn, L.h, 12, GR_MEM_FIELDS);
         s_alloc(&c->s, &u[q]);
       }
-      opt_alloc(c, &L, o[q]);
+      opt_alloc(c, cfg, &L, o[q]);
     }
     have_u = 1;
     memcpy(un, L.fn, sizeof un);
@@ -636,6 +638,9 @@ gr_status gr_memory_plan_compute(const gr_geometry *fixed, const gr_geometry *mo
   memset(out, 0, sizeof *out);
   out->opt = *opt;
   out->nstages = nstages;
+  for (int k = 0; k < nstages; ++k)
+    out->float_moment_stages +=
+        (stages[k].kind == GR_STAGE_GREEDY || stages[k].kind == GR_STAGE_SYN) && !stages[k].adam_moments_bf16;
   pctx c;
   memset(&c, 0, sizeof c);
   c.s.plan = out;
@@ -883,12 +888,14 @@ gr_status gr_memory_plan_check(const gr_memory_plan *p, const gr_memory_budget *
   if (min_ranks > 1) snprintf(fit, sizeof fit, "; %d ranks (Grid Parallel slabs) would fit", min_ranks);
   else if (min_ranks == 0 && short_of == device) snprintf(fit, sizeof fit, "; no rank count up to the planner's limit fits");
   else fit[0] = '\0';
+  const char *bf16 = p->float_moment_stages ? "; (GigaRegAdamMoments \"bfloat16\") saves 12 B per field voxel" : "";
   if (short_of == device)
     return gr_error(GR_ERR_NOMEM,
                     "not enough memory: the memory planner needs %s (%zu bytes) %s at its peak in %s (%s), "
-                    "but %s (%zu bytes) are available (%s)%s; see gigareg --plan",
+                    "but %s (%zu bytes) are available (%s)%s%s; see gigareg --plan",
                     gr_memory_format_bytes(short_need, a, sizeof a), short_need, where, phase, parts,
-                    gr_memory_format_bytes(short_of->available, b, sizeof b), short_of->available, short_of->source, fit);
+                    gr_memory_format_bytes(short_of->available, b, sizeof b), short_of->available, short_of->source, fit,
+                    bf16);
   return gr_error(GR_ERR_NOMEM,
                   "not enough host memory: the memory planner needs %s (%zu bytes) of CPU RAM for images and results "
                   "beside the GPU, but %s (%zu bytes) are available (%s); see gigareg --plan",

@@ -539,6 +539,15 @@ static gr_status map_deformable(gr_map_ctx *c) {
     }
   }
   if (s != GR_OK) return s;
+  if (has(c, "GigaRegAdamMoments")) {
+    const char *prec = str_or(c, "GigaRegAdamMoments", "float");
+    if (strcmp(prec, "bfloat16") == 0)
+      st->adam_moments_bf16 = 1;
+    else if (strcmp(prec, "float") == 0)
+      st->adam_moments_bf16 = 0;
+    else
+      return bad(c, GR_ERR_PARAM, "GigaRegAdamMoments", prec, "is not \"float\" or \"bfloat16\"");
+  }
   if (has(c, "GigaRegFieldSigma")) {
     s = gr_param_get_double(c->m, "GigaRegFieldSigma", 0, &st->field_sigma_vox);
     if (s != GR_OK) return s;
@@ -710,6 +719,7 @@ static const gr_key_reason gr_reasons[] = {
     {"OpenCLMovingGenericImagePyramidUseOpenCL", "GigaReg does not use OpenCL"},
     {"GigaRegLNCCRadius", "only used with Metric \"GigaRegLocalNormalizedCorrelation\""},
     {"GigaRegFieldSigma", "only used by deformable stages"},
+    {"GigaRegAdamMoments", "only used by deformable stages"},
     {"NumberOfParameters", WHY_TP}, {"TransformParameters", WHY_TP}, {"InitialTransformParametersFileName", WHY_TP},
     {"InitialTransformParameterFileName", WHY_TP}, {"Size", WHY_TP}, {"Index", WHY_TP}, {"Spacing", WHY_TP},
     {"Origin", WHY_TP}, {"Direction", WHY_TP}, {"DeformationFieldFileName", WHY_TP},

@@ -87,7 +87,8 @@ gr_status gr_stage_syn(gr_reg_ctx *c, const gr_stage_config *cfg, const gr_affin
 
 /* Helpers shared by greedy and SyN. */
 typedef struct gr_field_opt {
-  float *grad, *m, *v, *step;   /* 3 planes each, backend */
+  float *grad, *step; /* 3 planes each, backend */
+  gr_moments mom;     /* Adam's m, v (float, or bfloat16 with cfg->adam_moments_bf16) */
   int t;
 } gr_field_opt;
 /* A greedy level's state for gr_level_iterate: gr_greedy_evaluate is the metric
@@ -107,7 +108,9 @@ gr_status gr_greedy_evaluate(void *user, double *loss);
 /* True when the backend has the fused update ops (adam_moments + adam_compose):
  * gr_field_update then needs neither o->step nor a scratch field. */
 int gr_field_update_fused(const gr_backend *be);
-gr_status gr_field_opt_init(gr_backend *be, int64_t n, int with_step, gr_field_opt *o);
+/* n voxels; with_step: the unfused update's direction field (float moments
+ * only: bf16 moments need the fused ops, GR_ERR_UNSUPPORTED otherwise). */
+gr_status gr_field_opt_init(gr_backend *be, int64_t n, int with_step, int bf16, gr_field_opt *o);
 void gr_field_opt_free(gr_backend *be, gr_field_opt *o);
 /* Smooth grad, Adam-normalise, scale to lr voxels max, compose into *u, smooth
  * u. Fused backends swap *u with o->grad (scratch unused, may be NULL); others

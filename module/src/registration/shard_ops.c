@@ -43,8 +43,7 @@ static gr_status shard_compose_step(gr_reg_ctx *c, const gr_stage_config *cfg, c
   gr_slab_adam adam;
   memset(&adam, 0, sizeof adam);
   if (fused) {
-    adam.m = o->m;
-    adam.v = o->v;
+    adam.mom = o->mom;
     adam.beta1 = cfg->adam_beta1;
     adam.beta2 = cfg->adam_beta2;
     adam.eps = cfg->adam_eps;
@@ -98,10 +97,10 @@ gr_status gr_shard_field_update(gr_reg_ctx *c, const gr_stage_config *cfg, const
   double maxv = 0.0;
   const int fused = gr_field_update_fused(be);
   if (fused)
-    s = be->ops->adam_moments(be, &sh->local, o->grad, o->m, o->v, cfg->adam_beta1, cfg->adam_beta2, cfg->adam_eps,
+    s = be->ops->adam_moments(be, &sh->local, o->grad, o->mom, cfg->adam_beta1, cfg->adam_beta2, cfg->adam_eps,
                               o->t, &maxv);
   else
-    s = be->ops->adam_direction(be, &sh->local, o->grad, o->m, o->v, o->step, cfg->adam_beta1, cfg->adam_beta2,
+    s = be->ops->adam_direction(be, &sh->local, o->grad, (float *)o->mom.m, (float *)o->mom.v, o->step, cfg->adam_beta1, cfg->adam_beta2,
                                 cfg->adam_eps, o->t, &maxv);
   if (s == GR_OK) s = c->comm->ops->allreduce_max_f64(c->comm, &maxv, 1);
   if (s != GR_OK) return s;

@@ -115,7 +115,7 @@ gr_status gr_stage_syn_sharded(gr_reg_ctx *c, const gr_stage_config *cfg, const 
         b.u[k] = be->ops->alloc(be, (size_t)n * 3 * sizeof(float));
         s = b.u[k] ? be->ops->fill(be, b.u[k], 0.0f, n * 3) : GR_ERR_NOMEM;
       }
-      if (s == GR_OK) s = gr_field_opt_init(be, n, !gr_field_update_fused(be), &b.o[k]);
+      if (s == GR_OK) s = gr_field_opt_init(be, n, !gr_field_update_fused(be), cfg->adam_moments_bf16, &b.o[k]);
     }
     ush = lv.fs;
     if (s == GR_OK) {

@@ -22,7 +22,7 @@ static void syn_free(gr_backend *be, syn_buffers *b) {
   memset(b, 0, sizeof *b);
 }
 
-static gr_status syn_level_alloc(gr_backend *be, const gr_level *lv, const gr_grid *old_grid, syn_buffers *b) {
+static gr_status syn_level_alloc(gr_backend *be, const gr_level *lv, const gr_grid *old_grid, int bf16, syn_buffers *b) {
   gr_status s = GR_OK;
   const int fused = gr_field_update_fused(be);
   for (int k = 0; k < 2 && s == GR_OK; ++k) {
@@ -35,7 +35,7 @@ static gr_status syn_level_alloc(gr_backend *be, const gr_level *lv, const gr_gr
       b->u[k] = be->ops->alloc(be, (size_t)lv->nf * 3 * sizeof(float));
       s = b->u[k] ? be->ops->fill(be, b->u[k], 0.0f, lv->nf * 3) : GR_ERR_NOMEM;
     }
-    if (s == GR_OK) s = gr_field_opt_init(be, lv->nf, !fused, &b->o[k]);
+    if (s == GR_OK) s = gr_field_opt_init(be, lv->nf, !fused, bf16, &b->o[k]);
   }
   if (s == GR_OK) {
     b->scratch = fused ? NULL : be->ops->alloc(be, (size_t)lv->nf * 3 * sizeof(float));
@@ -127,7 +127,7 @@ gr_status gr_stage_syn(gr_reg_ctx *c, const gr_stage_config *cfg, const gr_affin
     gr_level lv;
     s = gr_level_build(c, cfg->shrink[l], cfg->sigma_vox[l], 0, &lv);
     if (s != GR_OK) break;
-    s = syn_level_alloc(be, &lv, &ugrid, &b);
+    s = syn_level_alloc(be, &lv, &ugrid, cfg->adam_moments_bf16, &b);
     ugrid = lv.fgrid;
     syn_level si = {c, cfg, pre, &lv, &b, cfg->learning_rate[l]};
     const gr_level_steps steps = {syn_step, NULL, &si};
