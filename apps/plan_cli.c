@@ -114,6 +114,16 @@ static void print_alternatives(const plan_inputs *in, const gr_memory_plan_optio
     printf("  coarser field (ImagePyramidSchedule ending in 2 2 2 for the deformable stages): %s%s\n",
            gr_memory_format_bytes(gr_memory_plan_need(p), b1, sizeof b1),
            have_budget ? (gr_memory_plan_need(p) <= budget ? "  fits" : "  does not fit") : "");
+  alt = *in;
+  int any_float = 0;
+  for (int k = 0; k < alt.nstages; ++k) {
+    gr_stage_config *c = &alt.stages[k];
+    if ((c->kind == GR_STAGE_GREEDY || c->kind == GR_STAGE_SYN) && !c->adam_moments_bf16) c->adam_moments_bf16 = any_float = 1;
+  }
+  if (any_float && gr_memory_plan_compute(&in->fixed, &in->moving, alt.stages, alt.nstages, &o, p) == GR_OK)
+    printf("  bfloat16 Adam moments ((GigaRegAdamMoments \"bfloat16\") in the deformable stages): %s%s\n",
+           gr_memory_format_bytes(gr_memory_plan_need(p), b1, sizeof b1),
+           have_budget ? (gr_memory_plan_need(p) <= budget ? "  fits" : "  does not fit") : "");
   o.image_bytes = 2;
   if (gr_memory_plan_compute(&in->fixed, &in->moving, in->stages, in->nstages, &o, p) == GR_OK)
     printf("  fp16 images and 8-bit masks (not available in this build: the backends are float32): %s%s\n",
@@ -129,7 +139,7 @@ static void print_alternatives(const plan_inputs *in, const gr_memory_plan_optio
       if (gr_memory_plan_compute(&in->fixed, &in->moving, in->stages, in->nstages, &o, p) == GR_OK)
         printf("  smallest rank count that fits: %d (%s per rank; Grid Parallel slab split, halo %d planes)%s\n", n,
                gr_memory_format_bytes(gr_memory_plan_need(p), b2, sizeof b2), p->halo_planes,
-               n > 1 ? " -- multi-rank runs are not available in this build yet" : "");
+               n > 1 ? " -- run with mpirun -np N (one rank per GPU), or -shards N on one machine" : "");
     } else {
       printf("  no rank count up to %d fits\n", GR_PLAN_MAX_RANKS);
     }

@@ -73,6 +73,9 @@ case $case_ in
     p4=$(sed -n 's/^peak backend memory: .*(\([0-9]*\) bytes).*/\1/p' "$scratch/plan4.txt")
     [ "$p4" -lt "$planned" ] || fail "4 ranks need $p4 >= $planned"
     grep -q "4 ranks" "$scratch/plan4.txt" || fail "rank count not shown"
+    # the bfloat16-moment what-if needs less than the plan itself
+    p16=$(sed -n 's/^  bfloat16 Adam moments.*: \([0-9.]*\) \([KMG]i*B\).*/\1 \2/p' "$scratch/plan.txt")
+    [ -n "$p16" ] || fail "no bfloat16 moments what-if"
     ;;
   memory_limit)
     # A machine too small for the run (simulated): one error line with the planner's
@@ -88,6 +91,7 @@ case $case_ in
       && grep -q "GIGAREG_MEMORY_LIMIT_BYTES" "$scratch/err" && grep -q "at its peak in " "$scratch/err" \
       || fail "error does not quote the planner's numbers"
     grep -q "ranks (Grid Parallel slabs) would fit" "$scratch/err" || fail "no rank count suggested"
+    grep -q '(GigaRegAdamMoments "bfloat16") saves 12 B' "$scratch/err" || fail "no bfloat16 moments suggested"
     [ ! -e "$out" ] || fail "output folder left: $(ls -A "$out")"
     [ ! -e "$scratch/vol.nrrd" ] && [ -z "$(ls -A "$scratch" | grep -v '^err$')" ] || fail "files left: $(ls -A "$scratch")"
     ;;
