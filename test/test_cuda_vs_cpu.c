@@ -342,6 +342,61 @@ static void test_bf16_moments(const gr_grid *g, const dual *U, const dual *U2) {
   g_gpu->ops->free(g_gpu, vd);
 }
 
+/* B-spline transforms (bspline_field, bspline_grad): a control grid of ~9 mm
+ * (oblique, over the head) after a small affine, random coefficients: the field
+ * and the chain rule to the coefficients are bitwise the CPU's (kernels/bspline_eval.h). */
+static void test_bspline(const gr_image *t1, const dual *U) {
+  fprintf(stderr, "bspline_field / bspline_grad\n");
+  gr_grid g;
+  gr_grid_from_geometry(&t1->geom, &g);
+  const int64_t n = gr_image_nvox(t1);
+  gr_bspline bs;
+  memset(&bs, 0, sizeof bs);
+  const double h = 9.0 / t1->geom.spacing[0], cr = cos(0.15), sr = sin(0.15);
+  for (int a = 0; a < 3; ++a) bs.size[a] = (int64_t)(g.n[a] / h) + 4;
+  /* c = R idx / h + 1.5 (rotation about z), zA: 1% scaling about the origin */
+  const double cA[12] = {cr / h, -sr / h, 0, 1.5 + 0.2 * bs.size[0] * sr, sr / h, cr / h, 0, 1.5, 0, 0, 1.0 / h, 1.5};
+  memcpy(bs.cA, cA, sizeof cA);
+  for (int r = 0; r < 3; ++r)
+    for (int k = 0; k < 4; ++k) bs.zA[r * 4 + k] = r == k ? 0.01 * t1->geom.spacing[r] : 0.0;
+  GR_CHECK_OK(gr_bspline_prepare(&bs));
+  const int64_t G = bs.size[0] * bs.size[1] * bs.size[2];
+  double *coef = malloc(sizeof(double) * 3 * G), *dc_c = malloc(sizeof(double) * 3 * G), *dc_g = malloc(sizeof(double) * 3 * G);
+  uint32_t st = 99u;
+  for (int64_t q = 0; q < 3 * G; ++q) {
+    st = st * 1664525u + 1013904223u;
+    coef[q] = ((st >> 8) * (1.0 / 16777216.0) - 0.5) * 6.0;
+  }
+  double *coef_d = g_gpu->ops->alloc(g_gpu, sizeof(double) * 3 * G), *dc_d = g_gpu->ops->alloc(g_gpu, sizeof(double) * 3 * G);
+  GR_CHECK_OK(g_gpu->ops->upload(g_gpu, coef_d, coef, sizeof(double) * 3 * G));
+  gr_bspline bs_d = bs;
+  bs.coef = coef;
+  bs_d.coef = coef_d;
+  float *u_c = malloc(sizeof(float) * 3 * n), *u_d = g_gpu->ops->alloc(g_gpu, sizeof(float) * 3 * n);
+  GR_CHECK_OK(g_cpu->ops->bspline_field(g_cpu, &g, &bs, u_c));
+  GR_CHECK_OK(g_gpu->ops->bspline_field(g_gpu, &g, &bs_d, u_d));
+  compare("bspline_field", u_d, u_c, 3 * n, 0.0);
+  GR_CHECK_OK(g_cpu->ops->bspline_grad(g_cpu, &g, &bs, U->h, dc_c));
+  GR_CHECK_OK(g_gpu->ops->bspline_grad(g_gpu, &g, &bs_d, U->d, dc_d));
+  GR_CHECK_OK(g_gpu->ops->download(g_gpu, dc_g, dc_d, sizeof(double) * 3 * G));
+  int64_t differ = 0, nonzero = 0;
+  for (int64_t q = 0; q < 3 * G; ++q) {
+    differ += memcmp(&dc_g[q], &dc_c[q], sizeof(double)) != 0;
+    nonzero += dc_c[q] != 0.0;
+  }
+  fprintf(stderr, "  %-44s %lld control points, %lld of %lld coefficients differ (%lld non-zero)\n", "bspline_grad",
+          (long long)G, (long long)differ, (long long)(3 * G), (long long)nonzero);
+  GR_CHECK(differ == 0 && nonzero > G, "bspline_grad: %lld coefficients differ (%lld non-zero)", (long long)differ,
+           (long long)nonzero);
+  free(coef);
+  free(dc_c);
+  free(dc_g);
+  free(u_c);
+  g_gpu->ops->free(g_gpu, coef_d);
+  g_gpu->ops->free(g_gpu, dc_d);
+  g_gpu->ops->free(g_gpu, u_d);
+}
+
 static void test_adam_axpy_minmax(const gr_image *t1, const dual *U, const dual *U2, const dual *T1, const dual *FM) {
   fprintf(stderr, "adam_direction / adam_moments / adam_compose / axpy / minmax\n");
   gr_grid g;
@@ -776,6 +831,7 @@ int main(void) {
   test_smooth(t1, &U, &T1);
   test_fields(t1, &U, &U2);
   test_adam_axpy_minmax(t1, &U, &U2, &T1, &FM);
+  test_bspline(t1, &U);
   const metric_case mono = {&fg, &fg, &T1, &FM, &T1W, &T1M, &U, NULL};
   const metric_case multi = {&fg, &mg, &T1, &FM, &PD, &MM, &U, &T};
   test_metrics(&mono, &multi);

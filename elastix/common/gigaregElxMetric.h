@@ -68,6 +68,9 @@ public:
   int64_t fnvox = 0, mnvox = 0;
   int64_t fmaskCount = 0;
   float *dF = nullptr, *dM = nullptr, *dFm = nullptr, *dMm = nullptr, *dU = nullptr, *dG = nullptr;
+  double *dCoef = nullptr, *dDcoef = nullptr;          /* B-spline coefficients and their gradient (core ops) */
+  int64_t nCoef = 0;
+  std::vector< double > hostDcoef;
   std::vector< float > hostU, hostG;
   double fmin = 0, fmax = 1, mmin = 0, mmax = 1;     /* true ranges of the level images */
   double tField = 0, tMetric = 0, tChain = 0;        /* seconds this level: dense field, core metric, chain rule */
@@ -92,10 +95,11 @@ public:
 
   ~GigaRegMetricData() { this->DestroyAll(); }
 
-  void FreeBuf( float *& p ) { if( p && be ) { be->ops->free( be, p ); } p = nullptr; }
+  template< class T > void FreeBuf( T *& p ) { if( p && be ) { be->ops->free( be, p ); } p = nullptr; }
   void Release()
   {
     FreeBuf( dF ); FreeBuf( dM ); FreeBuf( dFm ); FreeBuf( dMm ); FreeBuf( dU ); FreeBuf( dG );
+    FreeBuf( dCoef ); FreeBuf( dDcoef ); nCoef = 0;
     fixedKey = movingKey = fmaskKey = mmaskKey = nullptr;
     for( Device & e : extra ) { e.Release(); }
   }
@@ -796,12 +800,13 @@ protected:
   }
 
   /** The core metric of the dense field already in D.dU: `value` (scaled), and with
-   * `wantDerivative` the field gradient downloaded to the host (returned; nullptr without).
+   * `wantDerivative` the field gradient downloaded to the host (returned; nullptr without;
+   * with download false the backend's gradient buffer is returned instead).
    * t0: when the field's construction began; t2: when the metric finished (the chain rule's
    * timer starts there). */
   const float * DenseFieldMetric( gr_metric_spec & spec, bool wantDerivative, double scale, MeasureType & value,
                                   std::chrono::steady_clock::time_point t0,
-                                  std::chrono::steady_clock::time_point & t2 ) const
+                                  std::chrono::steady_clock::time_point & t2, bool download = true ) const
   {
     GigaRegMetricData & D = this->m_GR;
     const int64_t       n = D.fnvox;
@@ -823,6 +828,7 @@ protected:
     this->CheckValid( res );
     value = scale * res.value;
     if( !wantDerivative ) { return nullptr; }
+    if( !download ) { return D.dG; }
     D.hostG.resize( static_cast< size_t >( 3 * n ) );
     gigaregCheck( D.be->ops->download( D.be, D.hostG.data(), D.dG, static_cast< size_t >( 3 * n ) * sizeof( float ) ),
       "download" );
@@ -885,6 +891,10 @@ protected:
     const int64_t G = gsz[ 0 ] * gsz[ 1 ] * gsz[ 2 ];
     if( 3 * G != static_cast< int64_t >( P ) ) { return false; }
     const double * coef = parameters.data_block();
+    if( D.be->ops->bspline_field && D.be->ops->bspline_grad )
+    {
+      return this->CoreBSpline( L, go, M, gidx, gsz, coef, value, derivative, spec, scale );
+    }
     /* Per voxel: the support start and 3 x 4 weights, or "outside" (start[0] = INT64_MIN). */
     const int64_t nx = D.fg.n[ 0 ], ny = D.fg.n[ 1 ], nz = D.fg.n[ 2 ], n = D.fnvox;
     auto support = [&]( int64_t i, int64_t j, int64_t k, int64_t st[ 3 ], double w[ 3 ][ 4 ] ) -> bool {
@@ -980,6 +990,81 @@ protected:
       };
     } );
     for( unsigned k = 0; k < P; ++k ) { ( *derivative )[ k ] = scale * sum[ k ]; }
+    D.tChain += std::chrono::duration< double >( std::chrono::steady_clock::now() - t2 ).count();
+    return true;
+  }
+
+  /** FastBSpline on the backend (backend.h bspline_field / bspline_grad: the B-spline is
+   * evaluated inside the core's kernels, on the GPU with a CUDA backend): only the
+   * coefficients go up and their gradient comes down; the dense field and its gradient stay
+   * on the device (with GigaRegNumberOfDevices > 1 the field also comes down once for the
+   * further GPUs' windows, and their gradient planes return to the first GPU's gradient). Same arithmetic as the host path up to the order of the chain rule's sum
+   * (a fixed per-control-point gather, the same on every backend and thread count). */
+  template< class TOrigin, class TMatrix >
+  bool CoreBSpline( const double L[ 12 ], const TOrigin & go, const TMatrix & M, const int64_t gidx[ 3 ],
+                    const int64_t gsz[ 3 ], const double * coef, MeasureType & value, DerivativeType * derivative,
+                    gr_metric_spec & spec, double scale ) const
+  {
+    GigaRegMetricData & D = this->m_GR;
+    const int64_t G = gsz[ 0 ] * gsz[ 1 ] * gsz[ 2 ], n = D.fnvox;
+    auto t0 = std::chrono::steady_clock::now();
+    /* voxel-index form: p = i2p idx, z = L p + l, c = M (z - origin) - gidx, u_initial = z - p */
+    gr_bspline bs;
+    std::memset( &bs, 0, sizeof( bs ) );
+    double LP[ 12 ];
+    for( int r = 0; r < 3; ++r )
+    {
+      for( int k = 0; k < 4; ++k )
+      {
+        double v = k == 3 ? L[ r * 4 + 3 ] : 0.0;
+        for( int m = 0; m < 3; ++m ) { v += L[ r * 4 + m ] * D.fg.i2p[ m * 4 + k ]; }
+        LP[ r * 4 + k ] = v;
+      }
+    }
+    for( int r = 0; r < 3; ++r )
+    {
+      for( int k = 0; k < 4; ++k )
+      {
+        double v = 0.0;
+        for( int m = 0; m < 3; ++m ) { v += M( r, m ) * ( LP[ m * 4 + k ] - ( k == 3 ? go[ m ] : 0.0 ) ); }
+        bs.cA[ r * 4 + k ] = v - ( k == 3 ? static_cast< double >( gidx[ r ] ) : 0.0 );
+        bs.zA[ r * 4 + k ] = LP[ r * 4 + k ] - D.fg.i2p[ r * 4 + k ];
+      }
+      bs.size[ r ] = gsz[ r ];
+    }
+    gigaregCheck( gr_bspline_prepare( &bs ), "B-spline grid" );
+    if( D.nCoef != G )
+    {
+      D.FreeBuf( D.dCoef );
+      D.FreeBuf( D.dDcoef );
+      D.dCoef  = static_cast< double * >( D.be->ops->alloc( D.be, static_cast< size_t >( 3 * G ) * sizeof( double ) ) );
+      D.dDcoef = static_cast< double * >( D.be->ops->alloc( D.be, static_cast< size_t >( 3 * G ) * sizeof( double ) ) );
+      if( !D.dCoef || !D.dDcoef ) { gigaregCheck( GR_ERR_NOMEM, "B-spline coefficient allocation" ); }
+      D.nCoef = G;
+    }
+    if( !D.dU )
+    {
+      D.dU = static_cast< float * >( D.be->ops->alloc( D.be, static_cast< size_t >( 3 * n ) * sizeof( float ) ) );
+      if( !D.dU ) { gigaregCheck( GR_ERR_NOMEM, "allocation" ); }
+    }
+    gigaregCheck( D.be->ops->upload( D.be, D.dCoef, coef, static_cast< size_t >( 3 * G ) * sizeof( double ) ), "upload" );
+    bs.coef = D.dCoef;
+    gigaregCheck( D.be->ops->bspline_field( D.be, &D.fg, &bs, D.dU ), "B-spline field" );
+    if( D.ndev > 1 ) /* ShardedMetric sends further GPUs their field windows from the host copy */
+    {
+      D.hostU.resize( static_cast< size_t >( 3 * n ) );
+      gigaregCheck( D.be->ops->download( D.be, D.hostU.data(), D.dU, static_cast< size_t >( 3 * n ) * sizeof( float ) ),
+        "download" );
+    }
+    std::chrono::steady_clock::time_point t2;
+    const float * Gd = this->DenseFieldMetric( spec, derivative != nullptr, scale, value, t0, t2, false );
+    if( !Gd ) { return true; }
+    gigaregCheck( D.be->ops->bspline_grad( D.be, &D.fg, &bs, Gd, D.dDcoef ), "B-spline chain rule" );
+    D.hostDcoef.resize( static_cast< size_t >( 3 * G ) );
+    gigaregCheck( D.be->ops->download( D.be, D.hostDcoef.data(), D.dDcoef, static_cast< size_t >( 3 * G ) * sizeof( double ) ),
+      "download" );
+    const unsigned P = this->GetNumberOfParameters();
+    for( unsigned k = 0; k < P; ++k ) { ( *derivative )[ k ] = scale * D.hostDcoef[ k ]; }
     D.tChain += std::chrono::duration< double >( std::chrono::steady_clock::now() - t2 ).count();
     return true;
   }

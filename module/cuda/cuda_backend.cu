@@ -291,6 +291,8 @@ static const gr_backend_ops cuda_ops_table = {
     metric_region,   /* metric_region */
     adam_moments,    /* adam_moments */
     adam_compose,    /* adam_compose */
+    bspline_field,   /* bspline_field */
+    bspline_grad,    /* bspline_grad */
 };
 
 }  // namespace grcu

@@ -10,6 +10,7 @@
  *   cuda_smooth.cu   - separable Gaussian
  *   cuda_field.cu    - compose, adam_compose, invert, jacobian_det
  *   cuda_optim.cu    - adam_direction, adam_moments (cuda_adam.cuh: the shared direction rule)
+ *   cuda_bspline.cu  - bspline_field, bspline_grad (kernels/bspline_eval.h: the arithmetic the CPU shares)
  * Every op checks its arguments like the CPU reference, enqueues its kernels on
  * the backend's stream and returns; ops that return a host value (metric,
  * minmax, adam_direction's max) wait for their own result. */
@@ -34,6 +35,8 @@ gr_status adam_moments(gr_backend *be, const gr_grid *g, const float *grad, gr_m
 gr_status adam_compose(gr_backend *be, const gr_grid *g, gr_moments mom, double b1, double b2, double eps, int t,
                        float scale, const float *u, float *out);
 gr_status minmax(gr_backend *be, int64_t n, const float *x, const float *mask, double *mn, double *mx);
+gr_status bspline_field(gr_backend *be, const gr_grid *g, const gr_bspline *bs, float *u);
+gr_status bspline_grad(gr_backend *be, const gr_grid *g, const gr_bspline *bs, const float *grad_u, double *dcoef);
 gr_status jacobian_det(gr_backend *be, const gr_grid *g, const float *u, float *out);
 gr_status invert(gr_backend *be, const gr_grid *g, const float *u, float *inv, int iterations);
 

@@ -127,6 +127,29 @@ static inline size_t gr_moment_bytes(int64_t nvox, int bf16) {
   return bf16 ? (n3 + 1) / 2 * sizeof(float) : n3 * sizeof(float);
 }
 
+/* A cubic B-spline displacement on a control-point grid (elastix's
+ * AdvancedBSplineDeformableTransform, optionally composed after a linear
+ * initial transform), in voxel-index form on the grid it is evaluated on:
+ *   c(x) = cA [i j k 1]^T  continuous control-grid index of voxel (i, j, k),
+ *                          relative to the grid region's first index;
+ *   valid where 1 <= c_a < size_a - 2 on every axis (elastix's valid region);
+ *   u(x) = zA [i j k 1]^T + (valid ? sum over the 4^3 support of w(c) coef : 0),
+ *          zA the initial transform's displacement T0(p) - p (zero rows: none);
+ * w the cubic B-spline weights of |c - q|, support start floor(c - 1). coef is
+ * 3 planes of size[0]*size[1]*size[2] doubles (x, y, z displacements, elastix's
+ * parameter order) in backend memory. */
+#define GR_BSPLINE_LANES 256
+
+typedef struct gr_bspline {
+  double cA[12], zA[12]; /* row-major 3 x 4 */
+  double iA[12];         /* voxel index = iA [c 1]: filled by gr_bspline_prepare */
+  int64_t size[3];
+  const double *coef;
+} gr_bspline;
+
+/* Checks cA (invertible) and size (>= 4 control points per axis) and fills iA. */
+gr_status gr_bspline_prepare(gr_bspline *bs);
+
 typedef struct gr_slab_adam {
   gr_moments mom;
   double beta1, beta2, eps;
@@ -249,6 +272,17 @@ typedef struct gr_backend_ops {
                             double b2, double eps, int t, double *max_vox);
   gr_status (*adam_compose)(gr_backend *be, const gr_grid *g, gr_moments mom, double b1, double b2,
                             double eps, int t, float scale, const float *u, float *out);
+
+  /* ---- B-spline transforms (appended; NULL: the caller evaluates them itself) ----
+   * bspline_field: u (3 planes on g) from the B-spline (gr_bspline above).
+   * bspline_grad: the chain rule to the coefficients, dcoef[q] = sum_x w_q(x)
+   * grad_u(x) per component (3 planes of doubles like coef), for every control
+   * point: each control point gathers over the voxels of its support in a
+   * fixed order (GR_BSPLINE_LANES strided partial sums, then a fixed pairwise
+   * tree), so the result is deterministic and the same on every backend. */
+  gr_status (*bspline_field)(gr_backend *be, const gr_grid *g, const gr_bspline *bs, float *u);
+  gr_status (*bspline_grad)(gr_backend *be, const gr_grid *g, const gr_bspline *bs, const float *grad_u,
+                            double *dcoef);
 } gr_backend_ops;
 
 struct gr_backend {

@@ -212,6 +212,8 @@ static const gr_backend_ops cpu_ops = {
   .metric_region = cpu_metric_region,
   .adam_moments = cpu_adam_moments,
   .adam_compose = cpu_adam_compose,
+  .bspline_field = cpu_bspline_field,
+  .bspline_grad = cpu_bspline_grad,
 };
 
 gr_status gr_backend_cpu_create(int threads, gr_backend **out) {

@@ -7,6 +7,7 @@
  *   cpu_smooth.c   - separable Gaussian
  *   cpu_field.c    - compose, adam_compose, invert, jacobian_det
  *   cpu_optim.c    - adam_direction, adam_moments (and the direction rule adam_compose shares)
+ *   cpu_bspline.c  - bspline_field, bspline_grad (bspline_eval.h: the arithmetic CUDA shares)
  *   cpu_slab.c     - sample_slab, slab_finalize (Grid Parallel: the ring sampler's step)
  * Semantics documented in backend.h are normative: the CUDA backend must match them. */
 #ifndef GIGAREG_CPU_KERNELS_H
@@ -37,6 +38,8 @@ gr_status cpu_adam_moments(gr_backend *be, const gr_grid *g, const float *grad, 
 gr_status cpu_adam_compose(gr_backend *be, const gr_grid *g, gr_moments mom, double b1, double b2, double eps,
                            int t, float scale, const float *u, float *out);
 gr_status cpu_jacobian_det(gr_backend *be, const gr_grid *g, const float *u, float *out);
+gr_status cpu_bspline_field(gr_backend *be, const gr_grid *g, const gr_bspline *bs, float *u);
+gr_status cpu_bspline_grad(gr_backend *be, const gr_grid *g, const gr_bspline *bs, const float *grad_u, double *dcoef);
 gr_status cpu_invert(gr_backend *be, const gr_grid *g, const float *u, float *inv, int iterations);
 
 /* Adam's bias-corrected direction from the stored moments (backend.h): one
