@@ -344,7 +344,9 @@ static void test_bf16_moments(const gr_grid *g, const dual *U, const dual *U2) {
 
 /* B-spline transforms (bspline_field, bspline_grad): a control grid of ~9 mm
  * (oblique, over the head) after a small affine, random coefficients: the field
- * and the chain rule to the coefficients are bitwise the CPU's (kernels/bspline_eval.h). */
+ * is bitwise the CPU's (kernels/bspline_eval.h); the chain rule to the
+ * coefficients equals it to 1e-12 of the largest coefficient (the backends
+ * order the sums differently: CPU per cell, GPU per control point). */
 static void test_bspline(const gr_image *t1, const dual *U) {
   fprintf(stderr, "bspline_field / bspline_grad\n");
   gr_grid g;
@@ -380,13 +382,16 @@ static void test_bspline(const gr_image *t1, const dual *U) {
   GR_CHECK_OK(g_gpu->ops->bspline_grad(g_gpu, &g, &bs_d, U->d, dc_d));
   GR_CHECK_OK(g_gpu->ops->download(g_gpu, dc_g, dc_d, sizeof(double) * 3 * G));
   int64_t differ = 0, nonzero = 0;
+  double big = 0.0, err = 0.0;
+  for (int64_t q = 0; q < 3 * G; ++q) big = fmax(big, fabs(dc_c[q]));
   for (int64_t q = 0; q < 3 * G; ++q) {
     differ += memcmp(&dc_g[q], &dc_c[q], sizeof(double)) != 0;
     nonzero += dc_c[q] != 0.0;
+    err = fmax(err, fabs(dc_g[q] - dc_c[q]) / big);
   }
-  fprintf(stderr, "  %-44s %lld control points, %lld of %lld coefficients differ (%lld non-zero)\n", "bspline_grad",
-          (long long)G, (long long)differ, (long long)(3 * G), (long long)nonzero);
-  GR_CHECK(differ == 0 && nonzero > G, "bspline_grad: %lld coefficients differ (%lld non-zero)", (long long)differ,
+  fprintf(stderr, "  %-44s %lld control points, %lld of %lld coefficients differ, max %.3g of the largest (%lld non-zero)\n",
+          "bspline_grad", (long long)G, (long long)differ, (long long)(3 * G), err, (long long)nonzero);
+  GR_CHECK(err <= 1e-12 && nonzero > G, "bspline_grad: max difference %.3g of the largest (%lld non-zero)", err,
            (long long)nonzero);
   free(coef);
   free(dc_c);

@@ -1,11 +1,12 @@
 /* bspline_field and bspline_grad on the GPU (backend.h gr_bspline; the
- * arithmetic is module/src/kernels/bspline_eval.h, shared with cpu_bspline.c,
- * so the results are bitwise the CPU's). Field: one thread per voxel, 64
+ * arithmetic is module/src/kernels/bspline_eval.h, shared with cpu_bspline.c:
+ * the field is bitwise the CPU's, the chain rule equal to rounding). Field: one thread per voxel, 64
  * coefficient reads served by L1/L2 (the coefficient grid is small). Chain
  * rule: one block of GR_BSPLINE_LANES threads per control point gathers over
  * the voxels of its support box (lane t takes voxels t, t + 256, ... of the
  * box) and reduces the lanes in a fixed pairwise tree: deterministic, no
- * atomics, no per-voxel scratch. Each voxel is visited by the 64 control points
+ * atomics, no per-voxel scratch (the CPU sums per B-spline cell instead, which
+ * visits each voxel once: better for caches, worse for a GPU's parallelism). Each voxel is visited by the 64 control points
  * whose support holds it, recomputing its control index each time (cheaper
  * than storing 12 weights per voxel). */
 #include "cuda_ops.cuh"

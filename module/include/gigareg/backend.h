@@ -277,9 +277,11 @@ typedef struct gr_backend_ops {
    * bspline_field: u (3 planes on g) from the B-spline (gr_bspline above).
    * bspline_grad: the chain rule to the coefficients, dcoef[q] = sum_x w_q(x)
    * grad_u(x) per component (3 planes of doubles like coef), for every control
-   * point: each control point gathers over the voxels of its support in a
-   * fixed order (GR_BSPLINE_LANES strided partial sums, then a fixed pairwise
-   * tree), so the result is deterministic and the same on every backend. */
+   * point, in an order fixed by the grids alone (deterministic, independent of
+   * thread counts). The field is bitwise the same on every backend; the
+   * gradient's sums are ordered per backend (CPU: per B-spline cell; CUDA: a
+   * gather per control point in GR_BSPLINE_LANES strided partial sums and a
+   * pairwise tree), so backends agree to rounding (~1e-15 relative). */
   gr_status (*bspline_field)(gr_backend *be, const gr_grid *g, const gr_bspline *bs, float *u);
   gr_status (*bspline_grad)(gr_backend *be, const gr_grid *g, const gr_bspline *bs, const float *grad_u,
                             double *dcoef);

@@ -85,13 +85,14 @@ GR_BS_FN void gr_bs_field_at(const gr_bspline *bs, int64_t i, int64_t j, int64_t
 }
 
 /* Voxel box [lo, hi] (inclusive, clamped to the grid n) that holds every voxel
- * whose support includes control point q: c within (q - 2, q + 2) on each axis,
- * mapped back through iA (voxel index = iA [c 1]) and widened by one voxel. */
-GR_BS_FN int64_t gr_bs_box(const double iA[12], const int64_t n[3], const int64_t q[3], int64_t lo[3], int64_t hi[3]) {
+ * whose control index lies in [q + d0, q + d1] on each axis, mapped back
+ * through iA (voxel index = iA [c 1]) and widened by one voxel. */
+GR_BS_FN int64_t gr_bs_box_range(const double iA[12], const int64_t n[3], const int64_t q[3], double d0, double d1,
+                                 int64_t lo[3], int64_t hi[3]) {
   double mn[3] = {INFINITY, INFINITY, INFINITY}, mx[3] = {-INFINITY, -INFINITY, -INFINITY};
   for (int corner = 0; corner < 8; ++corner) {
-    const double c0 = (double)q[0] + ((corner & 1) ? 2.0 : -2.0), c1 = (double)q[1] + ((corner & 2) ? 2.0 : -2.0),
-                 c2 = (double)q[2] + ((corner & 4) ? 2.0 : -2.0);
+    const double c0 = (double)q[0] + ((corner & 1) ? d1 : d0), c1 = (double)q[1] + ((corner & 2) ? d1 : d0),
+                 c2 = (double)q[2] + ((corner & 4) ? d1 : d0);
     for (int a = 0; a < 3; ++a) {
       const double v = gr_bs_row(iA, a, c0, c1, c2);
       mn[a] = v < mn[a] ? v : mn[a];
@@ -106,6 +107,11 @@ GR_BS_FN int64_t gr_bs_box(const double iA[12], const int64_t n[3], const int64_
     count *= hi[a] >= lo[a] ? hi[a] - lo[a] + 1 : 0;
   }
   return count;
+}
+
+/* The voxels whose support includes control point q: c within (q - 2, q + 2). */
+GR_BS_FN int64_t gr_bs_box(const double iA[12], const int64_t n[3], const int64_t q[3], int64_t lo[3], int64_t hi[3]) {
+  return gr_bs_box_range(iA, n, q, -2.0, 2.0, lo, hi);
 }
 
 /* One voxel's term for control point q (absolute control index q, 3 weights'
