@@ -9,9 +9,11 @@
  *  - Interpolation: the ResampleInterpolator's B-spline order: 0 = nearest neighbour, anything
  *    else trilinear (the core has no higher-order B-spline sampling; an order > 1 is logged).
  *  - Transform: linear (Euler, affine, compositions): y = A x + t read off four points, sampled
- *    by the core directly; any other transform (B-spline, ...): the displacement
- *    u(x) = T(x) - x of one z-slab of the output grid at a time (elastix's TransformPoint, OpenMP),
- *    sampled by the core with that field.
+ *    by the core directly; a cubic B-spline (alone or after a linear initial transform): its
+ *    displacement u(x) = T(x) - x of one z-slab of the output grid at a time evaluated by the
+ *    core (bspline_field, on the GPU with a CUDA backend; the field comes down once for ITK's
+ *    inside test); any other transform: u from elastix's TransformPoint (OpenMP) on the host.
+ *    The core samples with that field.
  *  - DefaultPixelValue where the mapped point is outside the moving image's buffer by ITK's rule
  *    (continuous index outside [-0.5, n - 0.5)); inside, the core samples with CLAMP (ITK's
  *    B-spline interpolator mirrors at the border: the half voxel at the edge can differ).
@@ -181,6 +183,8 @@ protected:
       return true;
     };
     double tField = 0, tCore = 0;
+    double * dCoef = nullptr; /* a B-spline's coefficients on the backend (core field) */
+    bool     coreBSpline = false;
     for( int64_t z0 = 0; z0 < nz; z0 += slabPlanes )
     {
       const int64_t sz = std::min( slabPlanes, nz - z0 ), sn = sz * plane;
@@ -191,6 +195,21 @@ protected:
       gr_grid g;
       gigaregCheck( gr_grid_from_geometry( &sg, &g ), "grid" );
       const auto t0 = std::chrono::steady_clock::now();
+      gr_bspline    bs;
+      int64_t       G  = 0;
+      const double * hc = nullptr;
+      coreBSpline = !linear && be->ops->bspline_field && gigaregBSplineOf( T, g, bs, G, &hc );
+      if( coreBSpline )
+      {
+        if( !dCoef )
+        {
+          dCoef = reinterpret_cast< double * >( alloc( 6 * G ) ); /* 3 G doubles, freed with the other buffers */
+          gigaregCheck( be->ops->upload( be, dCoef, hc, static_cast< size_t >( 3 * G ) * sizeof( double ) ), "upload" );
+        }
+        bs.coef = dCoef;
+        gigaregCheck( be->ops->bspline_field( be, &g, &bs, dU ), "B-spline field" );
+        gigaregCheck( be->ops->download( be, hostU.data(), dU, static_cast< size_t >( 3 * sn ) * sizeof( float ) ), "download" );
+      }
 #pragma omp parallel for schedule(static)
       for( int64_t k = 0; k < sz; ++k )
       {
@@ -204,6 +223,10 @@ protected:
             if( linear )
             {
               for( int r = 0; r < 3; ++r ) { y[ r ] = A.m[ r * 4 ] * p[ 0 ] + A.m[ r * 4 + 1 ] * p[ 1 ] + A.m[ r * 4 + 2 ] * p[ 2 ] + A.m[ r * 4 + 3 ]; }
+            }
+            else if( coreBSpline )
+            {
+              for( int a = 0; a < 3; ++a ) { y[ a ] = p[ a ] + static_cast< double >( hostU[ static_cast< size_t >( a * sn + v ) ] ); }
             }
             else
             {
@@ -221,7 +244,7 @@ protected:
         }
       }
       const auto t1 = std::chrono::steady_clock::now();
-      if( !linear )
+      if( !linear && !coreBSpline )
       {
         gigaregCheck( be->ops->upload( be, dU, hostU.data(), static_cast< size_t >( 3 * sn ) * sizeof( float ) ), "upload" );
       }
@@ -240,8 +263,9 @@ protected:
     elxout << "  GigaRegResampler: backend " << be->ops->name << " (GigaRegDevice \"" << device << "\"), "
            << ( interp == GR_INTERP_NEAREST ? "nearest neighbour" : "trilinear" );
     if( order > 1 ) { elxout << " (interpolator B-spline order " << order << " requested; the core samples trilinearly)"; }
-    elxout << ", " << ( linear ? "linear transform" : "dense field per slab" ) << ", " << nx << "x" << ny << "x" << nz
-           << ": " << ( linear ? "inside test " : "transform points " ) << tField << " s, core resample " << tCore
+    elxout << ", " << ( linear ? "linear transform" : coreBSpline ? "B-spline field in the core per slab" : "dense field per slab" )
+           << ", " << nx << "x" << ny << "x" << nz << ": "
+           << ( linear ? "inside test " : coreBSpline ? "field and inside test " : "transform points " ) << tField << " s, core resample " << tCore
            << " s, total " << std::chrono::duration< double >( std::chrono::steady_clock::now() - tStart ).count()
            << " s" << std::endl;
   }

@@ -36,6 +36,7 @@
 #include "itkImage.h"
 #include "itkImageRegionConstIteratorWithIndex.h"
 #include "itkAdvancedBSplineDeformableTransform.h"
+#include "itkAdvancedCombinationTransform.h"
 #include <cstdlib>
 #include <chrono>
 #include <thread>
@@ -150,6 +151,80 @@ inline void gigaregI2P( const gr_grid & g, double i, double j, double k, double 
   {
     p[ a ] = g.i2p[ a * 4 + 0 ] * i + g.i2p[ a * 4 + 1 ] * j + g.i2p[ a * 4 + 2 ] * k + g.i2p[ a * 4 + 3 ];
   }
+}
+
+/** A cubic B-spline transform (itk::AdvancedBSplineDeformableTransform), alone or composed
+ * after a linear initial transform (elastix's AdvancedCombinationTransform: the
+ * ElastixModelZoo affine-then-B-spline chain), in the core's voxel-index form on grid g
+ * (backend.h gr_bspline: c = M (L p + l - origin) - gridIndex, u_initial = L p + l - p with
+ * p = g.i2p [i j k 1], elastix's valid region and support rule). bs.coef is left null: the
+ * caller puts the P = 3 G coefficients (elastix's parameter order) in backend memory. false
+ * for any other transform (GIGAREG_ELX_GENERIC=1: always, to test the generic path).
+ * coefHost (optional): the transform's own coefficients (its current parameters). */
+template< class TScalar >
+bool gigaregBSplineOf( const itk::Transform< TScalar, 3, 3 > * T, const gr_grid & g, gr_bspline & bs, int64_t & G,
+                       const double ** coefHost = nullptr )
+{
+  typedef itk::AdvancedBSplineDeformableTransform< TScalar, 3, 3 > BSplineType;
+  typedef itk::AdvancedCombinationTransform< TScalar, 3 >          CombinationType;
+  static const bool generic = std::getenv( "GIGAREG_ELX_GENERIC" ) && std::atoi( std::getenv( "GIGAREG_ELX_GENERIC" ) );
+  if( generic ) { return false; }
+  const CombinationType * C = dynamic_cast< const CombinationType * >( T );
+  const BSplineType *     B = dynamic_cast< const BSplineType * >( C ? C->GetCurrentTransform() : T );
+  if( !B ) { return false; }
+  const auto * I = C ? C->GetInitialTransform() : nullptr;
+  if( I && ( !I->IsLinear() || !C->GetUseComposition() ) ) { return false; }
+  double L[ 12 ] = { 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0 }; /* z = L p + l */
+  if( I )
+  {
+    typename BSplineType::InputPointType  pts[ 4 ];
+    typename BSplineType::OutputPointType y[ 4 ];
+    for( int c = 0; c < 4; ++c )
+    {
+      pts[ c ].Fill( 0.0 );
+      if( c > 0 ) { pts[ c ][ c - 1 ] = 1.0; }
+      y[ c ] = I->TransformPoint( pts[ c ] );
+    }
+    for( int r = 0; r < 3; ++r )
+    {
+      for( int c = 0; c < 3; ++c ) { L[ r * 4 + c ] = y[ c + 1 ][ r ] - y[ 0 ][ r ]; }
+      L[ r * 4 + 3 ] = y[ 0 ][ r ];
+    }
+  }
+  const auto region = B->GetGridRegion();
+  const auto go     = B->GetGridOrigin();
+  const auto gs     = B->GetGridSpacing();
+  const auto gd     = B->GetGridDirection();
+  itk::Matrix< double, 3, 3 > i2pg;
+  for( int r = 0; r < 3; ++r ) { for( int c = 0; c < 3; ++c ) { i2pg( r, c ) = gd( r, c ) * gs[ c ]; } }
+  const itk::Matrix< double, 3, 3 > M( i2pg.GetInverse() );
+  std::memset( &bs, 0, sizeof( bs ) );
+  double LP[ 12 ]; /* L o i2p */
+  for( int r = 0; r < 3; ++r )
+  {
+    for( int k = 0; k < 4; ++k )
+    {
+      double v = k == 3 ? L[ r * 4 + 3 ] : 0.0;
+      for( int m = 0; m < 3; ++m ) { v += L[ r * 4 + m ] * g.i2p[ m * 4 + k ]; }
+      LP[ r * 4 + k ] = v;
+    }
+  }
+  for( int r = 0; r < 3; ++r )
+  {
+    for( int k = 0; k < 4; ++k )
+    {
+      double v = 0.0;
+      for( int m = 0; m < 3; ++m ) { v += M( r, m ) * ( LP[ m * 4 + k ] - ( k == 3 ? go[ m ] : 0.0 ) ); }
+      bs.cA[ r * 4 + k ] = v - ( k == 3 ? static_cast< double >( region.GetIndex()[ r ] ) : 0.0 );
+      bs.zA[ r * 4 + k ] = LP[ r * 4 + k ] - g.i2p[ r * 4 + k ];
+    }
+    bs.size[ r ] = static_cast< int64_t >( region.GetSize()[ r ] );
+  }
+  G = bs.size[ 0 ] * bs.size[ 1 ] * bs.size[ 2 ];
+  if( static_cast< int64_t >( B->GetNumberOfParameters() ) != 3 * G ) { return false; }
+  gigaregCheck( gr_bspline_prepare( &bs ), "B-spline grid" );
+  if( coefHost ) { *coefHost = B->GetParameters().data_block(); }
+  return true;
 }
 
 /** The chain rule's sum over the fixed voxels whose field gradient g (G: 3 planes of nx*ny*nz
@@ -836,203 +911,26 @@ protected:
   }
 
   /** The dense path for the common case (a cubic B-spline, alone or composed after a linear
-   * initial transform) without elastix's per-voxel TransformPoint / Jacobian calls: the same
-   * arithmetic as AdvancedBSplineDeformableTransform (continuous grid index through the grid's
-   * point-to-index matrix, valid region [1, size - 2) in grid index, support start
-   * floor(c - 1), cubic B-spline weights, zero displacement outside the valid region), with the
-   * 64 weights per voxel computed once per evaluation pass as three 4-vectors. Returns false
-   * (generic path) for any other transform. GIGAREG_ELX_GENERIC=1 forces the generic path. */
+   * initial transform: gigaregBSplineOf) without elastix's per-voxel TransformPoint / Jacobian
+   * calls: the B-spline is evaluated inside the core (backend.h bspline_field / bspline_grad,
+   * on the GPU with a CUDA backend). Only the coefficients go up and their gradient comes
+   * down; the dense field and d loss / d u stay on the device (with GigaRegNumberOfDevices > 1
+   * the field also comes down once for the further GPUs' windows, and their gradient planes
+   * return to the first GPU's gradient). Returns false (generic path) for other transforms. */
   bool FastBSpline( const ParametersType & parameters, MeasureType & value, DerivativeType * derivative,
                     gr_metric_spec & spec, double scale ) const
   {
-    typedef typename AdvancedTransformType::ScalarType                       ScalarType;
-    typedef itk::AdvancedBSplineDeformableTransform< ScalarType, 3, 3 >      BSplineType;
-    static const bool generic = std::getenv( "GIGAREG_ELX_GENERIC" ) && std::atoi( std::getenv( "GIGAREG_ELX_GENERIC" ) );
-    if( generic ) { return false; }
-    AdvancedTransformType * T = this->m_AdvancedTransform.GetPointer();
-    typedef itk::AdvancedCombinationTransform< ScalarType, 3 > CombinationType;
-    const CombinationType * C = dynamic_cast< const CombinationType * >( T );
-    if( !C ) { return false; }
-    const BSplineType * B = dynamic_cast< const BSplineType * >( C->GetCurrentTransform() );
-    if( !B ) { return false; }
-    const auto * I = C->GetInitialTransform();
-    if( I && ( !I->IsLinear() || !C->GetUseComposition() ) ) { return false; }
-    const unsigned int P = this->GetNumberOfParameters();
-    if( parameters.GetSize() != P ) { return false; }
     GigaRegMetricData & D = this->m_GR;
-    /* z = L x + l (the initial transform, or identity) */
-    double L[ 12 ] = { 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0 };
-    if( I )
-    {
-      InputPointType pts[ 4 ];
-      typename AdvancedTransformType::OutputPointType y[ 4 ];
-      for( int c = 0; c < 4; ++c )
-      {
-        pts[ c ].Fill( 0.0 );
-        if( c > 0 ) { pts[ c ][ c - 1 ] = 1.0; }
-        y[ c ] = I->TransformPoint( pts[ c ] );
-      }
-      for( int r = 0; r < 3; ++r )
-      {
-        for( int c = 0; c < 3; ++c ) { L[ r * 4 + c ] = y[ c + 1 ][ r ] - y[ 0 ][ r ]; }
-        L[ r * 4 + 3 ] = y[ 0 ][ r ];
-      }
-    }
-    /* grid: cindex = M (z - origin), M = (direction * diag(spacing))^-1 */
-    const auto   region = B->GetGridRegion();
-    const auto   go     = B->GetGridOrigin();
-    const auto   gs     = B->GetGridSpacing();
-    const auto   gd     = B->GetGridDirection();
-    itk::Matrix< double, 3, 3 > i2p;
-    for( int r = 0; r < 3; ++r ) { for( int c = 0; c < 3; ++c ) { i2p( r, c ) = gd( r, c ) * gs[ c ]; } }
-    const itk::Matrix< double, 3, 3 > M( i2p.GetInverse() );
-    int64_t gidx[ 3 ], gsz[ 3 ];
-    for( int a = 0; a < 3; ++a ) { gidx[ a ] = region.GetIndex()[ a ]; gsz[ a ] = static_cast< int64_t >( region.GetSize()[ a ] ); }
-    const int64_t G = gsz[ 0 ] * gsz[ 1 ] * gsz[ 2 ];
-    if( 3 * G != static_cast< int64_t >( P ) ) { return false; }
-    const double * coef = parameters.data_block();
-    if( D.be->ops->bspline_field && D.be->ops->bspline_grad )
-    {
-      return this->CoreBSpline( L, go, M, gidx, gsz, coef, value, derivative, spec, scale );
-    }
-    /* Per voxel: the support start and 3 x 4 weights, or "outside" (start[0] = INT64_MIN). */
-    const int64_t nx = D.fg.n[ 0 ], ny = D.fg.n[ 1 ], nz = D.fg.n[ 2 ], n = D.fnvox;
-    auto support = [&]( int64_t i, int64_t j, int64_t k, int64_t st[ 3 ], double w[ 3 ][ 4 ] ) -> bool {
-      double p[ 3 ], z[ 3 ], c[ 3 ];
-      gigaregI2P( D.fg, (double)i, (double)j, (double)k, p );
-      for( int r = 0; r < 3; ++r ) { z[ r ] = L[ r * 4 ] * p[ 0 ] + L[ r * 4 + 1 ] * p[ 1 ] + L[ r * 4 + 2 ] * p[ 2 ] + L[ r * 4 + 3 ]; }
-      const double t[ 3 ] = { z[ 0 ] - go[ 0 ], z[ 1 ] - go[ 1 ], z[ 2 ] - go[ 2 ] };
-      for( int a = 0; a < 3; ++a )
-      {
-        c[ a ] = M( a, 0 ) * t[ 0 ] + M( a, 1 ) * t[ 1 ] + M( a, 2 ) * t[ 2 ];
-        const double lo = static_cast< double >( gidx[ a ] ) + 1.0;
-        const double hi = static_cast< double >( gidx[ a ] + gsz[ a ] - 1 ) - 1.0;
-        if( c[ a ] < lo || c[ a ] >= hi ) { return false; }
-      }
-      for( int a = 0; a < 3; ++a )
-      {
-        st[ a ] = static_cast< int64_t >( std::floor( c[ a ] - 1.0 ) );
-        for( int q = 0; q < 4; ++q )
-        {
-          const double u = std::fabs( c[ a ] - static_cast< double >( st[ a ] + q ) );
-          w[ a ][ q ] = u < 1.0 ? ( 4.0 - 6.0 * u * u + 3.0 * u * u * u ) / 6.0
-                                : ( u < 2.0 ? ( 2.0 - u ) * ( 2.0 - u ) * ( 2.0 - u ) / 6.0 : 0.0 );
-        }
-        st[ a ] -= gidx[ a ];
-      }
-      return true;
-    };
-    auto t0 = std::chrono::steady_clock::now();
-    D.hostU.resize( static_cast< size_t >( 3 * n ) );
-    float * U = D.hostU.data();
-#pragma omp parallel for schedule(static)
-    for( int64_t k = 0; k < nz; ++k )
-    {
-      for( int64_t j = 0; j < ny; ++j )
-      {
-        for( int64_t i = 0; i < nx; ++i )
-        {
-          const int64_t v = ( k * ny + j ) * nx + i;
-          double p[ 3 ], z[ 3 ];
-          gigaregI2P( D.fg, (double)i, (double)j, (double)k, p );
-          for( int r = 0; r < 3; ++r ) { z[ r ] = L[ r * 4 ] * p[ 0 ] + L[ r * 4 + 1 ] * p[ 1 ] + L[ r * 4 + 2 ] * p[ 2 ] + L[ r * 4 + 3 ]; }
-          int64_t st[ 3 ];
-          double  w[ 3 ][ 4 ];
-          double  d[ 3 ] = { 0, 0, 0 };
-          if( support( i, j, k, st, w ) )
-          {
-            for( int c = 0; c < 4; ++c )
-            {
-              for( int b = 0; b < 4; ++b )
-              {
-                const double  wbc = w[ 2 ][ c ] * w[ 1 ][ b ];
-                const int64_t row = ( ( st[ 2 ] + c ) * gsz[ 1 ] + ( st[ 1 ] + b ) ) * gsz[ 0 ] + st[ 0 ];
-                for( int a = 0; a < 4; ++a )
-                {
-                  const double ww = wbc * w[ 0 ][ a ];
-                  d[ 0 ] += ww * coef[ row + a ];
-                  d[ 1 ] += ww * coef[ G + row + a ];
-                  d[ 2 ] += ww * coef[ 2 * G + row + a ];
-                }
-              }
-            }
-          }
-          for( int a = 0; a < 3; ++a ) { U[ a * n + v ] = static_cast< float >( z[ a ] + d[ a ] - p[ a ] ); }
-        }
-      }
-    }
-    this->Upload( D.dU, U, 3 * n );
-    std::chrono::steady_clock::time_point t2;
-    const float * Gr = this->DenseFieldMetric( spec, derivative != nullptr, scale, value, t0, t2 );
-    if( !Gr ) { return true; }
-    /* d loss / d c = sum over the support of each voxel of its B-spline weight times g(x) */
-    const std::vector< double > sum = gigaregGradientSum( nx, ny, nz, Gr, P, [&]() {
-      return [&]( int64_t i, int64_t j, int64_t k, const float g3[ 3 ], double * A ) {
-        const double g0 = g3[ 0 ], g1 = g3[ 1 ], g2 = g3[ 2 ];
-        int64_t      st[ 3 ];
-        double       w[ 3 ][ 4 ];
-        if( !support( i, j, k, st, w ) ) { return; }
-        for( int c = 0; c < 4; ++c )
-        {
-          for( int b = 0; b < 4; ++b )
-          {
-            const double  wbc = w[ 2 ][ c ] * w[ 1 ][ b ];
-            const int64_t row = ( ( st[ 2 ] + c ) * gsz[ 1 ] + ( st[ 1 ] + b ) ) * gsz[ 0 ] + st[ 0 ];
-            for( int a = 0; a < 4; ++a )
-            {
-              const double ww = wbc * w[ 0 ][ a ];
-              A[ row + a ] += ww * g0;
-              A[ G + row + a ] += ww * g1;
-              A[ 2 * G + row + a ] += ww * g2;
-            }
-          }
-        }
-      };
-    } );
-    for( unsigned k = 0; k < P; ++k ) { ( *derivative )[ k ] = scale * sum[ k ]; }
-    D.tChain += std::chrono::duration< double >( std::chrono::steady_clock::now() - t2 ).count();
-    return true;
-  }
-
-  /** FastBSpline on the backend (backend.h bspline_field / bspline_grad: the B-spline is
-   * evaluated inside the core's kernels, on the GPU with a CUDA backend): only the
-   * coefficients go up and their gradient comes down; the dense field and its gradient stay
-   * on the device (with GigaRegNumberOfDevices > 1 the field also comes down once for the
-   * further GPUs' windows, and their gradient planes return to the first GPU's gradient). Same arithmetic as the host path up to the order of the chain rule's sum
-   * (a fixed per-control-point gather, the same on every backend and thread count). */
-  template< class TOrigin, class TMatrix >
-  bool CoreBSpline( const double L[ 12 ], const TOrigin & go, const TMatrix & M, const int64_t gidx[ 3 ],
-                    const int64_t gsz[ 3 ], const double * coef, MeasureType & value, DerivativeType * derivative,
-                    gr_metric_spec & spec, double scale ) const
-  {
-    GigaRegMetricData & D = this->m_GR;
-    const int64_t G = gsz[ 0 ] * gsz[ 1 ] * gsz[ 2 ], n = D.fnvox;
-    auto t0 = std::chrono::steady_clock::now();
-    /* voxel-index form: p = i2p idx, z = L p + l, c = M (z - origin) - gidx, u_initial = z - p */
     gr_bspline bs;
-    std::memset( &bs, 0, sizeof( bs ) );
-    double LP[ 12 ];
-    for( int r = 0; r < 3; ++r )
+    int64_t    G = 0;
+    const unsigned P = this->GetNumberOfParameters();
+    if( !D.be->ops->bspline_field || !D.be->ops->bspline_grad || parameters.GetSize() != P ||
+        !gigaregBSplineOf( this->m_AdvancedTransform.GetPointer(), D.fg, bs, G ) || 3 * G != static_cast< int64_t >( P ) )
     {
-      for( int k = 0; k < 4; ++k )
-      {
-        double v = k == 3 ? L[ r * 4 + 3 ] : 0.0;
-        for( int m = 0; m < 3; ++m ) { v += L[ r * 4 + m ] * D.fg.i2p[ m * 4 + k ]; }
-        LP[ r * 4 + k ] = v;
-      }
+      return false;
     }
-    for( int r = 0; r < 3; ++r )
-    {
-      for( int k = 0; k < 4; ++k )
-      {
-        double v = 0.0;
-        for( int m = 0; m < 3; ++m ) { v += M( r, m ) * ( LP[ m * 4 + k ] - ( k == 3 ? go[ m ] : 0.0 ) ); }
-        bs.cA[ r * 4 + k ] = v - ( k == 3 ? static_cast< double >( gidx[ r ] ) : 0.0 );
-        bs.zA[ r * 4 + k ] = LP[ r * 4 + k ] - D.fg.i2p[ r * 4 + k ];
-      }
-      bs.size[ r ] = gsz[ r ];
-    }
-    gigaregCheck( gr_bspline_prepare( &bs ), "B-spline grid" );
+    const int64_t n = D.fnvox;
+    auto t0 = std::chrono::steady_clock::now();
     if( D.nCoef != G )
     {
       D.FreeBuf( D.dCoef );
@@ -1047,7 +945,8 @@ protected:
       D.dU = static_cast< float * >( D.be->ops->alloc( D.be, static_cast< size_t >( 3 * n ) * sizeof( float ) ) );
       if( !D.dU ) { gigaregCheck( GR_ERR_NOMEM, "allocation" ); }
     }
-    gigaregCheck( D.be->ops->upload( D.be, D.dCoef, coef, static_cast< size_t >( 3 * G ) * sizeof( double ) ), "upload" );
+    gigaregCheck( D.be->ops->upload( D.be, D.dCoef, parameters.data_block(), static_cast< size_t >( 3 * G ) * sizeof( double ) ),
+      "upload" );
     bs.coef = D.dCoef;
     gigaregCheck( D.be->ops->bspline_field( D.be, &D.fg, &bs, D.dU ), "B-spline field" );
     if( D.ndev > 1 ) /* ShardedMetric sends further GPUs their field windows from the host copy */
@@ -1063,7 +962,6 @@ protected:
     D.hostDcoef.resize( static_cast< size_t >( 3 * G ) );
     gigaregCheck( D.be->ops->download( D.be, D.hostDcoef.data(), D.dDcoef, static_cast< size_t >( 3 * G ) * sizeof( double ) ),
       "download" );
-    const unsigned P = this->GetNumberOfParameters();
     for( unsigned k = 0; k < P; ++k ) { ( *derivative )[ k ] = scale * D.hostDcoef[ k ]; }
     D.tChain += std::chrono::duration< double >( std::chrono::steady_clock::now() - t2 ).count();
     return true;
