@@ -68,19 +68,8 @@ __global__ void __launch_bounds__(kBlock) bspline_grad_kernel(const gr_bspline b
   }
 }
 
-static gr_status check(const gr_grid *g, const gr_bspline *bs, const void *a, const void *b, const char *what) {
-  if (!g || !bs || !bs->coef || !a || !b) return gr_error(GR_ERR_INVALID_ARG, "%s: NULL argument", what);
-  for (int ax = 0; ax < 3; ++ax) {
-    if (g->n[ax] < 1) return gr_error(GR_ERR_INVALID_ARG, "%s: grid size %lld along axis %d", what, (long long)g->n[ax], ax);
-    if (bs->size[ax] < 4)
-      return gr_error(GR_ERR_INVALID_ARG, "%s: %lld control points along axis %d (need >= 4)", what,
-                      (long long)bs->size[ax], ax);
-  }
-  return GR_OK;
-}
-
 gr_status bspline_field(gr_backend *be, const gr_grid *g, const gr_bspline *bs, float *u) {
-  gr_status st = check(g, bs, u, u, "bspline_field");
+  gr_status st = gr_bs_check(g, bs, u, u, "bspline_field");
   if (st == GR_OK) st = enter(be);
   if (st != GR_OK) return st;
   const long long n[3] = {g->n[0], g->n[1], g->n[2]};
@@ -90,7 +79,7 @@ gr_status bspline_field(gr_backend *be, const gr_grid *g, const gr_bspline *bs, 
 }
 
 gr_status bspline_grad(gr_backend *be, const gr_grid *g, const gr_bspline *bs, const float *grad_u, double *dcoef) {
-  gr_status st = check(g, bs, grad_u, dcoef, "bspline_grad");
+  gr_status st = gr_bs_check(g, bs, grad_u, dcoef, "bspline_grad");
   if (st == GR_OK) st = enter(be);
   if (st != GR_OK) return st;
   const long long G = bs->size[0] * bs->size[1] * bs->size[2];

@@ -10,6 +10,7 @@
 #include <math.h>
 #include <stdint.h>
 #include "gigareg/backend.h"
+#include "gigareg/status.h"
 
 #ifdef __CUDACC__
 #define GR_BS_FN __host__ __device__ __forceinline__
@@ -127,6 +128,19 @@ GR_BS_FN double gr_bs_term(const gr_bspline *bs, const int64_t q[3], int64_t i, 
     w[a] = gr_bs_weight(GR_BS_SUB(c[a], (double)q[a]));
   }
   return GR_BS_MUL(GR_BS_MUL(w[2], w[1]), w[0]);
+}
+
+/* The ops' argument checks (host side of both backends). */
+static inline gr_status gr_bs_check(const gr_grid *g, const gr_bspline *bs, const void *a, const void *b,
+                                    const char *what) {
+  if (!g || !bs || !bs->coef || !a || !b) return gr_error(GR_ERR_INVALID_ARG, "%s: NULL argument", what);
+  for (int ax = 0; ax < 3; ++ax) {
+    if (g->n[ax] < 1) return gr_error(GR_ERR_INVALID_ARG, "%s: grid size %lld along axis %d", what, (long long)g->n[ax], ax);
+    if (bs->size[ax] < 4)
+      return gr_error(GR_ERR_INVALID_ARG, "%s: %lld control points along axis %d (need >= 4)", what,
+                      (long long)bs->size[ax], ax);
+  }
+  return GR_OK;
 }
 
 #undef GR_BS_FN

@@ -8,19 +8,8 @@
 #include "kernels/cpu_kernels.h"
 #include "kernels/cpu_threads.h"
 
-static gr_status check(const gr_grid *g, const gr_bspline *bs, const void *a, const void *b, const char *what) {
-  if (!g || !bs || !bs->coef || !a || !b) return gr_error(GR_ERR_INVALID_ARG, "%s: NULL argument", what);
-  for (int ax = 0; ax < 3; ++ax) {
-    if (g->n[ax] < 1) return gr_error(GR_ERR_INVALID_ARG, "%s: grid size %lld along axis %d", what, (long long)g->n[ax], ax);
-    if (bs->size[ax] < 4)
-      return gr_error(GR_ERR_INVALID_ARG, "%s: %lld control points along axis %d (need >= 4)", what,
-                      (long long)bs->size[ax], ax);
-  }
-  return GR_OK;
-}
-
 gr_status cpu_bspline_field(gr_backend *be, const gr_grid *g, const gr_bspline *bs, float *u) {
-  const gr_status s = check(g, bs, u, u, "bspline_field");
+  const gr_status s = gr_bs_check(g, bs, u, u, "bspline_field");
   if (s != GR_OK) return s;
   const int64_t nx = g->n[0], ny = g->n[1], nz = g->n[2], n = nx * ny * nz;
 #pragma omp parallel for collapse(2) schedule(static) num_threads(cpu_nthreads(be)) if (n >= CPU_PAR_MIN_ELEMS)
@@ -80,7 +69,7 @@ static void cell_partials(const gr_grid *g, const gr_bspline *bs, const float *g
 }
 
 gr_status cpu_bspline_grad(gr_backend *be, const gr_grid *g, const gr_bspline *bs, const float *grad_u, double *dcoef) {
-  const gr_status s = check(g, bs, grad_u, dcoef, "bspline_grad");
+  const gr_status s = gr_bs_check(g, bs, grad_u, dcoef, "bspline_grad");
   if (s != GR_OK) return s;
   const int64_t sx = bs->size[0], sy = bs->size[1], sz = bs->size[2], G = sx * sy * sz;
   const int64_t cx = sx - 3, cy = sy - 3, cz = sz - 3, cplane = cx * cy; /* cells: support starts 0..size-4 */
