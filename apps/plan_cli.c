@@ -121,8 +121,9 @@ static void print_alternatives(const plan_inputs *in, const gr_memory_plan_optio
     if ((c->kind == GR_STAGE_GREEDY || c->kind == GR_STAGE_SYN) && !c->adam_moments_bf16) c->adam_moments_bf16 = any_float = 1;
   }
   if (any_float && gr_memory_plan_compute(&in->fixed, &in->moving, alt.stages, alt.nstages, &o, p) == GR_OK)
-    printf("  bfloat16 Adam moments ((GigaRegAdamMoments \"bfloat16\") in the deformable stages): %s%s\n",
-           gr_memory_format_bytes(gr_memory_plan_need(p), b1, sizeof b1),
+    printf("  bfloat16 Adam moments ((GigaRegAdamMoments \"bfloat16\") in the deformable stages; a run that does not "
+           "fit with float moments switches to them by itself): %s (%zu bytes)%s\n",
+           gr_memory_format_bytes(gr_memory_plan_need(p), b1, sizeof b1), gr_memory_plan_need(p),
            have_budget ? (gr_memory_plan_need(p) <= budget ? "  fits" : "  does not fit") : "");
   o.image_bytes = 2;
   if (gr_memory_plan_compute(&in->fixed, &in->moving, in->stages, in->nstages, &o, p) == GR_OK)
@@ -238,7 +239,44 @@ int gr_cli_plan(const gr_cli_args *a) {
   return 0;
 }
 
-gr_status gr_cli_memory_check(const gr_cli_args *a, const gr_stage_config *stages, int nstages, int ranks) {
+/* The deformable stages of in with bfloat16 Adam moments; 0 when all have them already. */
+static int bf16_stages(plan_inputs *in) {
+  int changed = 0;
+  for (int k = 0; k < in->nstages; ++k) {
+    gr_stage_config *c = &in->stages[k];
+    if ((c->kind == GR_STAGE_GREEDY || c->kind == GR_STAGE_SYN) && !c->adam_moments_bf16) c->adam_moments_bf16 = changed = 1;
+  }
+  return changed;
+}
+
+/* A plan that does not fit but fits with bfloat16 Adam moments: the run switches its
+ * deformable stages to them (stages is updated) and says so, instead of failing. */
+static int fits_with_bf16(const gr_cli_args *a, const plan_inputs *in, const gr_memory_plan_options *o,
+                          const gr_memory_budget *dev, const gr_memory_budget *host, size_t need32,
+                          gr_stage_config *stages, int nstages) {
+  plan_inputs *alt = malloc(sizeof *alt);
+  gr_memory_plan *p = malloc(sizeof *p);
+  if (alt) *alt = *in;
+  int ok = alt && p && bf16_stages(alt) &&
+           gr_memory_plan_compute(&alt->fixed, &alt->moving, alt->stages, nstages, o, p) == GR_OK &&
+           gr_memory_plan_check(p, dev, host, 1) == GR_OK;
+  if (!ok) gr_clear_error();
+  if (ok) {
+    for (int k = 0; k < nstages; ++k) stages[k].adam_moments_bf16 = alt->stages[k].adam_moments_bf16;
+    char b1[32], b2[32], b3[32];
+    if (!a->quiet)
+      fprintf(stderr,
+              "gigareg: note: the run needs %s with float Adam moments and %s are available (%s): storing them as "
+              "bfloat16 instead, %s (as (GigaRegAdamMoments \"bfloat16\"))\n",
+              gr_memory_format_bytes(need32, b1, sizeof b1), gr_memory_format_bytes(dev->available, b2, sizeof b2),
+              dev->source, gr_memory_format_bytes(gr_memory_plan_need(p), b3, sizeof b3));
+  }
+  free(p);
+  free(alt);
+  return ok;
+}
+
+gr_status gr_cli_memory_check(const gr_cli_args *a, gr_stage_config *stages, int nstages, int ranks) {
   plan_inputs *in = malloc(sizeof *in);
   gr_memory_plan *p = malloc(sizeof *p);
   gr_status s = (in && p) ? GR_OK : gr_error(GR_ERR_NOMEM, "memory check: out of memory");
@@ -269,12 +307,18 @@ gr_status gr_cli_memory_check(const gr_cli_args *a, const gr_stage_config *stage
       gr_memory_budget dev, host;
       s = gr_memory_budget_query(in->kind, in->index, &dev);
       if (s == GR_OK && in->kind == GR_DEVICE_CUDA) s = gr_memory_budget_query(GR_DEVICE_CPU, 0, &host);
-      if (s == GR_OK && gr_memory_plan_need(p) > dev.available) {
-        const int n = gr_memory_plan_min_ranks(&in->fixed, &in->moving, in->stages, nstages, &o, dev.available,
-                                               GR_PLAN_MAX_RANKS);
-        s = gr_memory_plan_check(p, &dev, in->kind == GR_DEVICE_CUDA ? &host : NULL, n);
-      } else if (s == GR_OK) {
-        s = gr_memory_plan_check(p, &dev, in->kind == GR_DEVICE_CUDA ? &host : NULL, 1);
+      const gr_memory_budget *hp = in->kind == GR_DEVICE_CUDA ? &host : NULL;
+      if (s == GR_OK && gr_memory_plan_check(p, &dev, hp, 1) != GR_OK) {
+        gr_clear_error();
+        if (fits_with_bf16(a, in, &o, &dev, hp, gr_memory_plan_need(p), stages, nstages)) {
+          s = GR_OK;
+        } else {
+          const int n = gr_memory_plan_need(p) > dev.available
+                            ? gr_memory_plan_min_ranks(&in->fixed, &in->moving, in->stages, nstages, &o,
+                                                       dev.available, GR_PLAN_MAX_RANKS)
+                            : 1;
+          s = gr_memory_plan_check(p, &dev, hp, n);
+        }
       }
     }
   }

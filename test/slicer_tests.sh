@@ -95,6 +95,30 @@ case $case_ in
     [ ! -e "$out" ] || fail "output folder left: $(ls -A "$out")"
     [ ! -e "$scratch/vol.nrrd" ] && [ -z "$(ls -A "$scratch" | grep -v '^err$')" ] || fail "files left: $(ls -A "$scratch")"
     ;;
+  memory_bf16)
+    # A machine too small for float Adam moments but big enough with bfloat16 ones (SyN: two
+    # fields, two optimizer states, so its level outweighs the outputs): the run
+    # switches by itself, says so once, and succeeds; the plan's numbers decide the limit.
+    printf '(Transform "GigaRegSyNTransform")\n(Metric "GigaRegLocalNormalizedCorrelation")\n(NumberOfResolutions 1)\n(ImagePyramidSchedule 1 1 1)\n(MaximumNumberOfIterations 2)\n(WriteResultImage "false")\n' >"$scratch/g1.txt"
+    "$gr" --plan -f "$F" -m "$M" -p "$scratch/g1.txt" -threads 2 >"$scratch/plan.txt" || fail "--plan failed"
+    need32=$(sed -n 's/^peak of backend + host: .*(\([0-9]*\) bytes).*/\1/p' "$scratch/plan.txt")
+    need16=$(sed -n 's/^  bfloat16 Adam moments.*: .* (\([0-9]*\) bytes).*/\1/p' "$scratch/plan.txt")
+    echo "need with float moments $need32 bytes, with bfloat16 $need16 bytes"
+    [ -n "$need32" ] && [ -n "$need16" ] && [ "$need16" -lt "$need32" ] || { cat "$scratch/plan.txt"; fail "bfloat16 does not lower this plan"; }
+    limit=$(( (need32 + need16) / 2 ))
+    GIGAREG_MEMORY_LIMIT_BYTES=$limit "$gr" -f "$F" -m "$M" -p "$scratch/g1.txt" -threads 2 -out "$scratch/o" \
+      2>"$scratch/err" >/dev/null || { cat "$scratch/err"; fail "run failed at $limit bytes"; }
+    cat "$scratch/err"
+    [ "$(grep -c 'storing them as bfloat16' "$scratch/err")" -eq 1 ] || fail "no single note about the switch"
+    [ -s "$scratch/o/deformationField.0.nii.gz" ] || [ -n "$(ls "$scratch/o" | grep -i deformation)" ] || fail "no field written"
+    # the same limit with -q: no note; a limit below the bfloat16 need still fails with the planner's numbers
+    GIGAREG_MEMORY_LIMIT_BYTES=$limit "$gr" -f "$F" -m "$M" -p "$scratch/g1.txt" -threads 2 -out "$scratch/o2" -q \
+      2>"$scratch/err2" >/dev/null || fail "-q run failed"
+    [ ! -s "$scratch/err2" ] || fail "-q printed: $(cat "$scratch/err2")"
+    GIGAREG_MEMORY_LIMIT_BYTES=$(( need16 / 2 )) "$gr" -f "$F" -m "$M" -p "$scratch/g1.txt" -out "$scratch/o3" \
+      2>"$scratch/err3" >/dev/null && fail "run succeeded below the bfloat16 need"
+    grep -q "memory planner needs" "$scratch/err3" || fail "no planner error: $(cat "$scratch/err3")"
+    ;;
   qa)
     "$gr" -f "$F" -m "$M" -p "$in/rigid.txt" -p "$in/greedy.txt" --iterations 15 -out "$scratch/o" -qa -q \
       || fail "-qa run failed"
