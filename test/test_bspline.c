@@ -4,6 +4,7 @@
  *    piecewise-polynomial form, support start floor(c) - 1, valid region
  *    1 <= c < size - 2) composed after an affine initial transform, on an
  *    oblique anisotropic grid and an oblique control grid: max error <= 1e-5 mm;
+ *  - a z-window of the field (gr_bspline.z0): bitwise those planes of the whole field;
  *  - the gradient: a naive scatter of every voxel's 64 weighted terms in
  *    double: relative error <= 1e-11 per coefficient (only the summation order
  *    differs), and bitwise the same result with 1 and 3 threads;
@@ -160,6 +161,22 @@ static void test_field_and_grad(gr_backend *be, gr_backend *be1, const setup *S)
   GR_CHECK(valid > n / 4 && valid < n, "valid region covers %lld of %lld voxels (test set-up)", (long long)valid, (long long)n);
   GR_CHECK(dmax > 0.5, "B-spline part too small (%g)", dmax);
   GR_CHECK(emax <= 1e-5, "bspline_field: max error %.3g mm", emax);
+  { /* a z-window (z0 = 5, 6 planes) is bitwise those planes of the whole field */
+    gr_grid gw = S->g;
+    gw.n[2] = 6;
+    gr_bspline bw = S->bs;
+    bw.z0 = 5;
+    const int64_t nw = NX * NY * 6;
+    float *uw = malloc(sizeof(float) * 3 * nw);
+    GR_CHECK_OK(be->ops->bspline_field(be, &gw, &bw, uw));
+    int64_t bad = 0;
+    for (int r = 0; r < 3; ++r)
+      bad += memcmp(uw + r * nw, u + r * n + 5 * NX * NY, sizeof(float) * (size_t)nw) != 0;
+    GR_CHECK(bad == 0, "bspline_field with z0: %lld components differ from the whole field's planes", (long long)bad);
+    double dcw[1];
+    GR_CHECK(be->ops->bspline_grad(be, &gw, &bw, uw, dcw) == GR_ERR_INVALID_ARG, "bspline_grad accepted z0 != 0");
+    free(uw);
+  }
 
   double *dc = malloc(sizeof(double) * 3 * G), *dc1 = malloc(sizeof(double) * 3 * G);
   GR_CHECK_OK(be->ops->bspline_grad(be, &S->g, &S->bs, gu, dc));

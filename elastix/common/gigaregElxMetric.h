@@ -40,6 +40,7 @@
 #include <cstdlib>
 #include <chrono>
 #include <thread>
+#include <functional>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -88,8 +89,11 @@ public:
     gr_backend * be = nullptr;
     long         generation = -1;
     float *      dF = nullptr, *dFm = nullptr, *dM = nullptr, *dMm = nullptr;
-    void Free( float *& p ) { if( p ) { be->ops->free( be, p ); } p = nullptr; }
-    void Release() { Free( dF ); Free( dFm ); Free( dM ); Free( dMm ); generation = -1; }
+    double *     dCoef = nullptr; /* a B-spline's coefficients (FastBSpline's shard fields) */
+    int64_t      nCoef = 0;
+    long         coefEval = -1;   /* the evaluation they were uploaded for */
+    template< class T > void Free( T *& p ) { if( p ) { be->ops->free( be, p ); } p = nullptr; }
+    void Release() { Free( dF ); Free( dFm ); Free( dM ); Free( dMm ); Free( dCoef ); nCoef = 0; coefEval = -1; generation = -1; }
   };
   std::vector< Device > extra;
   bool                  probed = false;
@@ -361,6 +365,10 @@ protected:
   virtual void GigaRegSpec( gr_metric_spec & spec, double & scale, int & normalise ) const = 0;
 
   mutable GigaRegMetricData m_GR;
+  /** Set by FastBSpline around a sharded evaluation: writes shard windows' fields (planes
+   * [z0, z0 + nz) of the fixed grid) on the given GPU slot's backend, so that no GPU holds the
+   * whole field and no field goes through the host. */
+  mutable std::function< gr_status( gr_backend * be, int slot, int64_t z0, int64_t nz, float * dwin ) > m_ShardField;
   mutable bool              m_GRLevelAnnounced = false;
 
   void Upload( float *& dst, const float * src, int64_t n ) const
@@ -534,6 +542,7 @@ protected:
       wmax   = std::max( wmax, w.nz * plane );
     }
     const int G = this->ShardDevices( N );
+    const bool haveField = disp || this->m_ShardField; /* a dense field (else T alone) */
     /* per GPU slot: its backend, images and one field / gradient window buffer pair */
     struct Slot { gr_backend * be; const float *F, *Fm, *M, *Mm; float *dwin = nullptr, *gwin = nullptr; };
     std::vector< Slot > slot( static_cast< size_t >( G ) );
@@ -552,13 +561,13 @@ protected:
                                         if( q.gwin ) { q.be->ops->free( q.be, q.gwin ); } } } } guard{ &slot };
     for( Slot & q : slot )
     {
-      if( disp ) { q.dwin = static_cast< float * >( q.be->ops->alloc( q.be, static_cast< size_t >( 3 * wmax ) * sizeof( float ) ) ); }
+      if( haveField ) { q.dwin = static_cast< float * >( q.be->ops->alloc( q.be, static_cast< size_t >( 3 * wmax ) * sizeof( float ) ) ); }
       if( gradU ) { q.gwin = static_cast< float * >( q.be->ops->alloc( q.be, static_cast< size_t >( 3 * wmax ) * sizeof( float ) ) ); }
-      if( ( disp && !q.dwin ) || ( gradU && !q.gwin ) ) { gigaregCheck( GR_ERR_NOMEM, "shard buffers" ); }
+      if( ( haveField && !q.dwin ) || ( gradU && !q.gwin ) ) { gigaregCheck( GR_ERR_NOMEM, "shard buffers" ); }
     }
     /* the host copy of the field (both dense paths upload D.hostU into disp) for further GPUs */
     const float * hostDisp = nullptr;
-    if( disp && G > 1 )
+    if( disp && !this->m_ShardField && G > 1 )
     {
       if( D.hostU.size() != static_cast< size_t >( 3 * n ) ) { gigaregCheck( GR_ERR_INVALID_ARG, "host field" ); }
       hostDisp = D.hostU.data();
@@ -578,7 +587,12 @@ protected:
       const int64_t wn = w.nz * plane, on = ( w.own1 - w.own0 ) * plane;
       gr_status      e = GR_OK;
       const char *   what = "copy";
-      if( disp )
+      if( this->m_ShardField )
+      {
+        what = "shard field";
+        e    = this->m_ShardField( q.be, g, w.z0, w.nz, q.dwin );
+      }
+      else if( disp )
       {
         for( int c = 0; c < 3 && e == GR_OK; ++c )
         {
@@ -599,7 +613,7 @@ protected:
       {
         what = phase == 0 ? "metric_region (count)" : "metric_region (eval)";
         e = q.be->ops->metric_region( q.be, &spec, &reg, &D.fg, q.F + w.z0 * plane, q.Fm ? q.Fm + w.z0 * plane : nullptr,
-                                      &D.mg, q.M, q.Mm, T, disp ? q.dwin : nullptr, &r, gradU ? q.gwin : nullptr );
+                                      &D.mg, q.M, q.Mm, T, haveField ? q.dwin : nullptr, &r, gradU ? q.gwin : nullptr );
       }
       if( e == GR_OK && phase == 1 && gradU )
       {
@@ -914,9 +928,10 @@ protected:
    * initial transform: gigaregBSplineOf) without elastix's per-voxel TransformPoint / Jacobian
    * calls: the B-spline is evaluated inside the core (backend.h bspline_field / bspline_grad,
    * on the GPU with a CUDA backend). Only the coefficients go up and their gradient comes
-   * down; the dense field and d loss / d u stay on the device (with GigaRegNumberOfDevices > 1
-   * the field also comes down once for the further GPUs' windows, and their gradient planes
-   * return to the first GPU's gradient). Returns false (generic path) for other transforms. */
+   * down; the dense field and d loss / d u stay on the device. With GigaRegNumberOfDevices > 1
+   * each shard's field window is made on its own GPU (no GPU holds the whole field, none goes
+   * through the host); the further GPUs' gradient planes return to the first GPU's gradient,
+   * where the chain rule runs. Returns false (generic path) for other transforms. */
   bool FastBSpline( const ParametersType & parameters, MeasureType & value, DerivativeType * derivative,
                     gr_metric_spec & spec, double scale ) const
   {
@@ -940,7 +955,7 @@ protected:
       if( !D.dCoef || !D.dDcoef ) { gigaregCheck( GR_ERR_NOMEM, "B-spline coefficient allocation" ); }
       D.nCoef = G;
     }
-    if( !D.dU )
+    if( !D.dU && D.ndev <= 1 )
     {
       D.dU = static_cast< float * >( D.be->ops->alloc( D.be, static_cast< size_t >( 3 * n ) * sizeof( float ) ) );
       if( !D.dU ) { gigaregCheck( GR_ERR_NOMEM, "allocation" ); }
@@ -948,15 +963,56 @@ protected:
     gigaregCheck( D.be->ops->upload( D.be, D.dCoef, parameters.data_block(), static_cast< size_t >( 3 * G ) * sizeof( double ) ),
       "upload" );
     bs.coef = D.dCoef;
-    gigaregCheck( D.be->ops->bspline_field( D.be, &D.fg, &bs, D.dU ), "B-spline field" );
-    if( D.ndev > 1 ) /* ShardedMetric sends further GPUs their field windows from the host copy */
-    {
-      D.hostU.resize( static_cast< size_t >( 3 * n ) );
-      gigaregCheck( D.be->ops->download( D.be, D.hostU.data(), D.dU, static_cast< size_t >( 3 * n ) * sizeof( float ) ),
-        "download" );
-    }
     std::chrono::steady_clock::time_point t2;
-    const float * Gd = this->DenseFieldMetric( spec, derivative != nullptr, scale, value, t0, t2, false );
+    const float * Gd = nullptr;
+    if( D.ndev > 1 )
+    {
+      /* every shard's field window is made on its own GPU (bitwise the whole field's planes:
+       * gr_bspline.z0); further GPUs get the coefficients once per evaluation */
+      const long            evalId = D.nEval;
+      const double * const  hc     = parameters.data_block();
+      this->m_ShardField = [&, evalId, hc]( gr_backend * sbe, int slot, int64_t z0, int64_t nz, float * dwin ) -> gr_status {
+        gr_bspline b = bs;
+        if( slot > 0 )
+        {
+          GigaRegMetricData::Device & e = D.extra[ static_cast< size_t >( slot - 1 ) ];
+          if( e.nCoef != G )
+          {
+            e.Free( e.dCoef );
+            e.dCoef = static_cast< double * >( sbe->ops->alloc( sbe, static_cast< size_t >( 3 * G ) * sizeof( double ) ) );
+            if( !e.dCoef ) { return GR_ERR_NOMEM; }
+            e.nCoef = G;
+            e.coefEval = -1;
+          }
+          if( e.coefEval != evalId )
+          {
+            const gr_status u = sbe->ops->upload( sbe, e.dCoef, hc, static_cast< size_t >( 3 * G ) * sizeof( double ) );
+            if( u != GR_OK ) { return u; }
+            e.coefEval = evalId;
+          }
+          b.coef = e.dCoef;
+        }
+        b.z0 = z0;
+        gr_grid gw = D.fg;
+        gw.n[ 2 ] = nz;
+        return sbe->ops->bspline_field( sbe, &gw, &b, dwin );
+      };
+      try
+      {
+        Gd = this->DenseFieldMetric( spec, derivative != nullptr, scale, value, t0, t2, false );
+      }
+      catch( ... )
+      {
+        this->m_ShardField = nullptr;
+        throw;
+      }
+      this->m_ShardField = nullptr;
+    }
+    else
+    {
+      gigaregCheck( D.be->ops->bspline_field( D.be, &D.fg, &bs, D.dU ), "B-spline field" );
+      Gd = this->DenseFieldMetric( spec, derivative != nullptr, scale, value, t0, t2, false );
+    }
     if( !Gd ) { return true; }
     gigaregCheck( D.be->ops->bspline_grad( D.be, &D.fg, &bs, Gd, D.dDcoef ), "B-spline chain rule" );
     D.hostDcoef.resize( static_cast< size_t >( 3 * G ) );

@@ -69,7 +69,7 @@ __global__ void __launch_bounds__(kBlock) bspline_grad_kernel(const gr_bspline b
 }
 
 gr_status bspline_field(gr_backend *be, const gr_grid *g, const gr_bspline *bs, float *u) {
-  gr_status st = gr_bs_check(g, bs, u, u, "bspline_field");
+  gr_status st = gr_bs_check(g, bs, u, u, "bspline_field", 1);
   if (st == GR_OK) st = enter(be);
   if (st != GR_OK) return st;
   const long long n[3] = {g->n[0], g->n[1], g->n[2]};
@@ -79,7 +79,7 @@ gr_status bspline_field(gr_backend *be, const gr_grid *g, const gr_bspline *bs, 
 }
 
 gr_status bspline_grad(gr_backend *be, const gr_grid *g, const gr_bspline *bs, const float *grad_u, double *dcoef) {
-  gr_status st = gr_bs_check(g, bs, grad_u, dcoef, "bspline_grad");
+  gr_status st = gr_bs_check(g, bs, grad_u, dcoef, "bspline_grad", 0);
   if (st == GR_OK) st = enter(be);
   if (st != GR_OK) return st;
   const long long G = bs->size[0] * bs->size[1] * bs->size[2];

@@ -144,6 +144,8 @@ typedef struct gr_bspline {
   double cA[12], zA[12]; /* row-major 3 x 4 */
   double iA[12];         /* voxel index = iA [c 1]: filled by gr_bspline_prepare */
   int64_t size[3];
+  int64_t z0;            /* bspline_field only: output plane k is plane k + z0 of the grid cA and zA
+                          * describe (a z-window of it, bitwise that grid's planes); 0 otherwise */
   const double *coef;
 } gr_bspline;
 

@@ -62,7 +62,7 @@ GR_BS_FN double gr_bs_weight(double u) {
 /* u at voxel (i, j, k): the initial transform's displacement plus the B-spline's
  * 4^3-term sum (z, then y, then x, as elastix's host path sums). */
 GR_BS_FN void gr_bs_field_at(const gr_bspline *bs, int64_t i, int64_t j, int64_t k, float out[3]) {
-  const double di = (double)i, dj = (double)j, dk = (double)k;
+  const double di = (double)i, dj = (double)j, dk = (double)(k + bs->z0);
   double c[3], d[3] = {0.0, 0.0, 0.0};
   if (gr_bs_index(bs, di, dj, dk, c)) {
     int64_t st[3];
@@ -132,8 +132,11 @@ GR_BS_FN double gr_bs_term(const gr_bspline *bs, const int64_t q[3], int64_t i, 
 
 /* The ops' argument checks (host side of both backends). */
 static inline gr_status gr_bs_check(const gr_grid *g, const gr_bspline *bs, const void *a, const void *b,
-                                    const char *what) {
+                                    const char *what, int allow_z0) {
   if (!g || !bs || !bs->coef || !a || !b) return gr_error(GR_ERR_INVALID_ARG, "%s: NULL argument", what);
+  if (bs->z0 < 0 || (bs->z0 != 0 && !allow_z0))
+    return gr_error(GR_ERR_INVALID_ARG, "%s: plane offset z0 %lld (%s)", what, (long long)bs->z0,
+                    allow_z0 ? "must be >= 0" : "must be 0");
   for (int ax = 0; ax < 3; ++ax) {
     if (g->n[ax] < 1) return gr_error(GR_ERR_INVALID_ARG, "%s: grid size %lld along axis %d", what, (long long)g->n[ax], ax);
     if (bs->size[ax] < 4)

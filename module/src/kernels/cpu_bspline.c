@@ -9,7 +9,7 @@
 #include "kernels/cpu_threads.h"
 
 gr_status cpu_bspline_field(gr_backend *be, const gr_grid *g, const gr_bspline *bs, float *u) {
-  const gr_status s = gr_bs_check(g, bs, u, u, "bspline_field");
+  const gr_status s = gr_bs_check(g, bs, u, u, "bspline_field", 1);
   if (s != GR_OK) return s;
   const int64_t nx = g->n[0], ny = g->n[1], nz = g->n[2], n = nx * ny * nz;
 #pragma omp parallel for collapse(2) schedule(static) num_threads(cpu_nthreads(be)) if (n >= CPU_PAR_MIN_ELEMS)
@@ -69,7 +69,7 @@ static void cell_partials(const gr_grid *g, const gr_bspline *bs, const float *g
 }
 
 gr_status cpu_bspline_grad(gr_backend *be, const gr_grid *g, const gr_bspline *bs, const float *grad_u, double *dcoef) {
-  const gr_status s = gr_bs_check(g, bs, grad_u, dcoef, "bspline_grad");
+  const gr_status s = gr_bs_check(g, bs, grad_u, dcoef, "bspline_grad", 0);
   if (s != GR_OK) return s;
   const int64_t sx = bs->size[0], sy = bs->size[1], sz = bs->size[2], G = sx * sy * sz;
   const int64_t cx = sx - 3, cy = sy - 3, cz = sz - 3, cplane = cx * cy; /* cells: support starts 0..size-4 */
