@@ -20,8 +20,9 @@
  *
  * Usage: bench_gpu [max_size] [timed_iterations]
  * (GR_BENCH_MIN_SIZE=n skips the sizes below n, GR_BENCH_SKIP_R2=1 the LNCC r2
- * runs; GIGAREG_CUDA_LNCC=double times
- * the double LNCC kernel instead of the fp32 one.) */
+ * runs, GR_BENCH_SIZES="512 1145" times those edge lengths instead of the
+ * default list, GR_BENCH_BF16=1 stores the Adam moments as bfloat16;
+ * GIGAREG_CUDA_LNCC=double times the double LNCC kernel instead of the fp32 one.) */
 #include <cuda_runtime_api.h>
 #include <math.h>
 #include <stdint.h>
