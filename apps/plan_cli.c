@@ -93,6 +93,16 @@ static gr_status gather(const gr_cli_args *a, FILE *warn, plan_inputs *in) {
   return s;
 }
 
+/* The deformable stages of in with bfloat16 Adam moments; 0 when all have them already. */
+static int bf16_stages(plan_inputs *in) {
+  int changed = 0;
+  for (int k = 0; k < in->nstages; ++k) {
+    gr_stage_config *c = &in->stages[k];
+    if ((c->kind == GR_STAGE_GREEDY || c->kind == GR_STAGE_SYN) && !c->adam_moments_bf16) c->adam_moments_bf16 = changed = 1;
+  }
+  return changed;
+}
+
 /* What-ifs for a plan that does not fit (or for sizing a bigger machine). */
 static void print_alternatives(const plan_inputs *in, const gr_memory_plan_options *base, size_t budget,
                                int have_budget) {
@@ -115,12 +125,7 @@ static void print_alternatives(const plan_inputs *in, const gr_memory_plan_optio
            gr_memory_format_bytes(gr_memory_plan_need(p), b1, sizeof b1),
            have_budget ? (gr_memory_plan_need(p) <= budget ? "  fits" : "  does not fit") : "");
   alt = *in;
-  int any_float = 0;
-  for (int k = 0; k < alt.nstages; ++k) {
-    gr_stage_config *c = &alt.stages[k];
-    if ((c->kind == GR_STAGE_GREEDY || c->kind == GR_STAGE_SYN) && !c->adam_moments_bf16) c->adam_moments_bf16 = any_float = 1;
-  }
-  if (any_float && gr_memory_plan_compute(&in->fixed, &in->moving, alt.stages, alt.nstages, &o, p) == GR_OK)
+  if (bf16_stages(&alt) && gr_memory_plan_compute(&in->fixed, &in->moving, alt.stages, alt.nstages, &o, p) == GR_OK)
     printf("  bfloat16 Adam moments ((GigaRegAdamMoments \"bfloat16\") in the deformable stages; a run that does not "
            "fit with float moments switches to them by itself): %s (%zu bytes)%s\n",
            gr_memory_format_bytes(gr_memory_plan_need(p), b1, sizeof b1), gr_memory_plan_need(p),
@@ -237,16 +242,6 @@ int gr_cli_plan(const gr_cli_args *a) {
   free(in);
   free(p);
   return 0;
-}
-
-/* The deformable stages of in with bfloat16 Adam moments; 0 when all have them already. */
-static int bf16_stages(plan_inputs *in) {
-  int changed = 0;
-  for (int k = 0; k < in->nstages; ++k) {
-    gr_stage_config *c = &in->stages[k];
-    if ((c->kind == GR_STAGE_GREEDY || c->kind == GR_STAGE_SYN) && !c->adam_moments_bf16) c->adam_moments_bf16 = changed = 1;
-  }
-  return changed;
 }
 
 /* A plan that does not fit but fits with bfloat16 Adam moments: the run switches its
