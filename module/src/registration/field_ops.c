@@ -7,10 +7,13 @@ static int64_t grid_nvox(const gr_grid *g) { return g->n[0] * g->n[1] * g->n[2];
 
 int gr_field_update_fused(const gr_backend *be) { return be->ops->adam_moments && be->ops->adam_compose; }
 
-static gr_status alloc_zero(gr_backend *be, size_t bytes, void **p) {
-  *p = be->ops->alloc(be, bytes);
-  if (!*p) return GR_ERR_NOMEM; /* alloc recorded the details */
-  return be->ops->fill(be, (float *)*p, 0.0f, (int64_t)(bytes / sizeof(float)));
+/* bytes of zeros from the backend; NULL with *s set (kept GR_OK on success) */
+static void *alloc_zero(gr_backend *be, size_t bytes, gr_status *s) {
+  if (*s != GR_OK) return NULL;
+  void *p = be->ops->alloc(be, bytes);
+  if (!p) *s = GR_ERR_NOMEM; /* alloc recorded the details */
+  else *s = be->ops->fill(be, (float *)p, 0.0f, (int64_t)(bytes / sizeof(float)));
+  return p;
 }
 
 gr_status gr_field_opt_init(gr_backend *be, int64_t n, int with_step, int bf16, gr_field_opt *o) {
@@ -18,21 +21,22 @@ gr_status gr_field_opt_init(gr_backend *be, int64_t n, int with_step, int bf16, 
   if (bf16 && with_step)
     return gr_error(GR_ERR_UNSUPPORTED, "bfloat16 Adam moments need a backend with the fused field update");
   o->mom.bf16 = bf16;
-  const size_t field = gr_moment_bytes(n, 0);
-  gr_status s = alloc_zero(be, field, (void **)&o->grad);
-  if (s == GR_OK) s = alloc_zero(be, gr_moment_bytes(n, bf16), &o->mom.m);
-  if (s == GR_OK) s = alloc_zero(be, gr_moment_bytes(n, bf16), &o->mom.v);
-  if (s == GR_OK && with_step) s = alloc_zero(be, field, (void **)&o->step);
+  const size_t field = (size_t)n * 3 * sizeof(float);
+  gr_status s = GR_OK;
+  o->grad = alloc_zero(be, field, &s);
+  o->mom.m = alloc_zero(be, gr_moment_bytes(n, bf16), &s);
+  o->mom.v = alloc_zero(be, gr_moment_bytes(n, bf16), &s);
+  if (with_step) o->step = alloc_zero(be, field, &s);
   if (s != GR_OK) gr_field_opt_free(be, o);
   return s;
 }
 
 void gr_field_opt_free(gr_backend *be, gr_field_opt *o) {
-  void **bufs[4] = {(void **)&o->grad, &o->mom.m, &o->mom.v, (void **)&o->step};
-  for (int i = 0; i < 4; ++i) {
-    if (*bufs[i]) be->ops->free(be, *bufs[i]);
-    *bufs[i] = NULL;
-  }
+  void *bufs[4] = {o->grad, o->mom.m, o->mom.v, o->step};
+  for (int i = 0; i < 4; ++i)
+    if (bufs[i]) be->ops->free(be, bufs[i]);
+  o->grad = o->step = NULL;
+  o->mom.m = o->mom.v = NULL;
 }
 
 static gr_status smooth_field(gr_backend *be, const gr_stage_config *cfg, const gr_grid *g, float *u) {
