@@ -134,19 +134,7 @@ protected:
       "upload" );
 
     /* output grid, processed in z-slabs of at most ~32 M voxels */
-    gr_geometry og;
-    {
-      typename OutputImageType::PointType o;
-      const auto r = out->GetBufferedRegion();
-      out->TransformIndexToPhysicalPoint( r.GetIndex(), o );
-      for( unsigned a = 0; a < 3; ++a )
-      {
-        og.size[ a ]    = static_cast< int64_t >( r.GetSize()[ a ] );
-        og.spacing[ a ] = out->GetSpacing()[ a ];
-        og.origin[ a ]  = o[ a ];
-        for( unsigned b = 0; b < 3; ++b ) { og.direction[ a * 3 + b ] = out->GetDirection()( a, b ); }
-      }
-    }
+    const gr_geometry og = gigaregGeometry( out );
     const int64_t nx = og.size[ 0 ], ny = og.size[ 1 ], nz = og.size[ 2 ], plane = nx * ny;
     const int64_t slabPlanes = std::max< int64_t >( 1, std::min< int64_t >( nz, ( int64_t( 32 ) << 20 ) / std::max< int64_t >( plane, 1 ) ) );
     const bool    linear     = T->IsLinear();

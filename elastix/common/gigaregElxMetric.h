@@ -129,11 +129,11 @@ inline void gigaregCheck( gr_status s, const char * what )
   }
 }
 
+/** The core's geometry of an image's buffered region (its first voxel is the origin). */
 template< class TImage >
-void gigaregGrid( const TImage * img, gr_grid & g, int64_t & nvox )
+gr_geometry gigaregGeometry( const TImage * img )
 {
-  typedef typename TImage::RegionType RegionType;
-  const RegionType r = img->GetBufferedRegion();
+  const auto r = img->GetBufferedRegion();
   gr_geometry geo;
   typename TImage::PointType o;
   img->TransformIndexToPhysicalPoint( r.GetIndex(), o );
@@ -144,6 +144,13 @@ void gigaregGrid( const TImage * img, gr_grid & g, int64_t & nvox )
     geo.origin[ a ]  = o[ a ];
     for( unsigned b = 0; b < 3; ++b ) { geo.direction[ a * 3 + b ] = img->GetDirection()( a, b ); }
   }
+  return geo;
+}
+
+template< class TImage >
+void gigaregGrid( const TImage * img, gr_grid & g, int64_t & nvox )
+{
+  const gr_geometry geo = gigaregGeometry( img );
   gigaregCheck( gr_grid_from_geometry( &geo, &g ), "grid" );
   nvox = geo.size[ 0 ] * geo.size[ 1 ] * geo.size[ 2 ];
 }
