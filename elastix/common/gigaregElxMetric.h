@@ -21,7 +21,9 @@
  *
  * Extra keys: (GigaRegDevice "auto"|"cpu"|"cuda"|"cuda:N"), (GigaRegNumberOfDevices N):
  * N z-slab shards reduced in a fixed order (ShardedMetric); on CUDA, shard s on GPU
- * (index + s mod G), one backend and host thread per GPU.
+ * (index + s mod G), one backend and host thread per GPU. Under mpirun with R ranks
+ * (gigaregElxMPI.h): R x N shards, rank r evaluating shards [r N, (r + 1) N) on its own
+ * GPUs (index + local rank x N + ...), reduced exactly over the ranks.
  */
 #ifndef GIGAREG_ELX_METRIC_H
 #define GIGAREG_ELX_METRIC_H
@@ -37,6 +39,7 @@
 #include "itkImageRegionConstIteratorWithIndex.h"
 #include "itkAdvancedBSplineDeformableTransform.h"
 #include "itkAdvancedCombinationTransform.h"
+#include "gigaregElxMPI.h"
 #include <cstdlib>
 #include <chrono>
 #include <thread>
@@ -324,6 +327,12 @@ public:
     this->GigaRegEvaluate( parameters, value, &derivative );
   }
 
+  void BeforeRegistration( void ) override
+  {
+    this->Superclass::BeforeRegistration();
+    if( gigaregMPI().size > 1 ) { gigaregRankOutputs( this->GetConfiguration() ); }
+  }
+
   void BeforeEachResolution( void ) override
   {
     this->Superclass::BeforeEachResolution();
@@ -333,6 +342,8 @@ public:
     int ndev = 1;
     this->GetConfiguration()->ReadParameter( ndev, "GigaRegNumberOfDevices", this->GetComponentLabel(), level, 0 );
     if( ndev < 1 ) { ndev = 1; }
+    const GigaRegMPI & mpi = gigaregMPI();
+    if( !mpi.error.empty() ) { gigaregCheck( GR_ERR_COMM, mpi.error.c_str() ); }
     GigaRegMetricData & D = this->m_GR;
     if( D.be && device != D.device ) { D.DestroyAll(); }
     D.device = device;
@@ -342,10 +353,13 @@ public:
       gr_device_kind kind;
       int            index = 0;
       gigaregCheck( gr_device_parse( device.c_str(), &kind, &index ), "GigaRegDevice" );
+      /* under mpirun the ranks of one host take consecutive groups of ndev GPUs */
+      if( mpi.size > 1 && kind != GR_DEVICE_CPU ) { index += mpi.localRank * ndev; }
       gigaregCheck( gr_backend_create( kind, index, 0, &D.be ), "backend" );
       elxout << "  GigaReg metric " << this->elxGetClassName() << ": backend " << D.be->ops->name
              << " (GigaRegDevice \"" << device << "\"), full sampling";
-      if( ndev > 1 ) { elxout << ", " << ndev << " shards"; }
+      if( ndev > 1 || mpi.size > 1 ) { elxout << ", " << ndev * mpi.size << " shards"; }
+      if( mpi.size > 1 ) { elxout << " over " << mpi.size << " MPI ranks (this is rank " << mpi.rank << ")"; }
       elxout << std::endl;
     }
     this->m_GRLevelAnnounced = false;
@@ -494,7 +508,9 @@ protected:
                    gr_metric_result & res, float * gradU ) const
   {
     GigaRegMetricData & D = this->m_GR;
-    if( D.ndev > 1 )
+    /* NCC has no window kernel: under mpirun every rank evaluates it whole (GigaRegNumberOfDevices
+     * > 1 with NCC is refused in ShardedMetric) */
+    if( D.ndev > 1 || ( gigaregMPI().size > 1 && spec.kind != GR_METRIC_NCC ) )
     {
       this->ShardedMetric( spec, T, disp, res, gradU );
       return;
@@ -532,7 +548,17 @@ protected:
     }
     if( !D.be->ops->metric_region ) { gigaregCheck( GR_ERR_UNSUPPORTED, "backend without metric_region" ); }
     const int64_t nz = D.fg.n[ 2 ], plane = D.fg.n[ 0 ] * D.fg.n[ 1 ], n = D.fnvox;
-    const int     N  = static_cast< int >( std::min< int64_t >( D.ndev, nz ) );
+    const GigaRegMPI & mpi = gigaregMPI();
+    const int     R  = mpi.size, rank = mpi.rank;
+    const int     N  = static_cast< int >( std::min< int64_t >( static_cast< int64_t >( R ) * D.ndev, nz ) );
+    if( N < R )
+    {
+      gigaregCheck( GR_ERR_UNSUPPORTED, ( "the fixed image of this resolution has " + std::to_string( nz ) + " z planes, fewer than the "
+                                          + std::to_string( R ) + " MPI ranks: use fewer ranks or less shrinking" ).c_str() );
+    }
+    /* this rank's shards [sa, sb): the first ranks own the first planes (rank order = plane order) */
+    const int sa = static_cast< int >( static_cast< int64_t >( N ) * rank / R );
+    const int sb = static_cast< int >( static_cast< int64_t >( N ) * ( rank + 1 ) / R );
     const int64_t B  = spec.kind == GR_METRIC_MI ? ( spec.mi_bins > 0 ? spec.mi_bins : 32 ) : 0;
     const int64_t halo = spec.kind == GR_METRIC_LNCC ? 2 * ( spec.lncc_radius > 0 ? spec.lncc_radius : 2 ) : 0;
     std::vector< int64_t > hist( static_cast< size_t >( B * B ), 0 );
@@ -548,7 +574,7 @@ protected:
       w.nz   = std::min< int64_t >( nz, w.own1 + halo ) - w.z0;
       wmax   = std::max( wmax, w.nz * plane );
     }
-    const int G = this->ShardDevices( N );
+    const int G = this->ShardDevices( sb - sa );
     const bool haveField = disp || this->m_ShardField; /* a dense field (else T alone) */
     /* per GPU slot: its backend, images and one field / gradient window buffer pair */
     struct Slot { gr_backend * be; const float *F, *Fm, *M, *Mm; float *dwin = nullptr, *gwin = nullptr; };
@@ -589,7 +615,7 @@ protected:
     int64_t nGlobal = 0;
     auto runShard = [&]( int s, int phase ) -> void {
       const Win &  w = win[ static_cast< size_t >( s ) ];
-      const int    g = s % G;
+      const int    g = ( s - sa ) % G;
       const Slot & q = slot[ static_cast< size_t >( g ) ];
       const int64_t wn = w.nz * plane, on = ( w.own1 - w.own0 ) * plane;
       gr_status      e = GR_OK;
@@ -651,7 +677,7 @@ protected:
     {
       if( G == 1 )
       {
-        for( int s = 0; s < N; ++s )
+        for( int s = sa; s < sb; ++s )
         {
           runShard( s, phase );
           if( st[ static_cast< size_t >( s ) ] != GR_OK ) { break; }
@@ -663,7 +689,7 @@ protected:
         for( int g = 0; g < G; ++g )
         {
           th.emplace_back( [&, g]() {
-            for( int s = g; s < N; s += G )
+            for( int s = sa + g; s < sb; s += G )
             {
               runShard( s, phase );
               if( st[ static_cast< size_t >( s ) ] != GR_OK ) { break; }
@@ -672,27 +698,28 @@ protected:
         }
         for( std::thread & t : th ) { t.join(); }
       }
-      for( int s = 0; s < N; ++s )
-      {
-        if( st[ static_cast< size_t >( s ) ] != GR_OK )
-        {
-          throw itk::ExceptionObject( __FILE__, __LINE__, "GigaReg shard " + std::to_string( s ) + " " + msg[ static_cast< size_t >( s ) ],
-                                      "GigaRegMetric" );
-        }
-      }
+      this->ShardStatus( st, msg, sa, sb );
       if( phase == 0 )
       {
-        for( int s = 0; s < N; ++s ) /* shard order */
+        for( int s = sa; s < sb; ++s ) /* shard order (integers: exact in any order, over ranks too) */
         {
           nGlobal += rs[ static_cast< size_t >( s ) ].n_valid;
           for( size_t b = 0; b < hist.size(); ++b ) { hist[ b ] += hs[ static_cast< size_t >( s ) ][ b ]; }
         }
+        if( R > 1 )
+        {
+          hist.push_back( nGlobal );
+          gigaregCheck( mpi.comm->ops->allreduce_sum_i64( mpi.comm, hist.data(), static_cast< int >( hist.size() ) ),
+                        "MPI reduction of the counts" );
+          nGlobal = hist.back();
+          hist.pop_back();
+        }
         if( nGlobal == 0 ) { std::memset( &res, 0, sizeof( res ) ); return; }
         continue;
       }
-      for( int s = 0; s < N; ++s ) /* further GPUs' gradient planes, through the host, in shard order */
+      for( int s = sa; s < sb; ++s ) /* further GPUs' gradient planes, through the host, in shard order */
       {
-        if( !gradU || s % G == 0 ) { continue; }
+        if( !gradU || ( s - sa ) % G == 0 ) { continue; }
         const Win &   w  = win[ static_cast< size_t >( s ) ];
         const int64_t on = ( w.own1 - w.own0 ) * plane;
         for( int c = 0; c < 3; ++c )
@@ -701,17 +728,82 @@ protected:
                                            static_cast< size_t >( on ) * sizeof( float ) ), "upload" );
         }
       }
+      /* the last shard's scales (and MI value, made from the global histogram) */
+      double last[ 3 ] = { rs[ static_cast< size_t >( N - 1 ) ].value, regs[ static_cast< size_t >( N - 1 ) ].value_scale,
+                           regs[ static_cast< size_t >( N - 1 ) ].affine_scale };
+      if( R > 1 ) { this->GatherRanks( win, sa, sb, partials, gradU, last ); }
       double tot[ GR_METRIC_PARTIALS ] = { 0 };
       for( int64_t z = 0; z < nz; ++z ) /* plane order */
       {
         for( int q = 0; q < GR_METRIC_PARTIALS; ++q ) { tot[ q ] += partials[ z * GR_METRIC_PARTIALS + q ]; }
       }
-      const gr_metric_region & last = regs[ static_cast< size_t >( N - 1 ) ];
       std::memset( &res, 0, sizeof( res ) );
       res.n_valid = nGlobal;
-      res.value   = spec.kind == GR_METRIC_MI ? rs[ static_cast< size_t >( N - 1 ) ].value : last.value_scale * tot[ 0 ];
-      for( int q = 0; q < 12; ++q ) { res.grad_affine[ q ] = last.affine_scale * tot[ 1 + q ]; }
+      res.value   = spec.kind == GR_METRIC_MI ? last[ 0 ] : last[ 1 ] * tot[ 0 ];
+      for( int q = 0; q < 12; ++q ) { res.grad_affine[ q ] = last[ 2 ] * tot[ 1 + q ]; }
     }
+  }
+
+  /** After a phase of ShardedMetric: throw this rank's first shard error; under MPI the ranks
+   * first agree whether any failed, so all of them stop (none waits in the next collective). */
+  void ShardStatus( const std::vector< gr_status > & st, const std::vector< std::string > & msg, int sa, int sb ) const
+  {
+    std::string mine;
+    for( int s = sa; s < sb && mine.empty(); ++s )
+    {
+      if( st[ static_cast< size_t >( s ) ] != GR_OK ) { mine = "GigaReg shard " + std::to_string( s ) + " " + msg[ static_cast< size_t >( s ) ]; }
+    }
+    const GigaRegMPI & mpi = gigaregMPI();
+    if( mpi.size > 1 )
+    {
+      int64_t failed = mine.empty() ? 0 : 1;
+      if( mpi.comm->ops->allreduce_sum_i64( mpi.comm, &failed, 1 ) != GR_OK ) { mpi.Abort( "MPI reduction of the shard status" ); }
+      if( failed && mine.empty() ) { mine = "GigaReg: " + std::to_string( failed ) + " other MPI rank(s) failed (see their error)"; }
+    }
+    if( !mine.empty() ) { throw itk::ExceptionObject( __FILE__, __LINE__, mine, "GigaRegMetric" ); }
+  }
+
+  /** MPI: every rank gets the other ranks' per-plane partials and d loss / d u planes (exact:
+   * each plane has one owner and arrives unchanged, in rank = plane order) and the last
+   * rank's scalars (it evaluated the last shard). So every rank holds what the one-process
+   * run with the same shards holds, bit for bit, and the optimizer steps agree. */
+  template< class TWin >
+  void GatherRanks( const std::vector< TWin > & win, int sa, int sb, std::vector< double > & partials, float * gradU,
+                    double last[ 3 ] ) const
+  {
+    GigaRegMetricData & D   = this->m_GR;
+    const GigaRegMPI &  mpi = gigaregMPI();
+    const int           R = mpi.size, N = static_cast< int >( win.size() );
+    const int64_t       plane = D.fg.n[ 0 ] * D.fg.n[ 1 ], n = D.fnvox, P = GR_METRIC_PARTIALS;
+    std::vector< int64_t > z0( static_cast< size_t >( R ) ), cnt( static_cast< size_t >( R ) );
+    for( int r = 0; r < R; ++r ) /* rank r's owned planes [z0, z0 + cnt) */
+    {
+      const int a = static_cast< int >( static_cast< int64_t >( N ) * r / R ), b = static_cast< int >( static_cast< int64_t >( N ) * ( r + 1 ) / R );
+      z0[ static_cast< size_t >( r ) ]  = win[ static_cast< size_t >( a ) ].own0;
+      cnt[ static_cast< size_t >( r ) ] = win[ static_cast< size_t >( b - 1 ) ].own1 - z0[ static_cast< size_t >( r ) ];
+    }
+    const int64_t myz0 = win[ static_cast< size_t >( sa ) ].own0, mycnt = win[ static_cast< size_t >( sb - 1 ) ].own1 - myz0;
+    auto gather = [&]( const void * send, int64_t elem, void * recv, const char * what ) {
+      std::vector< int64_t > bytes( static_cast< size_t >( R ) );
+      for( int r = 0; r < R; ++r ) { bytes[ static_cast< size_t >( r ) ] = cnt[ static_cast< size_t >( r ) ] * elem; }
+      gigaregCheck( mpi.comm->ops->allgatherv( mpi.comm, send, mycnt * elem, recv, bytes.data() ), what );
+    };
+    std::vector< double > all( partials.size() );
+    gather( partials.data() + myz0 * P, P * static_cast< int64_t >( sizeof( double ) ), all.data(), "MPI gather of the partial sums" );
+    partials.swap( all );
+    if( gradU )
+    {
+      std::vector< float > mine( static_cast< size_t >( mycnt * plane ) ), whole( static_cast< size_t >( n ) );
+      for( int c = 0; c < 3; ++c )
+      {
+        gigaregCheck( D.be->ops->download( D.be, mine.data(), gradU + c * n + myz0 * plane, mine.size() * sizeof( float ) ),
+                      "download" );
+        gather( mine.data(), plane * static_cast< int64_t >( sizeof( float ) ), whole.data(), "MPI gather of d loss / d u" );
+        gigaregCheck( D.be->ops->upload( D.be, gradU + c * n, whole.data(), whole.size() * sizeof( float ) ), "upload" );
+      }
+    }
+    gigaregCheck( mpi.comm->ops->broadcast( mpi.comm, last, 3 * static_cast< int64_t >( sizeof( double ) ), R - 1 ),
+                  "MPI broadcast of the last shard's scales" );
   }
 
   /** GPU slots of a sharded evaluation: 1 on the CPU backend; on a CUDA backend the GPUs from the

@@ -135,3 +135,21 @@ gigareg_elastix_test(elastix_devices_threaded_bspline_lncc ${_elx_dir}/devices.s
   "(Metric \"GigaRegLocalNormalizedCorrelation\")")
 set_property(TEST elastix_devices_threaded_affine_mi elastix_devices_threaded_bspline_lncc
   APPEND PROPERTY ENVIRONMENT GIGAREG_ELX_TEST_SLOTS=2)
+
+# Under mpirun: 2 ranks split every evaluation's fixed voxels and reduce exactly: both ranks end with
+# the one-process run's transform with 2 shards (identical TransformParameters), transformix applies it.
+if(GIGAREG_HAVE_MPI AND MPIEXEC_EXECUTABLE)
+  gigareg_elastix_test(elastix_mpi_np2_affine_mi ${_elx_dir}/mpi.sh
+    mpi_affine_mi ${P}/affine_mi.txt ${W}/t1_affine.nii.gz ${W}/t1.nii.gz 2
+    "(Metric \"GigaRegAdvancedMattesMutualInformation\")")
+  gigareg_elastix_test(elastix_mpi_np2_bspline_mi ${_elx_dir}/mpi.sh
+    mpi_bspline_mi ${P}/bspline_mi.txt ${W}/t1_bspline.nii.gz ${W}/t1.nii.gz 2
+    "(Metric \"GigaRegAdvancedMattesMutualInformation\")")
+  gigareg_elastix_test(elastix_mpi_np2_bspline_lncc ${_elx_dir}/mpi.sh
+    mpi_bspline_lncc ${P}/bspline_ncc.txt ${W}/t1_bspline.nii.gz ${W}/t1.nii.gz 2
+    "(Metric \"GigaRegLocalNormalizedCorrelation\")")
+  set_property(TEST elastix_mpi_np2_affine_mi elastix_mpi_np2_bspline_mi elastix_mpi_np2_bspline_lncc
+    APPEND PROPERTY ENVIRONMENT MPIEXEC=${MPIEXEC_EXECUTABLE})
+  set_property(TEST elastix_mpi_np2_affine_mi elastix_mpi_np2_bspline_mi elastix_mpi_np2_bspline_lncc
+    PROPERTY PROCESSORS 2)
+endif()
