@@ -353,8 +353,10 @@ public:
       gr_device_kind kind;
       int            index = 0;
       gigaregCheck( gr_device_parse( device.c_str(), &kind, &index ), "GigaRegDevice" );
-      /* under mpirun the ranks of one host take consecutive groups of ndev GPUs */
-      if( mpi.size > 1 && kind != GR_DEVICE_CPU ) { index += mpi.localRank * ndev; }
+      /* under mpirun the ranks of one host take consecutive groups of ndev GPUs (wrapping
+       * around: more ranks than GPUs share them) */
+      const int gpus = gr_cuda_devices();
+      if( mpi.size > 1 && kind != GR_DEVICE_CPU && gpus > 0 ) { index = ( index + mpi.localRank * ndev ) % gpus; }
       gigaregCheck( gr_backend_create( kind, index, 0, &D.be ), "backend" );
       elxout << "  GigaReg metric " << this->elxGetClassName() << ": backend " << D.be->ops->name
              << " (GigaRegDevice \"" << device << "\"), full sampling";

@@ -302,6 +302,8 @@ typedef enum gr_device_kind { GR_DEVICE_AUTO = 0, GR_DEVICE_CPU, GR_DEVICE_CUDA 
 /* Create a backend. AUTO picks CUDA when compiled in and a GPU is present. */
 gr_status gr_backend_create(gr_device_kind kind, int device_index, int threads, gr_backend **out);
 void gr_backend_destroy(gr_backend *be);
+/* Number of CUDA devices this process sees (0 without a GPU or in a build without CUDA). */
+int gr_cuda_devices(void);
 /* Parse "cpu", "cuda", "cuda:N", "auto". */
 gr_status gr_device_parse(const char *s, gr_device_kind *kind, int *index);
 

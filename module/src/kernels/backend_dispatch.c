@@ -23,13 +23,16 @@ static gr_status create_cuda(int device_index, gr_backend **out) {
 #endif
 }
 
-static int cuda_available(void) {
+int gr_cuda_devices(void) {
 #ifdef GIGAREG_HAVE_CUDA
-  return gr_cuda_device_count() > 0;
+  const int n = gr_cuda_device_count();
+  return n > 0 ? n : 0;
 #else
   return 0;
 #endif
 }
+
+static int cuda_available(void) { return gr_cuda_devices() > 0; }
 
 gr_status gr_backend_create(gr_device_kind kind, int device_index, int threads, gr_backend **out) {
   if (!out) return gr_error(GR_ERR_INVALID_ARG, "gr_backend_create: NULL output pointer");
