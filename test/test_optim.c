@@ -1,5 +1,5 @@
 /* cpu adam_direction: the first step is sign(g); bias-corrected moments follow a
- * double-precision reference over several steps; max_vox is the voxel-unit
+ * double-precision reference over several steps (the rule itself runs in float); max_vox is the voxel-unit
  * length of the direction on an anisotropic, oblique grid. */
 #include <stdint.h>
 #include "gr_test.h"
@@ -81,6 +81,11 @@ static void test_first_step(gr_backend *be, const gr_grid *g) {
 
   GR_CHECK(be->ops->adam_direction(be, g, gr, m, v, d, 0.9, 0.999, 1e-8, 0, &mv) == GR_ERR_INVALID_ARG, "t = 0");
   GR_CHECK(be->ops->adam_direction(be, g, gr, m, v, d, 1.0, 0.999, 1e-8, 1, &mv) == GR_ERR_INVALID_ARG, "b1 = 1");
+  /* the rule runs in float: an epsilon that float flushes or cannot hold is refused, not silently 0 */
+  GR_CHECK(be->ops->adam_direction(be, g, gr, m, v, d, 0.9, 0.999, 1e-300, 1, &mv) == GR_ERR_INVALID_ARG,
+           "eps below FLT_MIN");
+  GR_CHECK(be->ops->adam_moments(be, g, gr, (gr_moments){m, v, 0}, 0.9, 0.999, 1e300, 1, &mv) == GR_ERR_INVALID_ARG,
+           "eps above FLT_MAX");
   be->ops->free(be, gr);
   be->ops->free(be, m);
   be->ops->free(be, v);
@@ -219,16 +224,18 @@ static void test_bf16_moments(gr_backend *be, const gr_grid *g) {
     double mx = 0.0, mxf = 0.0, mxr = 0.0;
     GR_CHECK_OK(be->ops->adam_moments(be, g, grad, mom, b1, b2, eps, t, &mx));
     GR_CHECK_OK(be->ops->adam_direction(be, g, grad, mf, vf, dirf, b1, b2, eps, t, &mxf));
-    const double c1 = 1.0 / (1.0 - pow(b1, t)), c2 = 1.0 / (1.0 - pow(b2, t));
+    /* the float rule (cpu_kernels.h): constants formed in double, rounded once */
+    const float c1 = (float)(1.0 / (1.0 - pow(b1, t))), c2 = (float)(1.0 / (1.0 - pow(b2, t)));
+    const float fb1 = (float)b1, fb2 = (float)b2, omb1 = (float)(1.0 - b1), omb2 = (float)(1.0 - b2);
     for (int64_t k = 0; k < n3; ++k) {
-      const double gk = grad[k];
-      const float mk = (float)(b1 * mr[k] + (1.0 - b1) * gk), vk = (float)(b2 * vr[k] + (1.0 - b2) * gk * gk);
+      const float gk = grad[k];
+      const float mk = fb1 * mr[k] + omb1 * gk, vk = fb2 * vr[k] + omb2 * gk * gk;
       mr[k] = bf16_ref(mk);
       vr[k] = bf16_ref(vk);
       rounded += mr[k] != mk;
       differ += memcmp(&mr[k], &(float){bf16_at(m16, k)}, sizeof(float)) != 0;
       differ += memcmp(&vr[k], &(float){bf16_at(v16, k)}, sizeof(float)) != 0;
-      dirr[k] = (float)(((double)mr[k] * c1) / (sqrt((double)vr[k] * c2) + eps));
+      dirr[k] = (mr[k] * c1) / (sqrtf(vr[k] * c2) + (float)eps);
     }
     mxr = max_vox_of(g, dirr, n);
     GR_CHECK(fabs(mx - mxr) <= 1e-12 * mxr, "step %d: bf16 max_vox %.17g vs reference %.17g", t, mx, mxr);

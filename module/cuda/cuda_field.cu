@@ -9,6 +9,13 @@
 
 namespace grcu {
 
+/* Register cap for warp_field_kernel: at least 4 blocks of kBlock threads per
+ * SM (<= 64 registers). Left free, nvcc gives the kernel 96 registers since
+ * the Adam rule runs in float (2 blocks per SM), and the latency-bound compose
+ * loses occupancy: 512^3 on an H100, adam_compose 4.58 ms uncapped, 4.11 ms at
+ * 4 blocks (64 registers, no spills), 6.94 ms at 6 (40 registers, spills). */
+constexpr int kWarpMinBlocks = 4;
+
 struct FieldMap {
   Dims d;
   double L[9]; /* linear part of p2i */
@@ -37,8 +44,8 @@ enum WarpMode { kCompose = 0, kNegSample = 1, kAdamCompose = 2 };
  * fused multiply-add). out may alias s (each thread reads its own voxel of s
  * before writing it), never u. */
 template <int MODE>
-__global__ void __launch_bounds__(kBlock) warp_field_kernel(const FieldMap fm, const float *__restrict__ u,
-                                                            const float *s, const AdamStep as, float *out) {
+__global__ void __launch_bounds__(kBlock, kWarpMinBlocks)
+    warp_field_kernel(const FieldMap fm, const float *__restrict__ u, const float *s, const AdamStep as, float *out) {
   const long long x = (long long)blockIdx.x * kBX + threadIdx.x, y = (long long)blockIdx.y * kBY + threadIdx.y;
   if (x >= fm.d.n[0] || y >= fm.d.n[1]) return;
   const long long nvox = fm.d.nvox;

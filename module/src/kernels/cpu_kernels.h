@@ -42,15 +42,24 @@ gr_status cpu_bspline_field(gr_backend *be, const gr_grid *g, const gr_bspline *
 gr_status cpu_bspline_grad(gr_backend *be, const gr_grid *g, const gr_bspline *bs, const float *grad_u, double *dcoef);
 gr_status cpu_invert(gr_backend *be, const gr_grid *g, const float *u, float *inv, int iterations);
 
-/* Adam's bias-corrected direction from the stored moments (backend.h): one
- * rule shared by adam_direction, adam_moments and adam_compose so that the
- * fused update reproduces the unfused one bit for bit. */
+/* Adam's per-element rule in float (backend.h): the moment updates and the
+ * bias-corrected direction from the stored moments, one rule shared by
+ * adam_direction, adam_moments and adam_compose so that the fused update
+ * reproduces the unfused one bit for bit, and the CUDA twin
+ * (cuda_adam.cuh AdamRule) reproduces it too: float *, +, / and sqrtf are
+ * correctly rounded and the build does not contract them into fused
+ * multiply-adds (-ffp-contract=off, CMakeLists.txt). The constants are formed in double
+ * and rounded once. */
 typedef struct cpu_adam_rule {
-  double b1, b2, c1, c2, eps; /* c = 1 / (1 - beta^t) */
+  float b1, b2, omb1, omb2; /* beta and 1 - beta */
+  float c1, c2, eps;        /* c = 1 / (1 - beta^t) */
 } cpu_adam_rule;
 gr_status cpu_adam_rule_make(const char *what, double b1, double b2, double eps, int t, cpu_adam_rule *out);
+/* m <- b1 m + (1 - b1) g;  v <- b2 v + ((1 - b2) g) g  (before storage rounding) */
+static inline float cpu_adam_m(const cpu_adam_rule *r, float m, float g) { return r->b1 * m + r->omb1 * g; }
+static inline float cpu_adam_v(const cpu_adam_rule *r, float v, float g) { return r->b2 * v + r->omb2 * g * g; }
 static inline float cpu_adam_dir(const cpu_adam_rule *r, float m, float v) {
-  return (float)(((double)m * r->c1) / (sqrt((double)v * r->c2) + r->eps));
+  return (m * r->c1) / (sqrtf(v * r->c2) + r->eps);
 }
 
 #endif

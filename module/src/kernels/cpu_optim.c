@@ -1,7 +1,11 @@
 /* Adam moment update and normalised step direction (backend.h adam_direction,
  * adam_moments). Element-wise over the 3 planes; the per-voxel voxel-unit
- * length of the direction feeds the driver's global step normalisation. max is
- * exact and order-independent, so the OpenMP reduction is deterministic. */
+ * length of the direction feeds the driver's global step normalisation. The
+ * max is taken over squared lengths and rooted once (a correctly rounded sqrt
+ * is monotone, so this is bitwise the max of the roots; the CUDA pass does the
+ * same); it is exact and order-independent, so the OpenMP reduction is
+ * deterministic. */
+#include <float.h>
 #include <math.h>
 #include "kernels/bf16.h"
 #include "kernels/cpu_kernels.h"
@@ -10,15 +14,18 @@
 gr_status cpu_adam_rule_make(const char *what, double b1, double b2, double eps, int t, cpu_adam_rule *out) {
   if (!(b1 >= 0.0 && b1 < 1.0) || !(b2 >= 0.0 && b2 < 1.0))
     return gr_error(GR_ERR_INVALID_ARG, "%s: beta1 %g / beta2 %g must lie in [0, 1)", what, b1, b2);
-  if (!(eps > 0.0) || !isfinite(eps))
-    return gr_error(GR_ERR_INVALID_ARG, "%s: epsilon %g must be finite and > 0", what, eps);
+  if (!(eps >= FLT_MIN && eps <= FLT_MAX))
+    return gr_error(GR_ERR_INVALID_ARG, "%s: epsilon %g must lie in [%g, %g] (the rule runs in float)", what, eps,
+                    (double)FLT_MIN, (double)FLT_MAX);
   if (t < 1) return gr_error(GR_ERR_INVALID_ARG, "%s: step %d (1-based, must be >= 1)", what, t);
-  out->b1 = b1;
-  out->b2 = b2;
+  out->b1 = (float)b1;
+  out->b2 = (float)b2;
+  out->omb1 = (float)(1.0 - b1);
+  out->omb2 = (float)(1.0 - b2);
   /* Bias corrections folded into scales: mhat = m / (1-b1^t), vhat = v / (1-b2^t). */
-  out->c1 = 1.0 / (1.0 - pow(b1, t));
-  out->c2 = 1.0 / (1.0 - pow(b2, t));
-  out->eps = eps;
+  out->c1 = (float)(1.0 / (1.0 - pow(b1, t)));
+  out->c2 = (float)(1.0 / (1.0 - pow(b2, t)));
+  out->eps = (float)eps;
   return GR_OK;
 }
 
@@ -39,16 +46,15 @@ static void adam_pass(gr_backend *be, const gr_grid *g, const cpu_adam_rule *r, 
   float *restrict dr = dir;
   void *const mp = mom.m, *const vp = mom.v;
   const int h = mom.bf16;
-  const double b1 = r->b1, b2 = r->b2;
   double mx = 0.0;
 #pragma omp parallel for schedule(static) num_threads(cpu_nthreads(be)) if (nvox >= CPU_PAR_MIN_ELEMS) reduction(max : mx)
   for (int64_t i = 0; i < nvox; ++i) {
     double d[3];
     for (int c = 0; c < 3; ++c) {
       const int64_t k = i + c * nvox;
-      const double gk = gr[k];
-      const float mk = gr_moment_store(mp, h, k, (float)(b1 * gr_moment_load(mp, h, k) + (1.0 - b1) * gk));
-      const float vk = gr_moment_store(vp, h, k, (float)(b2 * gr_moment_load(vp, h, k) + (1.0 - b2) * gk * gk));
+      const float gk = gr[k];
+      const float mk = gr_moment_store(mp, h, k, cpu_adam_m(r, gr_moment_load(mp, h, k), gk));
+      const float vk = gr_moment_store(vp, h, k, cpu_adam_v(r, gr_moment_load(vp, h, k), gk));
       const float dk = cpu_adam_dir(r, mk, vk);
       d[c] = dk;
       if (dr) dr[k] = dk;
@@ -56,10 +62,10 @@ static void adam_pass(gr_backend *be, const gr_grid *g, const cpu_adam_rule *r, 
     const double e0 = L[0] * d[0] + L[1] * d[1] + L[2] * d[2];
     const double e1 = L[3] * d[0] + L[4] * d[1] + L[5] * d[2];
     const double e2 = L[6] * d[0] + L[7] * d[1] + L[8] * d[2];
-    const double len = sqrt(e0 * e0 + e1 * e1 + e2 * e2);
-    mx = len > mx ? len : mx;
+    const double len2 = e0 * e0 + e1 * e1 + e2 * e2;
+    mx = len2 > mx ? len2 : mx;
   }
-  *max_vox = mx;
+  *max_vox = sqrt(mx);
 }
 
 gr_status cpu_adam_direction(gr_backend *be, const gr_grid *g, const float *grad, float *m, float *v, float *dir,
