@@ -345,8 +345,9 @@ static void test_bf16_moments(const gr_grid *g, const dual *U, const dual *U2) {
 /* B-spline transforms (bspline_field, bspline_grad): a control grid of ~9 mm
  * (oblique, over the head) after a small affine, random coefficients: the field
  * is bitwise the CPU's (kernels/bspline_eval.h); the chain rule to the
- * coefficients equals it to 1e-12 of the largest coefficient (the backends
- * order the sums differently: CPU per cell, GPU per control point). */
+ * coefficients equals it to 1e-13 of the largest coefficient (both sum per
+ * B-spline cell, but in different orders, and the GPU forms the weights as
+ * polynomials in the cell fraction; measured 1.0e-15 on an H100). */
 static void test_bspline(const gr_image *t1, const dual *U) {
   fprintf(stderr, "bspline_field / bspline_grad\n");
   gr_grid g;
@@ -391,7 +392,7 @@ static void test_bspline(const gr_image *t1, const dual *U) {
   }
   fprintf(stderr, "  %-44s %lld control points, %lld of %lld coefficients differ, max %.3g of the largest (%lld non-zero)\n",
           "bspline_grad", (long long)G, (long long)differ, (long long)(3 * G), err, (long long)nonzero);
-  GR_CHECK(err <= 1e-12 && nonzero > G, "bspline_grad: max difference %.3g of the largest (%lld non-zero)", err,
+  GR_CHECK(err <= 1e-13 && nonzero > G, "bspline_grad: max difference %.3g of the largest (%lld non-zero)", err,
            (long long)nonzero);
   free(coef);
   free(dc_c);

@@ -138,7 +138,6 @@ static inline size_t gr_moment_bytes(int64_t nvox, int bf16) {
  * w the cubic B-spline weights of |c - q|, support start floor(c - 1). coef is
  * 3 planes of size[0]*size[1]*size[2] doubles (x, y, z displacements, elastix's
  * parameter order) in backend memory. */
-#define GR_BSPLINE_LANES 256
 
 typedef struct gr_bspline {
   double cA[12], zA[12]; /* row-major 3 x 4 */
@@ -281,9 +280,10 @@ typedef struct gr_backend_ops {
    * grad_u(x) per component (3 planes of doubles like coef), for every control
    * point, in an order fixed by the grids alone (deterministic, independent of
    * thread counts). The field is bitwise the same on every backend; the
-   * gradient's sums are ordered per backend (CPU: per B-spline cell; CUDA: a
-   * gather per control point in GR_BSPLINE_LANES strided partial sums and a
-   * pairwise tree), so backends agree to rounding (~1e-15 relative). */
+   * gradient's sums are ordered per backend (CPU: per B-spline cell; CUDA: per
+   * cell too, lanes reduced by a fixed shuffle butterfly into cell partials,
+   * then a fixed-order sum per control point), so backends agree to rounding
+   * (~1e-15 relative). */
   gr_status (*bspline_field)(gr_backend *be, const gr_grid *g, const gr_bspline *bs, float *u);
   gr_status (*bspline_grad)(gr_backend *be, const gr_grid *g, const gr_bspline *bs, const float *grad_u,
                             double *dcoef);
