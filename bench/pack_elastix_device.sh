@@ -42,7 +42,7 @@ missing=$(for f in "$stage"/bin/* "$stage"/lib/*; do LD_LIBRARY_PATH="$stage/lib
 [ -z "$missing" ] || { echo "libraries outside the bundle: $missing"; exit 1; }
 env -i LD_LIBRARY_PATH="$stage/lib" "$stage/bin/elastix" --version
 env -i LD_LIBRARY_PATH="$stage/lib" "$stage/bin/transformix" --version > /dev/null
-env -i LD_LIBRARY_PATH="$stage/lib" "$stage/bin/elastix" --help | grep -q "elastix registers" || { echo "elastix --help failed"; exit 1; }
+env -i LD_LIBRARY_PATH="$stage/lib" "$stage/bin/elastix" --help | grep "elastix registers" > /dev/null || { echo "elastix --help failed"; exit 1; }
 echo "$(ls "$stage/lib" | wc -l) libraries, $(du -sh "$stage" | cut -f1) uncompressed"
 tar -C "$stage" -cf - bin lib | xz -T2 -6 > "$out/elastix-bundle.tar.xz"
 ls -la "$out/elastix-bundle.tar.xz"
