@@ -17,9 +17,11 @@
 #   2. 256^3: chris_t1 resampled to 256^3 warped by a known B-spline vs itself: B-spline MI,
 #      elastix vs gr_cuda (EPE vs truth), gr_cuda2 (the shard field windows made on the GPU:
 #      identical TransformParameters?), elastix_full for 3 iterations per resolution
-#   3. 800^3 (0.51 Gvox): chris_t1 resampled to 800^3 vs the same shifted by (2, -1, 0.67) mm:
-#      B-spline MI, gr_cuda (30 iterations per resolution); elastix_full 2 iterations per resolution
-# Usage (repository root): bench/device_elastix.sh      env: OUT, DEADLINE (s, default 450)
+#   3. BIG^3 (800^3 = 0.51 Gvox): chris_t1 resampled to BIG^3 vs the same shifted by (2, -1, 0.67) mm:
+#      B-spline MI, gr_cuda (BIG_IT iterations per resolution); elastix_full 2 iterations per resolution
+# Usage (repository root): bench/device_elastix.sh      env: OUT, DEADLINE (s, default 450),
+#   CASES (default "1 2 3"), BIG (case 3's edge length, default 800), BIG_IT (GigaReg's iterations
+#   per resolution in case 3, default 30; elastix_full always 2)
 set -u
 OUT=${OUT:-$PWD/out}
 mkdir -p "$OUT"
@@ -137,7 +139,12 @@ same_tp() {
   else echo "      $a and $b: TransformParameters differ ($f)"; fi
 }
 
+CASES=${CASES:-1 2 3}
+BIG=${BIG:-800}
+BIG_IT=${BIG_IT:-30}
+want() { case " $CASES " in *" $1 "*) return 0 ;; esac; return 1; }
 # ---- 1. small pair ------------------------------------------------------------------------
+if want 1; then
 stamp "case 1: chris_t1 /2 vs chris_PD; B-spline NCC on a known warp"
 "$TOOL" downsample "$DATA/chris_t1.nii.gz" "$W/t1.nii.gz" 2
 cp "$DATA/chris_PD.nii.gz" "$W/pd.nii.gz"
@@ -166,9 +173,10 @@ done
 echo "      (gr_cuda2 not run for NCC: the core has no windowed NCC; GigaRegLocalNormalizedCorrelation shards)"
 for v in elastix gr_cpu gr_cuda; do epe $c $v truth "$W/t1_bspline.nii.gz" "$W/truth_tx/deformationField.nii.gz"; done
 epe $c elastix gr_cuda "$W/t1_bspline.nii.gz"
+fi
 
 # ---- 2. 256^3 -----------------------------------------------------------------------------
-if [ "$(elapsed)" -lt 200 ]; then
+if want 2 && [ "$(elapsed)" -lt 200 ]; then
   stamp "case 2: 256^3 chris_t1 warped by a known B-spline vs itself, B-spline MI"
   "$TOOL" resize "$DATA/chris_t1.nii.gz" "$W/t1_256.nii" 256 256 256
   "$TOOL" bspline-tp "$W/t1_256.nii" "$W/truth256.txt" 3.0 30
@@ -188,15 +196,15 @@ if [ "$(elapsed)" -lt 200 ]; then
   echo "      mean ms per iteration >= 1, last resolution (IterationInfo Time[ms]): elastix $(itms $c elastix), elastix_full $(itms $c elastix_full), gr_cuda $(itms $c gr_cuda), gr_cuda2 (2 shards, one GPU) $(itms $c gr_cuda2)"
 fi
 
-# ---- 3. 800^3 -----------------------------------------------------------------------------
-if [ "$(elapsed)" -lt $((DEADLINE - 130)) ]; then
-  stamp "case 3: 800^3 (0.51 Gvox) chris_t1 vs shifted, B-spline MI on the GPU"
-  "$TOOL" resize "$DATA/chris_t1.nii.gz" "$W/t1_800.nii" 800 800 800
-  "$TOOL" resize "$DATA/chris_t1.nii.gz" "$W/t1_800s.nii" 800 800 800 - 2.0
-  c=bspline_mi_800
-  NORESULT=1 NODEF=1 RUNCAP=$((DEADLINE - 60 - $(elapsed))) run $c gr_cuda "$W/t1_800.nii" "$W/t1_800s.nii" "$P/bspline_mi.txt" 30
+# ---- 3. BIG^3 (default 800^3 = 0.51 Gvox) -------------------------------------------------------
+if want 3 && [ "$(elapsed)" -lt $((DEADLINE - 130)) ]; then
+  stamp "case 3: ${BIG}^3 ($(awk "BEGIN{printf \"%.2f\", $BIG^3/1e9}") Gvox) chris_t1 vs shifted, B-spline MI on the GPU"
+  "$TOOL" resize "$DATA/chris_t1.nii.gz" "$W/t1_big.nii" $BIG $BIG $BIG
+  "$TOOL" resize "$DATA/chris_t1.nii.gz" "$W/t1_bigs.nii" $BIG $BIG $BIG - 2.0
+  c=bspline_mi_$BIG
+  NORESULT=1 NODEF=1 RUNCAP=$((DEADLINE - 60 - $(elapsed))) run $c gr_cuda "$W/t1_big.nii" "$W/t1_bigs.nii" "$P/bspline_mi.txt" $BIG_IT
   [ "$(elapsed)" -lt $((DEADLINE - 50)) ] && \
-    NORESULT=1 NODEF=1 RUNCAP=$((DEADLINE - 15 - $(elapsed))) run $c elastix_full "$W/t1_800.nii" "$W/t1_800s.nii" "$P/bspline_mi.txt" 2
+    NORESULT=1 NODEF=1 RUNCAP=$((DEADLINE - 15 - $(elapsed))) run $c elastix_full "$W/t1_big.nii" "$W/t1_bigs.nii" "$P/bspline_mi.txt" 2
   echo "      mean ms per iteration >= 1, last resolution: gr_cuda $(itms $c gr_cuda), elastix_full $(itms $c elastix_full)"
 fi
 
