@@ -15,16 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include "gigareg/gigareg.h"
+#include "bench_common.h"
 
-static double median(double *v, int n) {
-  for (int i = 1; i < n; ++i)
-    for (int j = i; j > 0 && v[j] < v[j - 1]; --j) {
-      const double t = v[j];
-      v[j] = v[j - 1];
-      v[j - 1] = t;
-    }
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 static uint32_t lcg = 12345u;
 static double urand(void) {
@@ -105,7 +97,7 @@ static void run_case(gr_backend *cpu, gr_backend *gpu, int n, double h, double a
   printf("%4d^3 spacing %4.1f%s G %lld (%lldx%lldx%lld): bspline_field %8.3f ms  bspline_grad %8.3f ms (min %.3f)  "
          "|GPU-CPU| max %.3g = %.3g of max|coef grad| %.3g (%lld of %lld differ); runs bitwise equal: %s\n",
          n, h, angle != 0.0 ? " rotated" : "", (long long)G, (long long)bs.size[0], (long long)bs.size[1],
-         (long long)bs.size[2], median(tf, reps), median(tg, reps), tg[0], err, big > 0 ? err / big : 0.0, big,
+         (long long)bs.size[2], bench_median(tf, reps), bench_median(tg, reps), tg[0], err, big > 0 ? err / big : 0.0, big,
          (long long)differ, (long long)(3 * G), repeat_same ? "yes" : "NO");
   fflush(stdout);
   cudaEventDestroy(e0);

@@ -1,5 +1,5 @@
-/* Small helpers shared by bench/make_bench_pair.c and bench/bench_eval.c
- * (the cpu_vs_elastix benchmark). Every buffer handed to a backend op comes
+/* Small helpers shared by the bench tools (make_bench_pair.c, bench_eval.c,
+ * bench_gpu.c, bench_bspline.c). Every buffer handed to a backend op comes
  * from be->alloc and moves with upload/download, as the kernel seam requires
  * (gigareg/backend.h), so the tools work with any backend. */
 #ifndef GR_BENCH_COMMON_H
@@ -68,6 +68,17 @@ static inline gr_image *bench_read(const char *path) {
 
 static inline void bench_write(const char *path, const gr_image *img, gr_pixel_type type) {
   BENCH_TRY(gr_image_write(path, img, type));
+}
+
+/* Median of n timings (sorts v in place; insertion sort: n is a handful of repeats). */
+static inline double bench_median(double *v, int n) {
+  for (int i = 1; i < n; ++i)
+    for (int j = i; j > 0 && v[j] < v[j - 1]; --j) {
+      const double t = v[j];
+      v[j] = v[j - 1];
+      v[j - 1] = t;
+    }
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
 #endif

@@ -30,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "gigareg/gigareg.h"
+#include "bench_common.h"
 #include "kernels/cuda_entry.h"
 #include "registration/reg_internal.h" /* gr_geometry_shrink */
 
@@ -76,15 +77,6 @@ typedef struct row {
 static row rows[MAX_ROWS];
 static int nrows = 0;
 
-static double median(double *v, int n) {
-  for (int i = 1; i < n; ++i)
-    for (int j = i; j > 0 && v[j] < v[j - 1]; --j) {
-      const double t = v[j];
-      v[j] = v[j - 1];
-      v[j - 1] = t;
-    }
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 static int cuda_ok(cudaError_t e, const char *what) {
   if (e == cudaSuccess) return 1;
@@ -336,12 +328,12 @@ static void run_size(int n, gr_metric_kind kind, int radius, int iters) {
    * driver's buffers after the memory-probe iteration. */
   R->peak_vox = (double)be->bytes_peak / (double)nv;
   R->device_vox = (double)(free0 - free_min) / (double)nv;
-  R->ms_iter = median(t_iter, iters);
+  R->ms_iter = bench_median(t_iter, iters);
   for (int k = 0; k < NOPS; ++k) {
     double col[256];
     const int ni = iters < 256 ? iters : 256;
     for (int i = 0; i < ni; ++i) col[i] = t_op[i * NOPS + k];
-    R->ms_op[k] = median(col, ni);
+    R->ms_op[k] = bench_median(col, ni);
   }
   R->bytes_vox = 0.0;
   for (int k = 0; k < NOPS; ++k) R->bytes_vox += op_bytes(k, kind);
@@ -422,7 +414,7 @@ static void copy_probe(double *tbs, double *ms_out, size_t *bytes_out) {
       cudaEventElapsedTime(&ms, e0, e1);
       if (i >= 2) t[i - 2] = ms;
     }
-    const double ms = median(t, 10);
+    const double ms = bench_median(t, 10);
     *ms_out = ms;
     *bytes_out = bytes;
     *tbs = 2.0 * (double)bytes / (ms * 1e-3) / 1e12;

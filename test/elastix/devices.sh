@@ -7,9 +7,8 @@ set -euo pipefail
 name=$1 params=$2 fixed=$3 moving=$4 n=$5 keys=$6
 W="$WORK/$name"
 rm -rf "$W"; mkdir -p "$W/d1" "$W/dn"
-# KEY LINES replace the lines of PARAMS with the same keys (and the metric).
-drop=$(printf '%s\n' "$keys" | sed -nE 's/^\(([A-Za-z0-9]+) .*/\1/p' | paste -sd'|')
-{ grep -vE "^\((Metric|${drop:-Metric}) " "$params"; printf '%s\n' "$keys"; } > "$W/p1.txt"
+. "$(dirname "$0")/keys.sh"
+params_with_keys "$params" "$keys" "$W/p1.txt"
 { cat "$W/p1.txt"; echo "(GigaRegNumberOfDevices $n)"; } > "$W/pn.txt"
 for d in 1 n; do
   "$ELX" -f "$fixed" -m "$moving" -p "$W/p$d.txt" -out "$W/d$d" > "$W/stdout$d" 2>&1 \

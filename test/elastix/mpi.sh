@@ -10,8 +10,8 @@ set -euo pipefail
 name=$1 params=$2 fixed=$3 moving=$4 r=$5 keys=$6
 W="$WORK/$name"
 rm -rf "$W"; mkdir -p "$W/one" "$W/mpi"
-drop=$(printf '%s\n' "$keys" | sed -nE 's/^\(([A-Za-z0-9]+) .*/\1/p' | paste -sd'|')
-{ grep -vE "^\((Metric|${drop:-Metric}) " "$params"; printf '%s\n' "$keys"; } > "$W/p.txt"
+. "$(dirname "$0")/keys.sh"
+params_with_keys "$params" "$keys" "$W/p.txt"
 { cat "$W/p.txt"; echo "(GigaRegNumberOfDevices $r)"; } > "$W/pn.txt"
 export OMP_NUM_THREADS=1
 "$ELX" -f "$fixed" -m "$moving" -p "$W/pn.txt" -out "$W/one" > "$W/stdout_one" 2>&1 \

@@ -8,9 +8,8 @@ set -euo pipefail
 name=$1 params=$2 fixed=$3 moving=$4 truth=$5 tol=$6 keys=$7
 W="$WORK/$name"
 rm -rf "$W"; mkdir -p "$W/out" "$W/tx"
-# KEY LINES replace the lines of PARAMS with the same keys (and the metric).
-drop=$(printf '%s\n' "$keys" | sed -nE 's/^\(([A-Za-z0-9]+) .*/\1/p' | paste -sd'|')
-{ grep -vE "^\((Metric|${drop:-Metric}) " "$params"; printf '%s\n' "$keys"; } > "$W/params.txt"
+. "$(dirname "$0")/keys.sh"
+params_with_keys "$params" "$keys" "$W/params.txt"
 t0=$(date +%s.%N)
 "$ELX" -f "$fixed" -m "$moving" -p "$W/params.txt" -out "$W/out" > "$W/stdout" 2>&1 \
   || { tail -30 "$W/out/elastix.log"; echo "elastix failed"; exit 1; }
