@@ -14,36 +14,15 @@
 #ifndef GIGAREG_CUDA_ADAM_CUH
 #define GIGAREG_CUDA_ADAM_CUH
 
-#include <float.h>
 #include <math.h>
 #include "cuda_common.cuh"
+#include "kernels/adam_rule.h"
 #include "kernels/bf16.h"
 
 namespace grcu {
 
-struct AdamRule {
-  float b1, b2, omb1, omb2; /* beta and 1 - beta (formed in double, rounded once) */
-  float c1, c2;             /* bias corrections 1 / (1 - beta^t) */
-  float eps;
-};
-
-/* The CPU's argument checks, messages and constants (cpu_optim.c). */
-inline gr_status adam_rule_make(const char *what, double b1, double b2, double eps, int t, AdamRule *r) {
-  if (!(b1 >= 0.0 && b1 < 1.0) || !(b2 >= 0.0 && b2 < 1.0))
-    return gr_error(GR_ERR_INVALID_ARG, "%s: beta1 %g / beta2 %g must lie in [0, 1)", what, b1, b2);
-  if (!(eps >= FLT_MIN && eps <= FLT_MAX))
-    return gr_error(GR_ERR_INVALID_ARG, "%s: epsilon %g must lie in [%g, %g] (the rule runs in float)", what, eps,
-                    (double)FLT_MIN, (double)FLT_MAX);
-  if (t < 1) return gr_error(GR_ERR_INVALID_ARG, "%s: step %d (1-based, must be >= 1)", what, t);
-  r->b1 = (float)b1;
-  r->b2 = (float)b2;
-  r->omb1 = (float)(1.0 - b1);
-  r->omb2 = (float)(1.0 - b2);
-  r->c1 = (float)(1.0 / (1.0 - pow(b1, t)));
-  r->c2 = (float)(1.0 / (1.0 - pow(b2, t)));
-  r->eps = (float)eps;
-  return GR_OK;
-}
+/* The constants (kernels/adam_rule.h, shared with the CPU). */
+using AdamRule = gr_adam_rule;
 
 /* m <- b1 m + (1 - b1) g;  v <- b2 v + ((1 - b2) g) g  (before storage rounding) */
 __device__ __forceinline__ float adam_m(const AdamRule &r, float m, float g) {

@@ -112,7 +112,7 @@ gr_status adam_compose(gr_backend *be, const gr_grid *g, gr_moments mom, double 
   if (out == u || (void *)out == mom.m || (void *)out == mom.v)
     return gr_error(GR_ERR_INVALID_ARG, "adam_compose: output must not alias u, m or v");
   AdamStep as;
-  if ((st = adam_rule_make("adam_compose", b1, b2, eps, t, &as.r)) != GR_OK) return st;
+  if ((st = gr_adam_rule_make("adam_compose", b1, b2, eps, t, &as.r)) != GR_OK) return st;
   as.mom = mom;
   as.scale = scale;
   if ((st = enter(be)) != GR_OK) return st;

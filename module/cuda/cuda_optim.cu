@@ -142,7 +142,7 @@ static gr_status adam_pass(gr_backend *be, const char *what, const gr_grid *g, c
   for (int ax = 0; ax < 3; ++ax)
     if (g->n[ax] < 1) return gr_error(GR_ERR_INVALID_ARG, "%s: grid size %lld along axis %d", what, (long long)g->n[ax], ax);
   AdamArgs a;
-  gr_status s = adam_rule_make(what, b1, b2, eps, t, &a.r);
+  gr_status s = gr_adam_rule_make(what, b1, b2, eps, t, &a.r);
   if (s == GR_OK) s = enter(be);
   if (s != GR_OK) return s;
   for (int r = 0; r < 3; ++r)

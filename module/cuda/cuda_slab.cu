@@ -270,7 +270,7 @@ gr_status sample_slab(gr_backend *be, gr_slab_sample *a) {
   s.out_base = a->out_base;
   s.out_scale = a->out_scale;
   if (a->adam) {
-    st = adam_rule_make("cuda sample_slab", a->adam->beta1, a->adam->beta2, a->adam->eps, a->adam->t, &s.rule);
+    st = gr_adam_rule_make("cuda sample_slab", a->adam->beta1, a->adam->beta2, a->adam->eps, a->adam->t, &s.rule);
     if (st != GR_OK) return st;
     s.adam = true;
     s.amom = a->adam->mom;

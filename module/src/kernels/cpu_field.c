@@ -48,7 +48,7 @@ typedef enum warp_mode {
 
 /* The step of the fused update: s = scale * Adam direction from m, v. */
 typedef struct adam_step {
-  const cpu_adam_rule *rule;
+  const gr_adam_rule *rule;
   gr_moments mom;
   float scale;
 } adam_step;
@@ -123,8 +123,8 @@ gr_status cpu_adam_compose(gr_backend *be, const gr_grid *g, gr_moments mom, dou
   if (!mom.m || !mom.v || !u || !out) return gr_error(GR_ERR_INVALID_ARG, "adam_compose: NULL field");
   if ((const void *)out == (const void *)u || (void *)out == mom.m || (void *)out == mom.v)
     return gr_error(GR_ERR_INVALID_ARG, "adam_compose: output must not alias u, m or v");
-  cpu_adam_rule r;
-  st = cpu_adam_rule_make("adam_compose", b1, b2, eps, t, &r);
+  gr_adam_rule r;
+  st = gr_adam_rule_make("adam_compose", b1, b2, eps, t, &r);
   if (st != GR_OK) return st;
   const adam_step adam = {&r, mom, scale};
   const field_dims d = field_dims_of(g);

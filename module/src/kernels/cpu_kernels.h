@@ -14,6 +14,7 @@
 #define GIGAREG_CPU_KERNELS_H
 #include <math.h>
 #include "gigareg/backend.h"
+#include "kernels/adam_rule.h"
 
 gr_status cpu_resample(gr_backend *be, const gr_grid *out_grid, float *out, const gr_grid *in_grid,
                        const float *in, int ncomp, const gr_affine *T, const float *disp,
@@ -48,17 +49,11 @@ gr_status cpu_invert(gr_backend *be, const gr_grid *g, const float *u, float *in
  * reproduces the unfused one bit for bit, and the CUDA twin
  * (cuda_adam.cuh AdamRule) reproduces it too: float *, +, / and sqrtf are
  * correctly rounded and the build does not contract them into fused
- * multiply-adds (-ffp-contract=off, CMakeLists.txt). The constants are formed in double
- * and rounded once. */
-typedef struct cpu_adam_rule {
-  float b1, b2, omb1, omb2; /* beta and 1 - beta */
-  float c1, c2, eps;        /* c = 1 / (1 - beta^t) */
-} cpu_adam_rule;
-gr_status cpu_adam_rule_make(const char *what, double b1, double b2, double eps, int t, cpu_adam_rule *out);
-/* m <- b1 m + (1 - b1) g;  v <- b2 v + ((1 - b2) g) g  (before storage rounding) */
-static inline float cpu_adam_m(const cpu_adam_rule *r, float m, float g) { return r->b1 * m + r->omb1 * g; }
-static inline float cpu_adam_v(const cpu_adam_rule *r, float v, float g) { return r->b2 * v + r->omb2 * g * g; }
-static inline float cpu_adam_dir(const cpu_adam_rule *r, float m, float v) {
+ * multiply-adds (-ffp-contract=off, CMakeLists.txt). Constants: kernels/adam_rule.h.
+ * m <- b1 m + (1 - b1) g;  v <- b2 v + ((1 - b2) g) g  (before storage rounding) */
+static inline float cpu_adam_m(const gr_adam_rule *r, float m, float g) { return r->b1 * m + r->omb1 * g; }
+static inline float cpu_adam_v(const gr_adam_rule *r, float v, float g) { return r->b2 * v + r->omb2 * g * g; }
+static inline float cpu_adam_dir(const gr_adam_rule *r, float m, float v) {
   return (m * r->c1) / (sqrtf(v * r->c2) + r->eps);
 }
 

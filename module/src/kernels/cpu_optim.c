@@ -5,29 +5,10 @@
  * is monotone, so this is bitwise the max of the roots; the CUDA pass does the
  * same); it is exact and order-independent, so the OpenMP reduction is
  * deterministic. */
-#include <float.h>
 #include <math.h>
 #include "kernels/bf16.h"
 #include "kernels/cpu_kernels.h"
 #include "kernels/cpu_threads.h"
-
-gr_status cpu_adam_rule_make(const char *what, double b1, double b2, double eps, int t, cpu_adam_rule *out) {
-  if (!(b1 >= 0.0 && b1 < 1.0) || !(b2 >= 0.0 && b2 < 1.0))
-    return gr_error(GR_ERR_INVALID_ARG, "%s: beta1 %g / beta2 %g must lie in [0, 1)", what, b1, b2);
-  if (!(eps >= FLT_MIN && eps <= FLT_MAX))
-    return gr_error(GR_ERR_INVALID_ARG, "%s: epsilon %g must lie in [%g, %g] (the rule runs in float)", what, eps,
-                    (double)FLT_MIN, (double)FLT_MAX);
-  if (t < 1) return gr_error(GR_ERR_INVALID_ARG, "%s: step %d (1-based, must be >= 1)", what, t);
-  out->b1 = (float)b1;
-  out->b2 = (float)b2;
-  out->omb1 = (float)(1.0 - b1);
-  out->omb2 = (float)(1.0 - b2);
-  /* Bias corrections folded into scales: mhat = m / (1-b1^t), vhat = v / (1-b2^t). */
-  out->c1 = (float)(1.0 / (1.0 - pow(b1, t)));
-  out->c2 = (float)(1.0 / (1.0 - pow(b2, t)));
-  out->eps = (float)eps;
-  return GR_OK;
-}
 
 static gr_status check_grid(const gr_grid *g, const char *what) {
   for (int a = 0; a < 3; ++a)
@@ -36,7 +17,7 @@ static gr_status check_grid(const gr_grid *g, const char *what) {
 }
 
 /* One pass: moments, optionally the direction, and the max voxel length. */
-static void adam_pass(gr_backend *be, const gr_grid *g, const cpu_adam_rule *r, const float *grad, gr_moments mom,
+static void adam_pass(gr_backend *be, const gr_grid *g, const gr_adam_rule *r, const float *grad, gr_moments mom,
                       float *dir, double *max_vox) {
   const int64_t nvox = g->n[0] * g->n[1] * g->n[2];
   double L[9];
@@ -71,9 +52,9 @@ static void adam_pass(gr_backend *be, const gr_grid *g, const cpu_adam_rule *r, 
 gr_status cpu_adam_direction(gr_backend *be, const gr_grid *g, const float *grad, float *m, float *v, float *dir,
                              double b1, double b2, double eps, int t, double *max_vox) {
   if (!g || !grad || !m || !v || !dir || !max_vox) return gr_error(GR_ERR_INVALID_ARG, "adam_direction: NULL argument");
-  cpu_adam_rule r;
+  gr_adam_rule r;
   gr_status s = check_grid(g, "adam_direction");
-  if (s == GR_OK) s = cpu_adam_rule_make("adam_direction", b1, b2, eps, t, &r);
+  if (s == GR_OK) s = gr_adam_rule_make("adam_direction", b1, b2, eps, t, &r);
   const gr_moments mom = {m, v, 0};
   if (s == GR_OK) adam_pass(be, g, &r, grad, mom, dir, max_vox);
   return s;
@@ -82,9 +63,9 @@ gr_status cpu_adam_direction(gr_backend *be, const gr_grid *g, const float *grad
 gr_status cpu_adam_moments(gr_backend *be, const gr_grid *g, const float *grad, gr_moments mom, double b1,
                            double b2, double eps, int t, double *max_vox) {
   if (!g || !grad || !mom.m || !mom.v || !max_vox) return gr_error(GR_ERR_INVALID_ARG, "adam_moments: NULL argument");
-  cpu_adam_rule r;
+  gr_adam_rule r;
   gr_status s = check_grid(g, "adam_moments");
-  if (s == GR_OK) s = cpu_adam_rule_make("adam_moments", b1, b2, eps, t, &r);
+  if (s == GR_OK) s = gr_adam_rule_make("adam_moments", b1, b2, eps, t, &r);
   if (s == GR_OK) adam_pass(be, g, &r, grad, mom, NULL, max_vox);
   return s;
 }

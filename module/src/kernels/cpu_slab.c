@@ -37,7 +37,7 @@ typedef struct slab_ctx {
   int64_t in_n[3], in_nxy;  /* whole input grid */
   double M[12], P[12];      /* affine rule: composite map and displacement map */
   double L[9];              /* same-grid rule: p2i linear part */
-  cpu_adam_rule rule;       /* a->adam: the step's direction rule */
+  gr_adam_rule rule;       /* a->adam: the step's direction rule */
 } slab_ctx;
 
 static void slab_maps(slab_ctx *s) {
@@ -269,7 +269,7 @@ gr_status cpu_sample_slab(gr_backend *be, gr_slab_sample *a) {
   s.in_nxy = s.in_n[0] * s.in_n[1];
   slab_maps(&s);
   if (a->adam) {
-    const gr_status ar = cpu_adam_rule_make("sample_slab", a->adam->beta1, a->adam->beta2, a->adam->eps, a->adam->t,
+    const gr_status ar = gr_adam_rule_make("sample_slab", a->adam->beta1, a->adam->beta2, a->adam->eps, a->adam->t,
                                             &s.rule);
     if (ar != GR_OK) return ar;
   }
