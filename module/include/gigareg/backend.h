@@ -224,8 +224,10 @@ typedef struct gr_backend_ops {
   gr_status (*compose)(gr_backend *be, const gr_grid *g, const float *u, const float *s, float *out);
 
   /* Adam moments update and normalised direction:
-   * m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2 (stored as float); dir = mhat / (sqrt(vhat) + eps)
-   * from the stored (rounded) moments, so a fused pass can recompute dir from m, v alone.
+   * m = b1 m + (1-b1) g; v = b2 v + ((1-b2) g) g (stored as float); dir = mhat / (sqrt(vhat) + eps)
+   * from the stored (rounded) moments, so a fused pass can recompute dir from m, v alone. Every
+   * operation in float, correctly rounded, none fused (kernels/adam_rule.h: the constants,
+   * formed in double and rounded once; eps must lie in [FLT_MIN, FLT_MAX]).
    * t is the 1-based step count. Returns max over voxels of |dir| in voxel units
    * (|p2i_linear * dir(x)|) through *max_vox (for the global step normalisation). */
   gr_status (*adam_direction)(gr_backend *be, const gr_grid *g, const float *grad,
