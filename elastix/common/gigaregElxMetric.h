@@ -64,6 +64,7 @@ class GigaRegMetricData
 public:
   gr_backend * be = nullptr;
   std::string  device = "auto";
+  int          gpu = 0;       /* be's GPU index (GigaRegDevice's, moved by the local rank under mpirun) */
   int          ndev = 1;
   /* cache keys of the uploaded level */
   const void * fixedKey = nullptr, *movingKey = nullptr, *fmaskKey = nullptr, *mmaskKey = nullptr;
@@ -358,6 +359,7 @@ public:
       const int gpus = gr_cuda_devices();
       if( mpi.size > 1 && kind != GR_DEVICE_CPU && gpus > 0 ) { index = ( index + mpi.localRank * ndev ) % gpus; }
       gigaregCheck( gr_backend_create( kind, index, 0, &D.be ), "backend" );
+      D.gpu = index;
       elxout << "  GigaReg metric " << this->elxGetClassName() << ": backend " << D.be->ops->name
              << " (GigaRegDevice \"" << device << "\"), full sampling";
       if( ndev > 1 || mpi.size > 1 ) { elxout << ", " << ndev * mpi.size << " shards"; }
@@ -820,9 +822,7 @@ protected:
     if( N <= 1 || ( cpu && testSlots <= 1 ) ) { return 1; }
     if( !D.probed )
     {
-      gr_device_kind kind;
-      int            base = 0;
-      gigaregCheck( gr_device_parse( D.device.c_str(), &kind, &base ), "GigaRegDevice" );
+      const int base = D.gpu; /* further GPUs follow the first one (under mpirun: this rank's group) */
       for( int j = 1; j < N && ( !cpu || j < testSlots ); ++j )
       {
         gr_backend * be = nullptr;
