@@ -15,6 +15,11 @@
  *       would have produced them), plane -> scratch;
  *   Z : each thread walks four adjacent z-columns (16-byte loads), taps from
  *       L1 (the block's 2r+1 recent planes stay resident), scratch -> plane.
+ * The float path streams instead (smooth_xy_walk4_kernel: warps walk y over
+ * 128-column strips, 4 columns per lane, x taps by shuffles, for x and y radii
+ * 1..4; smooth_xy_walk_kernel otherwise), and the z pass keeps its window in
+ * registers for radii <= 6 (smooth_z_reg_kernel, 16-byte or scalar columns,
+ * the next plane's load issued one step ahead), both precisions.
  * So a smoothing of all three axes reads and writes each voxel twice (16 bytes
  * per component) instead of three times. Radii above the tile's halo (x or y
  * radius > 16, sigma > ~5.3 voxels) use one generic kernel per axis.
@@ -185,50 +190,87 @@ __global__ void __launch_bounds__(kBlock) smooth_z_kernel(const float *__restric
   }
 }
 
-/* z pass for small radii (R <= kZRegMax): one thread per 4 adjacent (x, y)
- * columns walks a chunk of z with the 2R+1 planes of its window in registers,
+/* z pass for small radii (R <= kZRegMax): one thread per V adjacent (x, y)
+ * columns (V = 4: 16-byte accesses, needs 16-byte columns; V = 1: any row
+ * length) walks a chunk of z with the 2R+1 planes of its window in registers,
  * so every input plane is read once per chunk (plus 2R halo planes) instead
- * of 2R+1 times from cache. Same arithmetic and order as smooth_z_kernel
- * (bitwise equal in either precision). in != out; needs 16-byte columns. */
+ * of 2R+1 times from cache, and the next kZPrefetch planes' loads are issued
+ * ahead (one load in flight per thread left HBM latency-bound). Same
+ * arithmetic and order as smooth_z_kernel (bitwise equal in either precision).
+ * in != out. */
 constexpr int kZRegMax = 6;
+constexpr int kZPrefetch = 1;
 
-template <typename T, int R>
-__global__ void __launch_bounds__(kBlock) smooth_z_reg_kernel(const float *__restrict__ in, float *__restrict__ out,
+template <int V> struct ZVec;
+template <> struct ZVec<4> {
+  static __device__ __forceinline__ void load(const float *p, float (&v)[4]) {
+    const float4 c = __ldg(reinterpret_cast<const float4 *>(p));
+    v[0] = c.x; v[1] = c.y; v[2] = c.z; v[3] = c.w;
+  }
+  static __device__ __forceinline__ void store(float *p, const float (&v)[4]) {
+    *reinterpret_cast<float4 *>(p) = make_float4(v[0], v[1], v[2], v[3]);
+  }
+};
+template <> struct ZVec<1> {
+  static __device__ __forceinline__ void load(const float *p, float (&v)[1]) { v[0] = __ldg(p); }
+  static __device__ __forceinline__ void store(float *p, const float (&v)[1]) { *p = v[0]; }
+};
+
+template <typename T, int R, int V>
+__global__ void __launch_bounds__(kBlock, !std::is_same<T, float>::value ? 1 : V == 1 || R <= 3 ? 4 : R == 4 ? 3 : 2)
+    smooth_z_reg_kernel(const float *__restrict__ in, float *__restrict__ out,
                                                               const Dims d, const AxisKernel<T, kSmoothMaxR> kz,
                                                               long long zchunk) {
-  const long long gx = ((long long)blockIdx.x * kBX + threadIdx.x) * 4, gy = (long long)blockIdx.y * kBY + threadIdx.y;
+  const long long gx = ((long long)blockIdx.x * kBX + threadIdx.x) * V, gy = (long long)blockIdx.y * kBY + threadIdx.y;
   if (gx >= d.n[0] || gy >= d.n[1]) return;
-  const long long nz = d.n[2], base = gy * d.n[0] + gx;
+  const long long nz = d.n[2], nxy = d.nxy;
   const long long z0 = (long long)blockIdx.z * zchunk, z1 = z0 + zchunk < nz ? z0 + zchunk : nz;
-  const float4 zero = make_float4(0.f, 0.f, 0.f, 0.f);
-  float4 win[2 * R + 1]; /* win[j]: plane z - R + j */
+  const float *col = in + gy * d.n[0] + gx;
+  float win[2 * R + 1][V]; /* win[j]: plane z - R + j */
+  float pf[kZPrefetch][V]; /* planes z + R + 1 .. z + R + kZPrefetch (zero past the chunk's window) */
+  auto fetch = [&](long long zz, float (&v)[V]) {
 #pragma unroll
-  for (int j = 0; j < 2 * R; ++j) {
-    const long long zz = z0 - R + j;
-    win[j + 1] = (zz >= 0 && zz < nz) ? __ldg(reinterpret_cast<const float4 *>(in + zz * d.nxy + base)) : zero;
-  }
-  for (long long z = z0; z < z1; ++z) {
+    for (int i = 0; i < V; ++i) v[i] = 0.0f;
+    if (zz >= 0 && zz < nz && zz < z1 + R) ZVec<V>::load(col + zz * nxy, v);
+  };
 #pragma unroll
-    for (int j = 0; j < 2 * R; ++j) win[j] = win[j + 1];
-    const long long zh = z + R;
-    win[2 * R] = zh < nz ? __ldg(reinterpret_cast<const float4 *>(in + zh * d.nxy + base)) : zero;
+  for (int j = 0; j < 2 * R; ++j) fetch(z0 - R + j, win[j + 1]);
+  fetch(z0 + R, win[0]); /* parked in win[0]: shifted into win[2R] below */
+#pragma unroll
+  for (int p = 0; p < kZPrefetch; ++p) fetch(z0 + R + 1 + p, pf[p]);
+  float nxt[V];
+#pragma unroll
+  for (int i = 0; i < V; ++i) nxt[i] = win[0][i];
+  float *o = out + gy * d.n[0] + gx + z0 * nxy;
+  for (long long z = z0; z < z1; ++z, o += nxy) {
+#pragma unroll
+    for (int j = 0; j < 2 * R; ++j)
+#pragma unroll
+      for (int i = 0; i < V; ++i) win[j][i] = win[j + 1][i];
+#pragma unroll
+    for (int i = 0; i < V; ++i) win[2 * R][i] = nxt[i];
+#pragma unroll
+    for (int i = 0; i < V; ++i) nxt[i] = pf[0][i];
+#pragma unroll
+    for (int p = 0; p + 1 < kZPrefetch; ++p)
+#pragma unroll
+      for (int i = 0; i < V; ++i) pf[p][i] = pf[p + 1][i];
+    fetch(z + R + 1 + kZPrefetch, pf[kZPrefetch - 1]);
     const T wc = kz.w[R];
-    T a0 = smul(wc, (T)win[R].x), a1 = smul(wc, (T)win[R].y), a2 = smul(wc, (T)win[R].z), a3 = smul(wc, (T)win[R].w);
+    T a[V];
+#pragma unroll
+    for (int i = 0; i < V; ++i) a[i] = smul(wc, (T)win[R][i]);
 #pragma unroll
     for (int t = 0; t < R; ++t) {
       const T wt = kz.w[t];
-      a0 = stap(a0, wt, (T)win[t].x, (T)win[2 * R - t].x);
-      a1 = stap(a1, wt, (T)win[t].y, (T)win[2 * R - t].y);
-      a2 = stap(a2, wt, (T)win[t].z, (T)win[2 * R - t].z);
-      a3 = stap(a3, wt, (T)win[t].w, (T)win[2 * R - t].w);
+#pragma unroll
+      for (int i = 0; i < V; ++i) a[i] = stap(a[i], wt, (T)win[t][i], (T)win[2 * R - t][i]);
     }
     const T inv = inv_norm(kz, z);
-    float4 o;
-    o.x = (float)smul(a0, inv);
-    o.y = (float)smul(a1, inv);
-    o.z = (float)smul(a2, inv);
-    o.w = (float)smul(a3, inv);
-    *reinterpret_cast<float4 *>(out + z * d.nxy + base) = o;
+    float res[V];
+#pragma unroll
+    for (int i = 0; i < V; ++i) res[i] = (float)smul(a[i], inv);
+    ZVec<V>::store(o, res);
   }
 }
 
@@ -318,6 +360,166 @@ __global__ void __launch_bounds__(32 * kWalkWarps) smooth_xy_walk_kernel(const f
   }
 }
 
+/* The same streaming x + y pass with each lane owning 4 adjacent columns (a
+ * warp strip is 128 columns): one 16-byte load and store per lane and row when
+ * rows are 16-byte aligned (vec), else four scalar ones; the x taps come from
+ * the neighbour lanes by shuffles (lanes 0-3 and 28-31 load the strip's
+ * 4-column halos), so there is no shared memory and the index arithmetic and
+ * loop overhead are spread over 4 outputs: the one-column walk issued ~4x the
+ * instructions and was issue-bound. Radii RX, RY in 1..4 (the halo is one
+ * 4-column block). Per output the same operations in the same order as
+ * smooth_xy_walk_kernel, so the results are bitwise equal to it. */
+constexpr int kWalk4MaxR = 4;
+
+template <int RX, int RY>
+__global__ void __launch_bounds__(32 * kWalkWarps, RY >= 4 ? 2 : 3) smooth_xy_walk4_kernel(
+    const float *__restrict__ in, float *__restrict__ out, const Dims d, const AxisKernel<float, kTileR> kx,
+    const AxisKernel<float, kTileR> ky, long long ychunk, long long nstrips, long long nychunks, int vec) {
+  const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
+  const long long job = (long long)blockIdx.x * kWalkWarps + wid;
+  const long long per_plane = nstrips * nychunks;
+  if (job >= per_plane * d.n[2]) return;
+  const long long z = job / per_plane, rem = job - z * per_plane;
+  const long long yc = rem / nstrips, strip = rem - yc * nstrips;
+  const long long nx = d.n[0], ny = d.n[1];
+  const long long x0 = strip * 128, c0 = x0 + 4 * lane;
+  const long long y0 = yc * ychunk, y1 = y0 + ychunk < ny ? y0 + ychunk : ny;
+  /* halo: lanes 0-3 load the 4 columns left of the strip, lanes 28-31 the 4
+   * right of it (one scalar each; lanes 0 and 31 take them by shuffles) */
+  const long long hc = lane < 4 ? x0 - 4 + lane : x0 + 100 + lane;
+  const bool hl = (lane < 4 || lane >= 28) && hc >= 0 && hc < nx;
+  /* the x renormalisations of the lane's columns live in shared memory (registers are the limit) */
+  __shared__ float4 sinv[32 * kWalkWarps];
+  {
+    float v[4];
+#pragma unroll
+    for (int j = 0; j < 4; ++j) v[j] = inv_norm(kx, c0 + j < nx ? c0 + j : nx - 1);
+    sinv[threadIdx.x] = make_float4(v[0], v[1], v[2], v[3]);
+  }
+  const float *plane = in + z * d.nxy;
+  const int ny32 = (int)ny;
+
+  /* raw samples of row yy (at p): own columns c0..c0+3 and the halo column (zero outside the grid) */
+  auto load_row = [&](int yy, const float *p, float (&c)[4], float &h) {
+    h = 0.0f;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) c[j] = 0.0f;
+    if (yy < 0 || yy >= ny32) return;
+    if (vec) {
+      if (c0 < nx) {
+        const float4 v = __ldg(reinterpret_cast<const float4 *>(p + c0));
+        c[0] = v.x; c[1] = v.y; c[2] = v.z; c[3] = v.w;
+      }
+    } else {
+#pragma unroll
+      for (int j = 0; j < 4; ++j)
+        if (c0 + j < nx) c[j] = __ldg(p + c0 + j);
+    }
+    if (hl) h = __ldg(p + hc);
+  };
+  /* x-smoothed values of this lane's 4 columns */
+  auto xsmooth = [&](const float (&c)[4], float h, float (&xs)[4]) {
+    float e[4 + 2 * RX]; /* e[RX + j]: column c0 + j */
+#pragma unroll
+    for (int j = 0; j < 4; ++j) e[RX + j] = c[j];
+#pragma unroll
+    for (int j = 0; j < RX; ++j) {
+      const float l = __shfl_up_sync(0xffffffffu, c[4 - RX + j], 1);
+      const float hl_ = __shfl_sync(0xffffffffu, h, 4 - RX + j);
+      const float r = __shfl_down_sync(0xffffffffu, c[j], 1);
+      const float hr_ = __shfl_sync(0xffffffffu, h, 28 + j);
+      e[j] = lane == 0 ? hl_ : l;
+      e[RX + 4 + j] = lane == 31 ? hr_ : r;
+    }
+    const float4 iv = sinv[threadIdx.x];
+    const float inv_x[4] = {iv.x, iv.y, iv.z, iv.w};
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      float acc = __fmul_rn(kx.w[RX], e[RX + j]);
+#pragma unroll
+      for (int t = 0; t < RX; ++t) acc = stap(acc, kx.w[t], e[j + t], e[j + 2 * RX - t]);
+      xs[j] = __fmul_rn(acc, inv_x[j]);
+    }
+  };
+
+  const int rfirst = (int)y0 - RY, nrows = (int)(y1 - y0) + 2 * RY;
+  float c0r[4], c1r[4], h0r, h1r;
+  const float *prow = plane + (long long)rfirst * nx; /* row rfirst + k + 2 at step k (the pointer is formed, not read, outside the grid) */
+  load_row(rfirst, prow, c0r, h0r);
+  prow += nx;
+  load_row(rfirst + 1, prow, c1r, h1r);
+  prow += nx;
+  float win[2 * RY + 1][4]; /* win[j]: x-smoothed row y - RY + j once full */
+#pragma unroll
+  for (int j = 0; j <= 2 * RY; ++j)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) win[j][i] = 0.0f;
+  float *orow = out + z * d.nxy + (y0 - 2 * RY) * nx + c0; /* output row of step k: y0 - 2 RY + k */
+  for (int k = 0; k < nrows; ++k, orow += nx, prow += nx) {
+    float ca[4];
+    const float cb = h0r;
+    h0r = h1r;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      ca[i] = c0r[i];
+      c0r[i] = c1r[i];
+    }
+    if (k + 2 < nrows) load_row(rfirst + k + 2, prow, c1r, h1r);
+#pragma unroll
+    for (int j = 0; j < 2 * RY; ++j)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) win[j][i] = win[j + 1][i];
+    xsmooth(ca, cb, win[2 * RY]); /* rows outside the grid load as zeros and smooth to +0 */
+    if (k < 2 * RY) continue;
+    const int y = rfirst + k - RY;
+    const float inv_y = inv_norm(ky, y);
+    float o[4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      float acc = __fmul_rn(ky.w[RY], win[RY][i]);
+#pragma unroll
+      for (int t = 0; t < RY; ++t) acc = stap(acc, ky.w[t], win[t][i], win[2 * RY - t][i]);
+      o[i] = __fmul_rn(acc, inv_y);
+    }
+    if (vec) {
+      if (c0 < nx) *reinterpret_cast<float4 *>(orow) = make_float4(o[0], o[1], o[2], o[3]);
+    } else {
+#pragma unroll
+      for (int i = 0; i < 4; ++i)
+        if (c0 + i < nx) orow[i] = o[i];
+    }
+  }
+}
+
+static cudaError_t launch_xy_walk4(int rx, int ry, bool vec, const Dims &d, const AxisKernel<float, kTileR> &kx,
+                                   const AxisKernel<float, kTileR> &ky, int num_sms, cudaStream_t st,
+                                   const float *in, float *out) {
+  const long long nstrips = (d.n[0] + 127) / 128;
+  /* y chunks: long enough that the 2 RY halo rows cost little, enough warps for ~48 per SM */
+  long long nyc = (48LL * num_sms + nstrips * d.n[2] - 1) / (nstrips * d.n[2]);
+  long long ychunk = (d.n[1] + (nyc > 0 ? nyc : 1) - 1) / (nyc > 0 ? nyc : 1);
+  if (ychunk < 32) ychunk = 32;
+  nyc = (d.n[1] + ychunk - 1) / ychunk;
+  const long long warps = nstrips * nyc * d.n[2];
+  const long long blocks = (warps + kWalkWarps - 1) / kWalkWarps;
+  if (blocks > 0x7fffffffLL) return cudaErrorInvalidConfiguration;
+  const dim3 grid((unsigned)blocks), block(32 * kWalkWarps);
+  const int v = vec ? 1 : 0;
+#define GR_WALK4(RX_, RY_)                                                                                        \
+  case (RX_)*8 + (RY_):                                                                                           \
+    smooth_xy_walk4_kernel<RX_, RY_><<<grid, block, 0, st>>>(in, out, d, kx, ky, ychunk, nstrips, nyc, v);        \
+    break;
+  switch (rx * 8 + ry) {
+    GR_WALK4(1, 1) GR_WALK4(1, 2) GR_WALK4(1, 3) GR_WALK4(1, 4)
+    GR_WALK4(2, 1) GR_WALK4(2, 2) GR_WALK4(2, 3) GR_WALK4(2, 4)
+    GR_WALK4(3, 1) GR_WALK4(3, 2) GR_WALK4(3, 3) GR_WALK4(3, 4)
+    GR_WALK4(4, 1) GR_WALK4(4, 2) GR_WALK4(4, 3) GR_WALK4(4, 4)
+    default: return cudaErrorInvalidValue;
+  }
+#undef GR_WALK4
+  return cudaGetLastError();
+}
+
 static cudaError_t launch_xy_walk(int ry, const Dims &d, const AxisKernel<float, kTileR> &kx,
                                   const AxisKernel<float, kTileR> &ky, int num_sms, cudaStream_t st, const float *in,
                                   float *out) {
@@ -343,17 +545,40 @@ static cudaError_t launch_xy_walk(int ry, const Dims &d, const AxisKernel<float,
   return cudaGetLastError();
 }
 
-template <typename T>
-static void launch_z_reg(int r, dim3 grid, cudaStream_t st, const float *in, float *out, const Dims &d,
-                         const AxisKernel<T, kSmoothMaxR> &kz, long long zchunk) {
+/* One wave of register-window z walkers: (x, y) blocks times z chunks of >= 16
+ * planes (each chunk re-reads 2r halo planes), as many as fit resident. */
+template <typename T, int R, int V>
+static void launch_z_reg_r(int num_sms, cudaStream_t st, const float *in, float *out, const Dims &d,
+                           const AxisKernel<T, kSmoothMaxR> &kz) {
   const dim3 b(kBX, kBY);
+  const unsigned gx = (unsigned)(((V == 4 ? d.n[0] / 4 : d.n[0]) + kBX - 1) / kBX);
+  const unsigned gy = (unsigned)((d.n[1] + kBY - 1) / kBY);
+  int per_sm = 0;
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, smooth_z_reg_kernel<T, R, V>, kBlock, 0) != cudaSuccess ||
+      per_sm < 1)
+    per_sm = 2;
+  long long n = (long long)per_sm * num_sms / ((long long)gx * gy);
+  if (n < 1) n = 1;
+  long long zchunk = (d.n[2] + n - 1) / n;
+  if (zchunk < 16) zchunk = 16;
+  n = (d.n[2] + zchunk - 1) / zchunk;
+  if (n > 65535) {
+    n = 65535;
+    zchunk = (d.n[2] + n - 1) / n;
+  }
+  smooth_z_reg_kernel<T, R, V><<<dim3(gx, gy, (unsigned)n), b, 0, st>>>(in, out, d, kz, zchunk);
+}
+
+template <typename T, int V>
+static void launch_z_reg(int r, int num_sms, cudaStream_t st, const float *in, float *out, const Dims &d,
+                         const AxisKernel<T, kSmoothMaxR> &kz) {
   switch (r) {
-    case 1: smooth_z_reg_kernel<T, 1><<<grid, b, 0, st>>>(in, out, d, kz, zchunk); break;
-    case 2: smooth_z_reg_kernel<T, 2><<<grid, b, 0, st>>>(in, out, d, kz, zchunk); break;
-    case 3: smooth_z_reg_kernel<T, 3><<<grid, b, 0, st>>>(in, out, d, kz, zchunk); break;
-    case 4: smooth_z_reg_kernel<T, 4><<<grid, b, 0, st>>>(in, out, d, kz, zchunk); break;
-    case 5: smooth_z_reg_kernel<T, 5><<<grid, b, 0, st>>>(in, out, d, kz, zchunk); break;
-    default: smooth_z_reg_kernel<T, 6><<<grid, b, 0, st>>>(in, out, d, kz, zchunk); break;
+    case 1: launch_z_reg_r<T, 1, V>(num_sms, st, in, out, d, kz); break;
+    case 2: launch_z_reg_r<T, 2, V>(num_sms, st, in, out, d, kz); break;
+    case 3: launch_z_reg_r<T, 3, V>(num_sms, st, in, out, d, kz); break;
+    case 4: launch_z_reg_r<T, 4, V>(num_sms, st, in, out, d, kz); break;
+    case 5: launch_z_reg_r<T, 5, V>(num_sms, st, in, out, d, kz); break;
+    default: launch_z_reg_r<T, 6, V>(num_sms, st, in, out, d, kz); break;
   }
 }
 
@@ -433,7 +658,12 @@ static cudaError_t smooth_planes(const SmoothPlan &p, const double sigma_vox[3],
     if (p.r[0] || p.r[1]) {
       bool walked = false;
       if constexpr (std::is_same<T, float>::value) {
-        if (p.tiled && p.walk_xy && p.r[1] <= kZRegMax) {
+        if (p.tiled && p.walk_xy && p.r[0] >= 1 && p.r[0] <= kWalk4MaxR && p.r[1] >= 1 && p.r[1] <= kWalk4MaxR) {
+          const cudaError_t we = launch_xy_walk4(p.r[0], p.r[1], p.vec4, d, tk[0], tk[1], p.num_sms, st, cur, other);
+          if (we != cudaSuccess) return we;
+          float *t = cur; cur = other; other = t;
+          walked = true;
+        } else if (p.tiled && p.walk_xy && p.r[1] <= kZRegMax) {
           const cudaError_t we = launch_xy_walk(p.r[1], d, tk[0], tk[1], p.num_sms, st, cur, other);
           if (we != cudaSuccess) return we;
           float *t = cur; cur = other; other = t;
@@ -453,7 +683,8 @@ static cudaError_t smooth_planes(const SmoothPlan &p, const double sigma_vox[3],
       }
     }
     if (p.r[2]) {
-      if (p.vec4 && p.r[2] <= kZRegMax) launch_z_reg<T>(p.r[2], p.zgrid4, st, cur, other, d, gk[2], p.zchunk);
+      if (p.vec4 && p.r[2] <= kZRegMax) launch_z_reg<T, 4>(p.r[2], p.num_sms, st, cur, other, d, gk[2]);
+      else if (p.r[2] <= kZRegMax) launch_z_reg<T, 1>(p.r[2], p.num_sms, st, cur, other, d, gk[2]);
       else if (p.vec4) smooth_z_kernel<T, 4><<<p.zgrid4, vblock, 0, st>>>(cur, other, d, gk[2], p.zchunk);
       else smooth_z_kernel<T, 1><<<p.zgrid, vblock, 0, st>>>(cur, other, d, gk[2], p.zchunk);
       float *t = cur; cur = other; other = t;
