@@ -10,7 +10,8 @@
 # The G-GPU runs pass -slabs (each rank reads and writes only its slabs; no rank
 # holds a whole image). Environment: MG_LOSSES (default "lncc mi"), MG_TIMEOUT
 # (seconds per run, default 400), MG_ONLY=multi|single (only the G-GPU or the
-# one-GPU runs).
+# one-GPU runs), MG_BF16=1 (bfloat16 Adam moments in every run: 1024^3 on one
+# 80 GB card needs them).
 set -u
 B=$1; W=$2; G=$3; SIZES=$4; SMAX=${5:-768}
 GR=$B/bin/gigareg
@@ -48,6 +49,9 @@ for S in $SIZES; do
   [ -f "$D/fixed.nii" ] || $B/bench/make_synthetic_pair "$N" "$D" "$NZ" || exit 1
   for loss in ${MG_LOSSES:-lncc mi}; do
     if [ $loss = lncc ]; then M=$D/moving_uni.nii; P=bench/params/multi_gpu_lncc.txt; else M=$D/moving_multi.nii; P=bench/params/multi_gpu_mi.txt; fi
+    if [ "${MG_BF16:-0}" = 1 ]; then # bfloat16 Adam moments in every run (so 1 GPU and G GPUs do the same arithmetic)
+      { cat "$P"; echo '(GigaRegAdamMoments "bfloat16")'; } > "$W/params_${loss}_bf16.txt"; P=$W/params_${loss}_bf16.txt
+    fi
     echo "== ${N}x${N}x${NZ} $loss"
     [ "${MG_ONLY:-}" != single ] && run_one "$G GPUs (NCCL)" "$D/out_${loss}_$G" mpirun --oversubscribe -np "$G" $GR -f "$D/fixed.nii" -m "$M" -p $P -comm nccl -slabs -comm-stats
     if [ "${MG_ONLY:-}" != multi ] && [ "$N" -le "$SMAX" ] && [ "$NZ" -le "$SMAX" ]; then

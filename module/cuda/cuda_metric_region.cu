@@ -28,13 +28,14 @@
 #include <vector>
 #include "cuda_ops.cuh"
 #include "cuda_reduce.cuh"
+#include "cuda_mi_rule.cuh"
+#include "kernels/mi_value.h"
 #include "kernels/cuda_entry.h"
 
 namespace grcu {
 namespace {
 
 constexpr double kLnccEps = 1e-5;
-constexpr int kRegMiMinBins = 6, kRegMiMaxBins = 1024;
 
 struct RegArgs {
   WarpMap map;          /* f = the stored window (n[2] = nz, nvox = window voxels) */
@@ -164,62 +165,11 @@ __global__ void mse_voxel_kernel(const RegArgs a, bool need_grad, double inv_n, 
 }
 
 /* ---- MI ------------------------------------------------------------------------------------ */
-struct RMiAxis {
-  double lo, inv_d, hi_xi;
-};
-struct RMiSetup {
-  int bins, shift;
-  double scale;
-  RMiAxis f, m;
-};
-
-gr_status rmi_axis_init(double lo, double hi, int bins, const char *which, RMiAxis *a) {
-  if (!isfinite(lo) || !isfinite(hi) || hi < lo)
-    return gr_error(GR_ERR_INVALID_ARG, "cuda MI: %s intensity range [%g, %g] is not a finite, ordered range", which,
-                    lo, hi);
-  const double d = hi > lo ? (hi - lo) / (double)(bins - 5) : 1.0;
-  a->lo = lo;
-  a->inv_d = 1.0 / d;
-  a->hi_xi = (double)(bins - 3);
-  return GR_OK;
-}
-
-__device__ __forceinline__ double rmi_xi(const RMiAxis &a, double v, bool *inside) {
-  const double xi = dadd(dmul(dsub(v, a.lo), a.inv_d), 2.0);
-  if (xi > 2.0 && xi < a.hi_xi) {
-    *inside = true;
-    return xi;
-  }
-  *inside = false;
-  return xi > 2.0 ? a.hi_xi : 2.0;
-}
-
-__device__ __forceinline__ int rmi_fixed_bin(const RMiSetup &s, double f) {
-  bool unused;
-  return (int)floor(dadd(rmi_xi(s.f, f, &unused), 0.5));
-}
-
-__device__ __forceinline__ void rmi_cubic(double r, double w[4]) {
-  const double r2 = dmul(r, r), r3 = dmul(r2, r), q = dsub(1.0, r);
-  w[0] = ddiv(dmul(dmul(q, q), q), 6.0);
-  w[1] = ddiv(dadd(dsub(dmul(3.0, r3), dmul(6.0, r2)), 4.0), 6.0);
-  w[2] = ddiv(dadd(dadd(dadd(dmul(-3.0, r3), dmul(3.0, r2)), dmul(3.0, r)), 1.0), 6.0);
-  w[3] = ddiv(r3, 6.0);
-}
-
-__device__ __forceinline__ void rmi_cubic_deriv(double r, double d[4]) {
-  const double r2 = dmul(r, r), q = dsub(1.0, r);
-  d[0] = dmul(dmul(-0.5, q), q);
-  d[1] = dsub(dmul(1.5, r2), dmul(2.0, r));
-  d[2] = dadd(dadd(dmul(-1.5, r2), r), 0.5);
-  d[3] = dmul(0.5, r2);
-}
-
 /* Joint histogram of the owned voxels: per-block histogram in shared memory
  * when it fits (SMEM), then added into the global one; integer adds, so the
  * result does not depend on the schedule. */
 template <bool SMEM>
-__global__ void mi_region_hist_kernel(const RegArgs a, const RMiSetup s, unsigned long long *__restrict__ ghist,
+__global__ void mi_region_hist_kernel(const RegArgs a, const MiSetup s, unsigned long long *__restrict__ ghist,
                                       unsigned long long *__restrict__ count) {
   extern __shared__ unsigned long long sh_rhist[];
   const long long nxy = a.map.f.nxy, nown = (a.own1 - a.own0) * nxy, base = a.own0 * nxy;
@@ -238,12 +188,12 @@ __global__ void mi_region_hist_kernel(const RegArgs a, const RMiSetup s, unsigne
     double w;
     if (!region_warp(a, i, j, kl, v, &w, nullptr)) continue;
     bool inside;
-    const double xi = rmi_xi(s.m, w, &inside);
+    const double xi = mi_xi(s.m, w, &inside);
     const double flv = floor(xi);
     const long long fl = (long long)flv;
     double wt[4];
-    rmi_cubic(dsub(xi, flv), wt);
-    unsigned long long *hr = hist + (long long)rmi_fixed_bin(s, (double)a.im.fixed[v]) * B + (fl - 1);
+    mi_cubic(dsub(xi, flv), wt);
+    unsigned long long *hr = hist + (long long)mi_fixed_bin(s, (double)a.im.fixed[v]) * B + (fl - 1);
     for (int t = 0; t < 4; ++t)
       atomicAdd(hr + t, (unsigned long long)(long long)dadd(dmul(wt[t], s.scale), 0.5));
     ++mine;
@@ -256,7 +206,7 @@ __global__ void mi_region_hist_kernel(const RegArgs a, const RMiSetup s, unsigne
   }
 }
 
-__global__ void mi_region_grad_kernel(const RegArgs a, const RMiSetup s, const double *__restrict__ L, double coef,
+__global__ void mi_region_grad_kernel(const RegArgs a, const MiSetup s, const double *__restrict__ L, double coef,
                                       unsigned char *__restrict__ valid, double *__restrict__ dly) {
   const long long nxy = a.map.f.nxy, nown = (a.own1 - a.own0) * nxy, base = a.own0 * nxy;
   const long long stride = (long long)gridDim.x * blockDim.x;
@@ -277,14 +227,14 @@ __global__ void mi_region_grad_kernel(const RegArgs a, const RMiSetup s, const d
     }
     if (dly) valid[o] = 1;
     bool inside;
-    const double xi = rmi_xi(s.m, w, &inside);
+    const double xi = mi_xi(s.m, w, &inside);
     double dw = 0.0;
     if (inside) {
       const double flv = floor(xi);
       const long long fl = (long long)flv;
       double dt[4];
-      rmi_cubic_deriv(dsub(xi, flv), dt);
-      const double *Lr = L + (long long)rmi_fixed_bin(s, (double)a.im.fixed[v]) * B + (fl - 1);
+      mi_cubic_deriv(dsub(xi, flv), dt);
+      const double *Lr = L + (long long)mi_fixed_bin(s, (double)a.im.fixed[v]) * B + (fl - 1);
       dw = dmul(coef, dadd(dadd(dadd(dmul(Lr[0], dt[0]), dmul(Lr[1], dt[1])), dmul(Lr[2], dt[2])), dmul(Lr[3], dt[3])));
     }
     const double d[3] = {dmul(dw, g[0]), dmul(dw, g[1]), dmul(dw, g[2])};
@@ -295,32 +245,6 @@ __global__ void mi_region_grad_kernel(const RegArgs a, const RMiSetup s, const d
       dly[2 * nown + o] = d[2];
     }
   }
-}
-
-/* cpu_mi.c mi_value, statement for statement (host). */
-double rmi_value(const int64_t *hist, int B, double *L) {
-  double total = 0.0;
-  const int64_t bb = (int64_t)B * B;
-  for (int64_t q = 0; q < bb; ++q) total += (double)hist[q];
-  std::vector<double> pf(B, 0.0), pm(B, 0.0);
-  for (int i = 0; i < B; ++i)
-    for (int j = 0; j < B; ++j) {
-      const double p = (double)hist[i * B + j] / total;
-      pf[i] += p;
-      pm[j] += p;
-    }
-  double mi = 0.0;
-  for (int i = 0; i < B; ++i)
-    for (int j = 0; j < B; ++j) {
-      const double p = (double)hist[i * B + j] / total;
-      if (p > 0.0) {
-        mi += p * log(p / (pf[i] * pm[j]));
-        L[i * B + j] = log(p / pm[j]);
-      } else {
-        L[i * B + j] = 0.0;
-      }
-    }
-  return mi;
 }
 
 /* ---- LNCC ---------------------------------------------------------------------------------- */
@@ -690,17 +614,9 @@ gr_status region_mse(gr_backend *be, const RegArgs &a, gr_metric_region *reg, gr
 gr_status region_mi(gr_backend *be, const gr_metric_spec *spec, const RegArgs &a, long long nvox_global,
                     gr_metric_region *reg, gr_metric_result *res) {
   cudaStream_t st = impl_of(be)->stream;
-  RMiSetup s;
-  s.bins = spec->mi_bins > 0 ? spec->mi_bins : 32;
-  if (s.bins < kRegMiMinBins || s.bins > kRegMiMaxBins)
-    return gr_error(GR_ERR_INVALID_ARG, "cuda MI: %d histogram bins (must be %d..%d: 2 padding bins each side)", s.bins,
-                    kRegMiMinBins, kRegMiMaxBins);
-  gr_status e = rmi_axis_init(spec->fixed_min, spec->fixed_max, s.bins, "fixed", &s.f);
-  if (e == GR_OK) e = rmi_axis_init(spec->moving_min, spec->moving_max, s.bins, "moving", &s.m);
+  MiSetup s;
+  gr_status e = mi_setup_make(spec, nvox_global, &s);
   if (e != GR_OK) return e;
-  s.shift = 32;
-  while (s.shift > 8 && (nvox_global >> (62 - s.shift)) != 0) --s.shift;
-  s.scale = ldexp(1.0, s.shift);
   const int B = s.bins;
   const size_t bb = (size_t)B * B;
   const long long nk = a.own1 - a.own0, nown = nk * a.map.f.nxy;
@@ -731,7 +647,7 @@ gr_status region_mi(gr_backend *be, const gr_metric_spec *spec, const RegArgs &a
   const int64_t count = reg->n_global;
   if (count == 0) return region_empty(a);
   std::vector<double> L(bb);
-  res->value = -rmi_value(reg->hist, B, L.data());
+  res->value = -gr_mi_value(reg->hist, B, L.data());
   std::vector<double> hp((size_t)(nk > 0 ? nk : 1) * 14, 0.0);
   if (a.im.grad_u || a.want_affine) {
     /* validity and dL/dy per voxel only feed the affine plane sums: a field

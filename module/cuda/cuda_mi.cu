@@ -23,65 +23,12 @@
 #include <vector>
 #include "cuda_ops.cuh"
 #include "cuda_reduce.cuh"
+#include "cuda_mi_rule.cuh"
+#include "kernels/mi_value.h"
 
 namespace grcu {
 
-constexpr int kMiMinBins = 6, kMiMaxBins = 1024;
 constexpr size_t kMiSmemLimit = 48 * 1024; /* per-block tables above this go to global memory */
-
-struct MiAxis {
-  double lo, inv_d; /* xi = (v - lo) * inv_d + 2 */
-  double hi_xi;     /* B - 3 */
-};
-
-struct MiSetup {
-  int bins;
-  int shift;    /* S */
-  double scale; /* 2^S */
-  MiAxis f, m;
-};
-
-static gr_status mi_axis_init(double lo, double hi, int bins, const char *which, MiAxis *a) {
-  if (!isfinite(lo) || !isfinite(hi) || hi < lo)
-    return gr_error(GR_ERR_INVALID_ARG, "cuda MI: %s intensity range [%g, %g] is not a finite, ordered range", which,
-                    lo, hi);
-  const double d = hi > lo ? (hi - lo) / (double)(bins - 5) : 1.0;
-  a->lo = lo;
-  a->inv_d = 1.0 / d;
-  a->hi_xi = (double)(bins - 3);
-  return GR_OK;
-}
-
-__device__ __forceinline__ double mi_xi(const MiAxis &a, double v, bool *inside) {
-  const double xi = dadd(dmul(dsub(v, a.lo), a.inv_d), 2.0);
-  if (xi > 2.0 && xi < a.hi_xi) {
-    *inside = true;
-    return xi;
-  }
-  *inside = false;
-  return xi > 2.0 ? a.hi_xi : 2.0; /* NaN -> 2 */
-}
-
-__device__ __forceinline__ int mi_fixed_bin(const MiSetup &s, double f) {
-  bool unused;
-  return (int)floor(dadd(mi_xi(s.f, f, &unused), 0.5));
-}
-
-__device__ __forceinline__ void mi_cubic(double r, double w[4]) {
-  const double r2 = dmul(r, r), r3 = dmul(r2, r), q = dsub(1.0, r);
-  w[0] = ddiv(dmul(dmul(q, q), q), 6.0);
-  w[1] = ddiv(dadd(dsub(dmul(3.0, r3), dmul(6.0, r2)), 4.0), 6.0);
-  w[2] = ddiv(dadd(dadd(dadd(dmul(-3.0, r3), dmul(3.0, r2)), dmul(3.0, r)), 1.0), 6.0);
-  w[3] = ddiv(r3, 6.0);
-}
-
-__device__ __forceinline__ void mi_cubic_deriv(double r, double d[4]) {
-  const double r2 = dmul(r, r), q = dsub(1.0, r);
-  d[0] = dmul(dmul(-0.5, q), q);
-  d[1] = dsub(dmul(1.5, r2), dmul(2.0, r));
-  d[2] = dadd(dadd(dmul(-1.5, r2), r), 0.5);
-  d[3] = dmul(0.5, r2);
-}
 
 template <bool SMEM>
 __global__ void __launch_bounds__(kBlock) mi_hist_kernel(const WarpMap m, const MetricImages im, const MiSetup s,
@@ -188,51 +135,9 @@ __global__ void __launch_bounds__(kBlock) mi_grad_kernel(const WarpMap m, const 
   if (AFF) block_sum_to_partials<12>(acc, part);
 }
 
-/* MI from the histogram and the log table L (B x B); the CPU's mi_value, statement for statement. */
-static double mi_value(const int64_t *hist, int B, double *L) {
-  double total = 0.0;
-  const int64_t bb = (int64_t)B * B;
-  for (int64_t q = 0; q < bb; ++q) total += (double)hist[q];
-  std::vector<double> pf(B, 0.0), pm(B, 0.0);
-  for (int i = 0; i < B; ++i)
-    for (int j = 0; j < B; ++j) {
-      const double p = (double)hist[i * B + j] / total;
-      pf[i] += p;
-      pm[j] += p;
-    }
-  double mi = 0.0;
-  for (int i = 0; i < B; ++i)
-    for (int j = 0; j < B; ++j) {
-      const double p = (double)hist[i * B + j] / total;
-      if (p > 0.0) {
-        mi += p * log(p / (pf[i] * pm[j]));
-        L[i * B + j] = log(p / pm[j]);
-      } else {
-        L[i * B + j] = 0.0;
-      }
-    }
-  return mi;
-}
-
-static gr_status mi_setup_init(const MetricCall &c, MiSetup *s) {
-  const gr_metric_spec *sp = c.spec;
-  s->bins = sp->mi_bins > 0 ? sp->mi_bins : 32;
-  if (s->bins < kMiMinBins || s->bins > kMiMaxBins)
-    return gr_error(GR_ERR_INVALID_ARG, "cuda MI: %d histogram bins (must be %d..%d: 2 padding bins each side)",
-                    s->bins, kMiMinBins, kMiMaxBins);
-  gr_status st = mi_axis_init(sp->fixed_min, sp->fixed_max, s->bins, "fixed", &s->f);
-  if (st == GR_OK) st = mi_axis_init(sp->moving_min, sp->moving_max, s->bins, "moving", &s->m);
-  if (st != GR_OK) return st;
-  /* A bin can receive at most nvox * 2^S; keep that below 2^62 (as the CPU). */
-  s->shift = 32;
-  while (s->shift > 8 && (c.map.f.nvox >> (62 - s->shift)) != 0) --s->shift;
-  s->scale = ldexp(1.0, s->shift);
-  return GR_OK;
-}
-
 gr_status metric_mi(const MetricCall &c, gr_metric_result *res) {
   MiSetup s;
-  gr_status st = mi_setup_init(c, &s);
+  gr_status st = mi_setup_make(c.spec, c.map.f.nvox, &s);
   if (st != GR_OK) return st;
   gr_backend *be = c.be;
   cudaStream_t stream = impl_of(be)->stream;
@@ -268,7 +173,7 @@ gr_status metric_mi(const MetricCall &c, gr_metric_result *res) {
     return metric_empty(c);
   }
   std::vector<double> L(bb);
-  res->value = -mi_value(hist.data(), B, L.data());
+  res->value = -gr_mi_value(hist.data(), B, L.data());
 
   const bool gu = c.im.grad_u != nullptr;
   if (gu || c.want_affine) {

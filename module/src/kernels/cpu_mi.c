@@ -37,9 +37,10 @@
 #include "kernels/cpu_kernels.h"
 #include "kernels/cpu_metric_internal.h"
 #include "kernels/cpu_threads.h"
+#include "kernels/mi_value.h"
 
 #define MI_MIN_BINS 6
-#define MI_MAX_BINS 1024
+#define MI_MAX_BINS GR_MI_MAX_BINS
 
 /* Intensity -> bin coordinate map. */
 typedef struct mi_axis {
@@ -168,33 +169,6 @@ static void mi_hist_reduce(int64_t *hist, int nt, int B) {
     for (int64_t q = 0; q < bb; ++q) hist[q] += hist[t * bb + q];
 }
 
-/* MI from the histogram; fills the log table L (B x B) for the gradient. */
-static double mi_value(const int64_t *hist, int B, double *restrict L) {
-  double total = 0.0;
-  const int64_t bb = (int64_t)B * B;
-  for (int64_t q = 0; q < bb; ++q) total += (double)hist[q];
-  double pf[MI_MAX_BINS], pm[MI_MAX_BINS];
-  for (int b = 0; b < B; ++b) pf[b] = pm[b] = 0.0;
-  for (int i = 0; i < B; ++i)
-    for (int j = 0; j < B; ++j) {
-      const double p = (double)hist[i * B + j] / total;
-      pf[i] += p;
-      pm[j] += p;
-    }
-  double mi = 0.0;
-  for (int i = 0; i < B; ++i)
-    for (int j = 0; j < B; ++j) {
-      const double p = (double)hist[i * B + j] / total;
-      if (p > 0.0) {
-        mi += p * log(p / (pf[i] * pm[j]));
-        L[i * B + j] = log(p / pm[j]);
-      } else {
-        L[i * B + j] = 0.0;
-      }
-    }
-  return mi;
-}
-
 static gr_status mi_setup_init(const cpu_metric_ctx *m, mi_setup *s) {
   const gr_metric_spec *sp = m->spec;
   s->bins = sp->mi_bins > 0 ? sp->mi_bins : 32;
@@ -252,7 +226,7 @@ gr_status cpu_metric_mi(const cpu_metric_ctx *m, gr_metric_result *res) {
     if (count == 0) {
       st = cpu_metric_empty(m);
     } else {
-      res->value = -mi_value(H, B, L);
+      res->value = -gr_mi_value(H, B, L);
       if (m->grad_u || m->want_affine) {
         const double coef = -s.m.inv_d / (double)count; /* dL/dW = -(1/(N Dm)) sum L w' */
 #pragma omp parallel for schedule(static) num_threads(nt) if (m->par)
