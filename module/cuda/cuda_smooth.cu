@@ -285,6 +285,26 @@ __global__ void __launch_bounds__(kBlock, !std::is_same<T, float>::value ? 1 : V
  * axis is renormalised over its in-grid taps, as everywhere else. */
 constexpr int kWalkWarps = 8;
 
+/* The (plane, strip, y range) of warp `wid` of this block in an x+y walk
+ * (walk_shape's decomposition); false for the tail warps past the last job. */
+struct WalkJob {
+  long long z, strip, y0, y1;
+};
+
+__device__ __forceinline__ bool walk_job(const Dims &d, long long ychunk, long long nstrips, long long nychunks,
+                                         int wid, WalkJob *j) {
+  const long long job = (long long)blockIdx.x * kWalkWarps + wid;
+  const long long per_plane = nstrips * nychunks;
+  if (job >= per_plane * d.n[2]) return false;
+  j->z = job / per_plane;
+  const long long rem = job - j->z * per_plane;
+  const long long yc = rem / nstrips;
+  j->strip = rem - yc * nstrips;
+  j->y0 = yc * ychunk;
+  j->y1 = j->y0 + ychunk < d.n[1] ? j->y0 + ychunk : d.n[1];
+  return true;
+}
+
 template <int RY>
 __global__ void __launch_bounds__(32 * kWalkWarps) smooth_xy_walk_kernel(const float *__restrict__ in,
                                                                         float *__restrict__ out, const Dims d,
@@ -294,14 +314,11 @@ __global__ void __launch_bounds__(32 * kWalkWarps) smooth_xy_walk_kernel(const f
                                                                         long long nychunks) {
   __shared__ float row[kWalkWarps][32 + 2 * kTileR];
   const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
-  const long long job = (long long)blockIdx.x * kWalkWarps + wid;
-  const long long per_plane = nstrips * nychunks;
-  if (job >= per_plane * d.n[2]) return;
-  const long long z = job / per_plane, rem = job - z * per_plane;
-  const long long yc = rem / nstrips, strip = rem - yc * nstrips;
+  WalkJob jb;
+  if (!walk_job(d, ychunk, nstrips, nychunks, wid, &jb)) return;
+  const long long z = jb.z, y0 = jb.y0, y1 = jb.y1;
   const long long nx = d.n[0], ny = d.n[1];
-  const long long x0 = strip * 32, gx = x0 + lane;
-  const long long y0 = yc * ychunk, y1 = y0 + ychunk < ny ? y0 + ychunk : ny;
+  const long long x0 = jb.strip * 32, gx = x0 + lane;
   const int rx = kx.r;
   const float inv_x = rx ? inv_norm(kx, gx < nx ? gx : nx - 1) : 1.0f;
   const float *plane = in + z * d.nxy;
@@ -376,14 +393,11 @@ __global__ void __launch_bounds__(32 * kWalkWarps, RY >= 4 ? 2 : 3) smooth_xy_wa
     const float *__restrict__ in, float *__restrict__ out, const Dims d, const AxisKernel<float, kTileR> kx,
     const AxisKernel<float, kTileR> ky, long long ychunk, long long nstrips, long long nychunks, int vec) {
   const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
-  const long long job = (long long)blockIdx.x * kWalkWarps + wid;
-  const long long per_plane = nstrips * nychunks;
-  if (job >= per_plane * d.n[2]) return;
-  const long long z = job / per_plane, rem = job - z * per_plane;
-  const long long yc = rem / nstrips, strip = rem - yc * nstrips;
+  WalkJob jb;
+  if (!walk_job(d, ychunk, nstrips, nychunks, wid, &jb)) return;
+  const long long z = jb.z, y0 = jb.y0, y1 = jb.y1;
   const long long nx = d.n[0], ny = d.n[1];
-  const long long x0 = strip * 128, c0 = x0 + 4 * lane;
-  const long long y0 = yc * ychunk, y1 = y0 + ychunk < ny ? y0 + ychunk : ny;
+  const long long x0 = jb.strip * 128, c0 = x0 + 4 * lane;
   /* halo: lanes 0-3 load the 4 columns left of the strip, lanes 28-31 the 4
    * right of it (one scalar each; lanes 0 and 31 take them by shuffles) */
   const long long hc = lane < 4 ? x0 - 4 + lane : x0 + 100 + lane;
@@ -491,23 +505,39 @@ __global__ void __launch_bounds__(32 * kWalkWarps, RY >= 4 ? 2 : 3) smooth_xy_wa
   }
 }
 
+/* Launch shape of an x+y walk: strips of `cols` columns, each split in y into
+ * chunks long enough that the 2 RY halo rows cost little and numerous enough
+ * for about `warps_per_sm` warps per SM; one warp per (strip, y chunk, plane). */
+struct WalkShape {
+  long long nstrips, nyc, ychunk;
+  dim3 grid, block;
+};
+
+static cudaError_t walk_shape(const Dims &d, long long cols, long long warps_per_sm, int num_sms, WalkShape *w) {
+  w->nstrips = (d.n[0] + cols - 1) / cols;
+  long long nyc = (warps_per_sm * num_sms + w->nstrips * d.n[2] - 1) / (w->nstrips * d.n[2]);
+  long long ychunk = (d.n[1] + (nyc > 0 ? nyc : 1) - 1) / (nyc > 0 ? nyc : 1);
+  if (ychunk < 32) ychunk = 32;
+  w->ychunk = ychunk;
+  w->nyc = (d.n[1] + ychunk - 1) / ychunk;
+  const long long warps = w->nstrips * w->nyc * d.n[2];
+  const long long blocks = (warps + kWalkWarps - 1) / kWalkWarps;
+  if (blocks > 0x7fffffffLL) return cudaErrorInvalidConfiguration;
+  w->grid = dim3((unsigned)blocks);
+  w->block = dim3(32 * kWalkWarps);
+  return cudaSuccess;
+}
+
 static cudaError_t launch_xy_walk4(int rx, int ry, bool vec, const Dims &d, const AxisKernel<float, kTileR> &kx,
                                    const AxisKernel<float, kTileR> &ky, int num_sms, cudaStream_t st,
                                    const float *in, float *out) {
-  const long long nstrips = (d.n[0] + 127) / 128;
-  /* y chunks: long enough that the 2 RY halo rows cost little, enough warps for ~48 per SM */
-  long long nyc = (48LL * num_sms + nstrips * d.n[2] - 1) / (nstrips * d.n[2]);
-  long long ychunk = (d.n[1] + (nyc > 0 ? nyc : 1) - 1) / (nyc > 0 ? nyc : 1);
-  if (ychunk < 32) ychunk = 32;
-  nyc = (d.n[1] + ychunk - 1) / ychunk;
-  const long long warps = nstrips * nyc * d.n[2];
-  const long long blocks = (warps + kWalkWarps - 1) / kWalkWarps;
-  if (blocks > 0x7fffffffLL) return cudaErrorInvalidConfiguration;
-  const dim3 grid((unsigned)blocks), block(32 * kWalkWarps);
+  WalkShape w;
+  const cudaError_t e = walk_shape(d, 128, 48, num_sms, &w); /* 4 columns per lane */
+  if (e != cudaSuccess) return e;
   const int v = vec ? 1 : 0;
 #define GR_WALK4(RX_, RY_)                                                                                        \
   case (RX_)*8 + (RY_):                                                                                           \
-    smooth_xy_walk4_kernel<RX_, RY_><<<grid, block, 0, st>>>(in, out, d, kx, ky, ychunk, nstrips, nyc, v);        \
+    smooth_xy_walk4_kernel<RX_, RY_><<<w.grid, w.block, 0, st>>>(in, out, d, kx, ky, w.ychunk, w.nstrips, w.nyc, v); \
     break;
   switch (rx * 8 + ry) {
     GR_WALK4(1, 1) GR_WALK4(1, 2) GR_WALK4(1, 3) GR_WALK4(1, 4)
@@ -523,16 +553,11 @@ static cudaError_t launch_xy_walk4(int rx, int ry, bool vec, const Dims &d, cons
 static cudaError_t launch_xy_walk(int ry, const Dims &d, const AxisKernel<float, kTileR> &kx,
                                   const AxisKernel<float, kTileR> &ky, int num_sms, cudaStream_t st, const float *in,
                                   float *out) {
-  const long long nstrips = (d.n[0] + 31) / 32;
-  /* y chunks: long enough that the 2 RY halo rows cost little, enough warps for ~64 per SM */
-  long long nyc = (64LL * num_sms + nstrips * d.n[2] - 1) / (nstrips * d.n[2]);
-  long long ychunk = (d.n[1] + (nyc > 0 ? nyc : 1) - 1) / (nyc > 0 ? nyc : 1);
-  if (ychunk < 32) ychunk = 32;
-  nyc = (d.n[1] + ychunk - 1) / ychunk;
-  const long long warps = nstrips * nyc * d.n[2];
-  const long long blocks = (warps + kWalkWarps - 1) / kWalkWarps;
-  if (blocks > 0x7fffffffLL) return cudaErrorInvalidConfiguration;
-  const dim3 grid((unsigned)blocks), block(32 * kWalkWarps);
+  WalkShape w;
+  const cudaError_t e = walk_shape(d, 32, 64, num_sms, &w); /* 1 column per lane */
+  if (e != cudaSuccess) return e;
+  const dim3 grid = w.grid, block = w.block;
+  const long long ychunk = w.ychunk, nstrips = w.nstrips, nyc = w.nyc;
   switch (ry) {
     case 0: smooth_xy_walk_kernel<0><<<grid, block, 0, st>>>(in, out, d, kx, ky, ychunk, nstrips, nyc); break;
     case 1: smooth_xy_walk_kernel<1><<<grid, block, 0, st>>>(in, out, d, kx, ky, ychunk, nstrips, nyc); break;
