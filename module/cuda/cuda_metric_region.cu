@@ -29,7 +29,6 @@
 #include "cuda_ops.cuh"
 #include "cuda_reduce.cuh"
 #include "cuda_mi_rule.cuh"
-#include "kernels/mi_value.h"
 #include "kernels/cuda_entry.h"
 
 namespace grcu {
@@ -615,7 +614,7 @@ gr_status region_mi(gr_backend *be, const gr_metric_spec *spec, const RegArgs &a
                     gr_metric_region *reg, gr_metric_result *res) {
   cudaStream_t st = impl_of(be)->stream;
   MiSetup s;
-  gr_status e = mi_setup_make(spec, nvox_global, &s);
+  gr_status e = gr_mi_setup_make(spec, nvox_global, "cuda", &s);
   if (e != GR_OK) return e;
   const int B = s.bins;
   const size_t bb = (size_t)B * B;

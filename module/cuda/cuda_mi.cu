@@ -24,7 +24,6 @@
 #include "cuda_ops.cuh"
 #include "cuda_reduce.cuh"
 #include "cuda_mi_rule.cuh"
-#include "kernels/mi_value.h"
 
 namespace grcu {
 
@@ -137,7 +136,7 @@ __global__ void __launch_bounds__(kBlock) mi_grad_kernel(const WarpMap m, const 
 
 gr_status metric_mi(const MetricCall &c, gr_metric_result *res) {
   MiSetup s;
-  gr_status st = mi_setup_make(c.spec, c.map.f.nvox, &s);
+  gr_status st = gr_mi_setup_make(c.spec, c.map.f.nvox, "cuda", &s);
   if (st != GR_OK) return st;
   gr_backend *be = c.be;
   cudaStream_t stream = impl_of(be)->stream;

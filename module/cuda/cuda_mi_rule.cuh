@@ -1,41 +1,22 @@
-/* The Mattes MI arithmetic shared by the fused CUDA MI (cuda_mi.cu) and the
- * windowed one behind shards (cuda_metric_region.cu): bins, intensity -> bin
- * coordinate, the cubic B-spline Parzen weights and their derivative, the
- * fixed-point scale of the histogram, each operation through the
- * non-contracting intrinsics of cuda_common.cuh as cpu_mi.c computes it, so
- * both histograms equal the CPU's bit for bit. */
+/* The device side of the Mattes MI rule, shared by the fused CUDA MI
+ * (cuda_mi.cu) and the windowed one behind shards (cuda_metric_region.cu):
+ * intensity -> bin coordinate, the fixed bin, the cubic B-spline Parzen weights
+ * and their derivative, each operation through the non-contracting intrinsics
+ * of cuda_common.cuh as cpu_mi.c computes it, so both histograms equal the
+ * CPU's bit for bit. The host side (setup, value) is kernels/mi_rule.h. */
 #ifndef GIGAREG_CUDA_MI_RULE_CUH
 #define GIGAREG_CUDA_MI_RULE_CUH
 
 #include <math.h>
 #include "cuda_common.cuh"
+#include "kernels/mi_rule.h"
 
 namespace grcu {
 
-constexpr int kMiMinBins = 6, kMiMaxBins = 1024;
-
-struct MiAxis {
-  double lo, inv_d; /* xi = (v - lo) * inv_d + 2 */
-  double hi_xi;     /* B - 3 */
-};
-
-struct MiSetup {
-  int bins;
-  int shift;    /* S */
-  double scale; /* 2^S */
-  MiAxis f, m;
-};
-
-inline gr_status mi_axis_init(double lo, double hi, int bins, const char *which, MiAxis *a) {
-  if (!isfinite(lo) || !isfinite(hi) || hi < lo)
-    return gr_error(GR_ERR_INVALID_ARG, "cuda MI: %s intensity range [%g, %g] is not a finite, ordered range", which,
-                    lo, hi);
-  const double d = hi > lo ? (hi - lo) / (double)(bins - 5) : 1.0;
-  a->lo = lo;
-  a->inv_d = 1.0 / d;
-  a->hi_xi = (double)(bins - 3);
-  return GR_OK;
-}
+/* The host-side setup (bins, axes, fixed-point scale) is kernels/mi_rule.h's,
+ * shared with the CPU. */
+using MiAxis = gr_mi_axis;
+using MiSetup = gr_mi_setup;
 
 __device__ __forceinline__ double mi_xi(const MiAxis &a, double v, bool *inside) {
   const double xi = dadd(dmul(dsub(v, a.lo), a.inv_d), 2.0);
@@ -66,22 +47,6 @@ __device__ __forceinline__ void mi_cubic_deriv(double r, double d[4]) {
   d[1] = dsub(dmul(1.5, r2), dmul(2.0, r));
   d[2] = dadd(dadd(dmul(-1.5, r2), r), 0.5);
   d[3] = dmul(0.5, r2);
-}
-
-/* Bins and axes from the spec; S (the histogram's fixed-point shift): a bin can
- * receive at most nvox * 2^S, kept below 2^62 as on the CPU. */
-inline gr_status mi_setup_make(const gr_metric_spec *sp, long long nvox, MiSetup *s) {
-  s->bins = sp->mi_bins > 0 ? sp->mi_bins : 32;
-  if (s->bins < kMiMinBins || s->bins > kMiMaxBins)
-    return gr_error(GR_ERR_INVALID_ARG, "cuda MI: %d histogram bins (must be %d..%d: 2 padding bins each side)",
-                    s->bins, kMiMinBins, kMiMaxBins);
-  gr_status st = mi_axis_init(sp->fixed_min, sp->fixed_max, s->bins, "fixed", &s->f);
-  if (st == GR_OK) st = mi_axis_init(sp->moving_min, sp->moving_max, s->bins, "moving", &s->m);
-  if (st != GR_OK) return st;
-  s->shift = 32;
-  while (s->shift > 8 && (nvox >> (62 - s->shift)) != 0) --s->shift;
-  s->scale = ldexp(1.0, s->shift);
-  return GR_OK;
 }
 
 }  // namespace grcu

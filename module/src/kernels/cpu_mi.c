@@ -37,34 +37,11 @@
 #include "kernels/cpu_kernels.h"
 #include "kernels/cpu_metric_internal.h"
 #include "kernels/cpu_threads.h"
-#include "kernels/mi_value.h"
+#include "kernels/mi_rule.h"
 
-#define MI_MIN_BINS 6
-#define MI_MAX_BINS GR_MI_MAX_BINS
-
-/* Intensity -> bin coordinate map. */
-typedef struct mi_axis {
-  double lo, inv_d; /* xi = (v - lo) * inv_d + 2 */
-  double hi_xi;     /* B - 3 */
-} mi_axis;
-
-typedef struct mi_setup {
-  int bins;
-  int shift;        /* S: fixed-point scale 2^S */
-  double scale;     /* 2^S */
-  mi_axis f, m;
-} mi_setup;
-
-static gr_status mi_axis_init(double lo, double hi, int bins, const char *which, mi_axis *a) {
-  if (!isfinite(lo) || !isfinite(hi) || hi < lo)
-    return gr_error(GR_ERR_INVALID_ARG, "cpu MI: %s intensity range [%g, %g] is not a finite, ordered range", which,
-                    lo, hi);
-  const double d = hi > lo ? (hi - lo) / (double)(bins - 5) : 1.0;
-  a->lo = lo;
-  a->inv_d = 1.0 / d;
-  a->hi_xi = (double)(bins - 3);
-  return GR_OK;
-}
+/* The setup (bins, axes, fixed-point scale) is kernels/mi_rule.h's. */
+typedef gr_mi_axis mi_axis;
+typedef gr_mi_setup mi_setup;
 
 /* Clamped bin coordinate; *inside = 1 when no clamping happened (strictly). */
 static inline double mi_xi(const mi_axis *a, double v, int *inside) {
@@ -169,29 +146,12 @@ static void mi_hist_reduce(int64_t *hist, int nt, int B) {
     for (int64_t q = 0; q < bb; ++q) hist[q] += hist[t * bb + q];
 }
 
-static gr_status mi_setup_init(const cpu_metric_ctx *m, mi_setup *s) {
-  const gr_metric_spec *sp = m->spec;
-  s->bins = sp->mi_bins > 0 ? sp->mi_bins : 32;
-  if (s->bins < MI_MIN_BINS || s->bins > MI_MAX_BINS)
-    return gr_error(GR_ERR_INVALID_ARG, "cpu MI: %d histogram bins (must be %d..%d: 2 padding bins each side)",
-                    s->bins, MI_MIN_BINS, MI_MAX_BINS);
-  gr_status st = mi_axis_init(sp->fixed_min, sp->fixed_max, s->bins, "fixed", &s->f);
-  if (st == GR_OK) st = mi_axis_init(sp->moving_min, sp->moving_max, s->bins, "moving", &s->m);
-  if (st != GR_OK) return st;
-  /* A bin can receive at most nvox * 2^S; keep that below 2^62. The whole
-   * grid's count, so that every shard of a sharded run uses the same scale. */
-  s->shift = 32;
-  while (s->shift > 8 && (m->nvox_global >> (62 - s->shift)) != 0) --s->shift;
-  s->scale = ldexp(1.0, s->shift);
-  return GR_OK;
-}
-
 /* Whole grid: histogram, value, gradient. Window (sharded): COUNT builds the
  * owned planes' histogram; EVAL takes the all-reduced one, so every shard
  * computes the same MI, and forms the owned planes' gradient with the global N. */
 gr_status cpu_metric_mi(const cpu_metric_ctx *m, gr_metric_result *res) {
   mi_setup s;
-  gr_status st = mi_setup_init(m, &s);
+  gr_status st = gr_mi_setup_make(m->spec, m->nvox_global, "cpu", &s);
   if (st != GR_OK) return st;
   const int B = s.bins, nt = m->nt;
   const int64_t k0 = m->own0, nk = m->own1 - m->own0, bb = (int64_t)B * B;
