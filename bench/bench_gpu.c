@@ -21,7 +21,7 @@
  * Usage: bench_gpu [max_size] [timed_iterations]
  * (GR_BENCH_MIN_SIZE=n skips the sizes below n, GR_BENCH_SKIP_R2=1 the LNCC r2
  * runs, GR_BENCH_SIZES="512 1145" times those edge lengths instead of the
- * default list, GR_BENCH_BF16=1 stores the Adam moments as bfloat16;
+ * default list, GR_BENCH_BF16=1 stores the Adam moments as bfloat16, GR_BENCH_ONLY=lncc|mi times one loss;
  * GIGAREG_CUDA_LNCC=double times the double LNCC kernel instead of the fp32 one.) */
 #include <cuda_runtime_api.h>
 #include <math.h>
@@ -487,9 +487,11 @@ int main(int argc, char **argv) {
       R->oom = 2;
       continue;
     }
-    run_size(n, GR_METRIC_LNCC, 3, iters);
-    if ((n == 256 || n == 512) && !getenv("GR_BENCH_SKIP_R2")) run_size(n, GR_METRIC_LNCC, 2, iters);
-    run_size(n, GR_METRIC_MI, 0, iters);
+    const char *only = getenv("GR_BENCH_ONLY"); /* "lncc" or "mi": one loss (profiling) */
+    const int lncc = !only || strcmp(only, "mi") != 0, mi = !only || strcmp(only, "lncc") != 0;
+    if (lncc) run_size(n, GR_METRIC_LNCC, 3, iters);
+    if (lncc && (n == 256 || n == 512) && !getenv("GR_BENCH_SKIP_R2")) run_size(n, GR_METRIC_LNCC, 2, iters);
+    if (mi) run_size(n, GR_METRIC_MI, 0, iters);
   }
 
   printf("\nUpdate path: %s%s\n", g_fused ? "fused (adam_moments + adam_compose: no direction or scratch field)"
