@@ -9,7 +9,8 @@
  * smooth the gradient (sigma 1), Adam moments + global max, the step formed
  * inside the compose pass (adam_compose), smooth the field (sigma 0.5), all
  * through the backend table (GR_BENCH_UNFUSED=1: the older sequence Adam
- * direction, fill + axpy, compose, with its two extra fields). Reported per size and loss:
+ * direction, fill + axpy, compose, with its two extra fields; GR_BENCH_NO_SMOOTH_TO=1: the field
+ * smoothed in place instead of out of place). Reported per size and loss:
  *   ms/iteration (median), ms per Gvox, modelled DRAM bytes per voxel and the
  *   effective bandwidth against the 3.0 TB/s copy roofline, peak accounted
  *   device bytes per voxel (be->bytes_peak over the iterations) and the whole
@@ -44,6 +45,7 @@ static const char *op_names[NOPS] = {"metric", "smooth grad", "adam", "fill+axpy
 /* Modelled DRAM bytes per voxel of each op (each input read once, each output
  * written once, moving-image gathers counted as one 4-byte read). */
 static int g_fused; /* the fused update (adam_moments + adam_compose), as the driver runs it */
+static int g_smooth_to; /* the field smoothing out of place (backend smooth_to), as the driver runs it */
 static int g_bf16;  /* GR_BENCH_BF16=1: Adam moments stored as bfloat16 (GigaRegAdamMoments "bfloat16") */
 
 static double op_bytes(int op, gr_metric_kind k) {
@@ -60,7 +62,7 @@ static double op_bytes(int op, gr_metric_kind k) {
     case OP_ADAM: return 72.0;     /* read g, m, v; write m, v, dir */
     case OP_SCALE: return 48.0;    /* fill 12 + axpy (read 24, write 12) */
     case OP_COMPOSE: return 36.0;  /* read s 12, u 12 (gathered), write 12 */
-    case OP_SMOOTH_U: return 48.0;
+    case OP_SMOOTH_U: return g_smooth_to ? 24.0 : 48.0; /* out of place: read 12, write 12 */
   }
   return 0.0;
 }
@@ -286,9 +288,11 @@ static void run_size(int n, gr_metric_kind kind, int radius, int iters) {
     if (maxv > 0.0 && g_fused) { /* the step is formed inside compose, written over the dead gradient */
       TRY(be->ops->adam_compose(be, &g, mom, cfg.adam_beta1, cfg.adam_beta2, cfg.adam_eps, t, (float)(-lr / maxv),
                                 u, grad));
-      float *tmp = u;
-      u = grad;
-      grad = tmp;
+      if (!g_smooth_to) {
+        float *tmp = u;
+        u = grad;
+        grad = tmp;
+      }
     } else if (maxv > 0.0) {
       TRY(be->ops->compose(be, &g, u, grad, scratch));
       float *tmp = u;
@@ -297,7 +301,10 @@ static void run_size(int n, gr_metric_kind kind, int radius, int iters) {
     }
     OP_END(OP_COMPOSE);
     OP_BEGIN(OP_SMOOTH_U);
-    TRY(be->ops->smooth(be, &g, u, 3, fs));
+    if (g_smooth_to && maxv > 0.0) /* as field_ops.c: the new field, in the gradient's storage, smoothed into the old u */
+      TRY(be->ops->smooth_to(be, &g, grad, u, 3, fs));
+    else
+      TRY(be->ops->smooth(be, &g, u, 3, fs));
     OP_END(OP_SMOOTH_U);
     if (timed) {
       cudaEventRecord(ev[NOPS], 0);
@@ -437,6 +444,7 @@ int main(int argc, char **argv) {
     gr_backend *probe = NULL;
     if (gr_backend_create(GR_DEVICE_CUDA, 0, 0, &probe) == GR_OK) {
       g_fused = probe->ops->adam_moments && probe->ops->adam_compose && !getenv("GR_BENCH_UNFUSED");
+      g_smooth_to = g_fused && probe->ops->smooth_to && !getenv("GR_BENCH_NO_SMOOTH_TO");
       g_bf16 = g_fused && getenv("GR_BENCH_BF16") && atoi(getenv("GR_BENCH_BF16")) != 0;
       gr_backend_destroy(probe);
     }

@@ -293,6 +293,7 @@ static const gr_backend_ops cuda_ops_table = {
     adam_compose,    /* adam_compose */
     bspline_field,   /* bspline_field */
     bspline_grad,    /* bspline_grad */
+    smooth_to,       /* smooth_to */
 };
 
 }  // namespace grcu

@@ -7,7 +7,8 @@
  *   cuda_metric.cu   - metric: argument checks and dispatch
  *   cuda_mse.cu, cuda_ncc.cu, cuda_lncc.cu, cuda_mi.cu - one metric each
  *                      (cuda_lncc_fast.cu: LNCC's fp32 kernel, cuda_lncc.cu dispatches)
- *   cuda_smooth.cu   - separable Gaussian
+ *   cuda_smooth.cu   - separable Gaussian (in place)
+ *   cuda_smooth_to.cu - separable Gaussian, out of place, x+y+z fused
  *   cuda_field.cu    - compose, adam_compose, invert, jacobian_det
  *   cuda_optim.cu    - adam_direction, adam_moments (cuda_adam.cuh: the shared direction rule)
  *   cuda_bspline.cu  - bspline_field, bspline_grad (kernels/bspline_eval.h: the arithmetic the CPU shares)
@@ -27,6 +28,8 @@ gr_status metric(gr_backend *be, const gr_metric_spec *spec, const gr_grid *fixe
                  const float *fixed_mask, const gr_grid *moving_grid, const float *moving, const float *moving_mask,
                  const gr_affine *T, const float *disp, gr_metric_result *res, float *grad_u);
 gr_status smooth(gr_backend *be, const gr_grid *g, float *data, int ncomp, const double sigma_vox[3]);
+gr_status smooth_to(gr_backend *be, const gr_grid *g, const float *src, float *dst, int ncomp,
+                    const double sigma_vox[3]);
 gr_status compose(gr_backend *be, const gr_grid *g, const float *u, const float *s, float *out);
 gr_status adam_direction(gr_backend *be, const gr_grid *g, const float *grad, float *m, float *v, float *dir,
                          double b1, double b2, double eps, int t, double *max_vox);

@@ -25,42 +25,13 @@
  * radius > 16, sigma > ~5.3 voxels) use one generic kernel per axis.
  * Weights ride in the kernel parameters (constant bank, read with uniform
  * indices); radius up to 127 voxels per axis. */
-#include <math.h>
 #include <type_traits>
 #include "cuda_ops.cuh"
+#include "cuda_smooth.cuh"
 
 namespace grcu {
 
-constexpr int kTileR = 16;   /* halo of the fused XY tile */
-constexpr int kSmoothMaxR = 127;
 constexpr int kTile = 32;
-
-template <typename T, int MAXR>
-struct AxisKernel {
-  int r;           /* 0 = axis skipped */
-  long long len;
-  T inv_full;      /* 1 / (sum of all 2r+1 weights): interior positions */
-  T w[2 * MAXR + 1];
-};
-
-/* Arithmetic of the two precisions. double: the CPU's operations one by one
- * (no contraction), so results are bitwise the CPU's. float: fused
- * multiply-adds, memory-bound, ~1e-7 relative from the CPU. */
-__device__ __forceinline__ double smul(double a, double b) { return dmul(a, b); }
-__device__ __forceinline__ float smul(float a, float b) { return __fmul_rn(a, b); }
-/* acc + w (a + b) */
-__device__ __forceinline__ double stap(double acc, double w, double a, double b) { return dadd(acc, dmul(w, dadd(a, b))); }
-__device__ __forceinline__ float stap(float acc, float w, float a, float b) { return __fmaf_rn(w, a + b, acc); }
-
-template <typename T, int MAXR>
-__device__ __forceinline__ T inv_norm(const AxisKernel<T, MAXR> &k, long long i) {
-  if (i >= k.r && i + k.r <= k.len - 1) return k.inv_full;
-  const long long lo = i - k.r < 0 ? -i : -k.r;
-  const long long hi = i + k.r > k.len - 1 ? k.len - 1 - i : k.r;
-  T s = 0;
-  for (long long t = lo; t <= hi; ++t) s += k.w[t + k.r];
-  return T(1) / s;
-}
 
 /* Fused x+y pass over one z-plane tile; in != out. 256 threads = 32 columns x
  * 8 row groups; each thread keeps the accumulators of its rows (ty + 8k) in
@@ -386,7 +357,6 @@ __global__ void __launch_bounds__(32 * kWalkWarps) smooth_xy_walk_kernel(const f
  * instructions and was issue-bound. Radii RX, RY in 1..4 (the halo is one
  * 4-column block). Per output the same operations in the same order as
  * smooth_xy_walk_kernel, so the results are bitwise equal to it. */
-constexpr int kWalk4MaxR = 4;
 
 template <int RX, int RY>
 __global__ void __launch_bounds__(32 * kWalkWarps, RY >= 4 ? 2 : 3) smooth_xy_walk4_kernel(
@@ -397,11 +367,8 @@ __global__ void __launch_bounds__(32 * kWalkWarps, RY >= 4 ? 2 : 3) smooth_xy_wa
   if (!walk_job(d, ychunk, nstrips, nychunks, wid, &jb)) return;
   const long long z = jb.z, y0 = jb.y0, y1 = jb.y1;
   const long long nx = d.n[0], ny = d.n[1];
-  const long long x0 = jb.strip * 128, c0 = x0 + 4 * lane;
-  /* halo: lanes 0-3 load the 4 columns left of the strip, lanes 28-31 the 4
-   * right of it (one scalar each; lanes 0 and 31 take them by shuffles) */
-  const long long hc = lane < 4 ? x0 - 4 + lane : x0 + 100 + lane;
-  const bool hl = (lane < 4 || lane >= 28) && hc >= 0 && hc < nx;
+  const Strip4 sp = strip4_at(jb.strip, lane, nx);
+  const long long c0 = sp.c0;
   /* the x renormalisations of the lane's columns live in shared memory (registers are the limit) */
   __shared__ float4 sinv[32 * kWalkWarps];
   {
@@ -411,49 +378,11 @@ __global__ void __launch_bounds__(32 * kWalkWarps, RY >= 4 ? 2 : 3) smooth_xy_wa
     sinv[threadIdx.x] = make_float4(v[0], v[1], v[2], v[3]);
   }
   const float *plane = in + z * d.nxy;
-  const int ny32 = (int)ny;
-
-  /* raw samples of row yy (at p): own columns c0..c0+3 and the halo column (zero outside the grid) */
-  auto load_row = [&](int yy, const float *p, float (&c)[4], float &h) {
-    h = 0.0f;
-#pragma unroll
-    for (int j = 0; j < 4; ++j) c[j] = 0.0f;
-    if (yy < 0 || yy >= ny32) return;
-    if (vec) {
-      if (c0 < nx) {
-        const float4 v = __ldg(reinterpret_cast<const float4 *>(p + c0));
-        c[0] = v.x; c[1] = v.y; c[2] = v.z; c[3] = v.w;
-      }
-    } else {
-#pragma unroll
-      for (int j = 0; j < 4; ++j)
-        if (c0 + j < nx) c[j] = __ldg(p + c0 + j);
-    }
-    if (hl) h = __ldg(p + hc);
-  };
-  /* x-smoothed values of this lane's 4 columns */
+  auto load_row = [&](int yy, const float *p, float (&c)[4], float &h) { strip4_load(sp, nx, ny, yy, p, vec, c, h); };
   auto xsmooth = [&](const float (&c)[4], float h, float (&xs)[4]) {
-    float e[4 + 2 * RX]; /* e[RX + j]: column c0 + j */
-#pragma unroll
-    for (int j = 0; j < 4; ++j) e[RX + j] = c[j];
-#pragma unroll
-    for (int j = 0; j < RX; ++j) {
-      const float l = __shfl_up_sync(0xffffffffu, c[4 - RX + j], 1);
-      const float hl_ = __shfl_sync(0xffffffffu, h, 4 - RX + j);
-      const float r = __shfl_down_sync(0xffffffffu, c[j], 1);
-      const float hr_ = __shfl_sync(0xffffffffu, h, 28 + j);
-      e[j] = lane == 0 ? hl_ : l;
-      e[RX + 4 + j] = lane == 31 ? hr_ : r;
-    }
     const float4 iv = sinv[threadIdx.x];
     const float inv_x[4] = {iv.x, iv.y, iv.z, iv.w};
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      float acc = __fmul_rn(kx.w[RX], e[RX + j]);
-#pragma unroll
-      for (int t = 0; t < RX; ++t) acc = stap(acc, kx.w[t], e[j + t], e[j + 2 * RX - t]);
-      xs[j] = __fmul_rn(acc, inv_x[j]);
-    }
+    strip4_xsmooth<RX>(lane, kx, c, h, inv_x, xs);
   };
 
   const int rfirst = (int)y0 - RY, nrows = (int)(y1 - y0) + 2 * RY;
@@ -486,15 +415,8 @@ __global__ void __launch_bounds__(32 * kWalkWarps, RY >= 4 ? 2 : 3) smooth_xy_wa
     xsmooth(ca, cb, win[2 * RY]); /* rows outside the grid load as zeros and smooth to +0 */
     if (k < 2 * RY) continue;
     const int y = rfirst + k - RY;
-    const float inv_y = inv_norm(ky, y);
     float o[4];
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      float acc = __fmul_rn(ky.w[RY], win[RY][i]);
-#pragma unroll
-      for (int t = 0; t < RY; ++t) acc = stap(acc, ky.w[t], win[t][i], win[2 * RY - t][i]);
-      o[i] = __fmul_rn(acc, inv_y);
-    }
+    taps4<RY>(ky, win, inv_norm(ky, y), o);
     if (vec) {
       if (c0 < nx) *reinterpret_cast<float4 *>(orow) = make_float4(o[0], o[1], o[2], o[3]);
     } else {
@@ -629,26 +551,6 @@ __global__ void __launch_bounds__(kBlock) smooth_axis_kernel(const float *__rest
   }
 }
 
-static int kernel_radius(double sigma, long long len) {
-  const double r = ceil(3.0 * sigma);
-  return (int)(r < (double)(len - 1) ? r : (double)(len - 1));
-}
-
-/* Weights and interior normalisation, computed as cpu_smooth.c's kernel_build
- * (in double; the float variant rounds them once). */
-template <typename T, int MAXR>
-static void build_kernel(double sigma, long long len, int r, AxisKernel<T, MAXR> *k) {
-  k->r = r;
-  k->len = len;
-  const double a = -0.5 / (sigma * sigma);
-  double w[2 * MAXR + 1];
-  for (int t = -r; t <= r; ++t) w[t + r] = exp(a * (double)t * (double)t);
-  double s = 0.0;
-  for (int t = -r; t <= r; ++t) s += w[t + r];
-  for (int t = -r; t <= r; ++t) k->w[t + r] = (T)w[t + r];
-  k->inv_full = (T)(1.0 / s);
-}
-
 /* The launch plan of one smoothing (shared by both precisions). */
 struct SmoothPlan {
   Dims d;
@@ -668,11 +570,11 @@ static cudaError_t smooth_planes(const SmoothPlan &p, const double sigma_vox[3],
   for (int a = 0; a < 3; ++a) {
     gk[a].r = 0;
     gk[a].len = d.n[a];
-    if (p.r[a]) build_kernel(sigma_vox[a], d.n[a], p.r[a], &gk[a]);
+    if (p.r[a]) smooth_kernel_build(sigma_vox[a], d.n[a], p.r[a], &gk[a]);
     if (a < 2) {
       tk[a].r = 0;
       tk[a].len = d.n[a];
-      if (p.r[a] && p.tiled) build_kernel(sigma_vox[a], d.n[a], p.r[a], &tk[a]);
+      if (p.r[a] && p.tiled) smooth_kernel_build(sigma_vox[a], d.n[a], p.r[a], &tk[a]);
     }
   }
   const dim3 vblock(kBX, kBY);
@@ -732,7 +634,7 @@ gr_status smooth(gr_backend *be, const gr_grid *g, float *data, int ncomp, const
   }
   SmoothPlan p;
   for (int a = 0; a < 3; ++a) {
-    p.r[a] = sigma_vox[a] > 0.0 ? kernel_radius(sigma_vox[a], g->n[a]) : 0;
+    p.r[a] = sigma_vox[a] > 0.0 ? smooth_radius(sigma_vox[a], g->n[a]) : 0;
     if (p.r[a] > kSmoothMaxR)
       return gr_error(GR_ERR_UNSUPPORTED, "cuda smooth: sigma %g voxels along axis %d needs a %d-voxel radius (limit %d)",
                       sigma_vox[a], a, p.r[a], kSmoothMaxR);

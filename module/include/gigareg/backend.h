@@ -289,6 +289,14 @@ typedef struct gr_backend_ops {
   gr_status (*bspline_field)(gr_backend *be, const gr_grid *g, const gr_bspline *bs, float *u);
   gr_status (*bspline_grad)(gr_backend *be, const gr_grid *g, const gr_bspline *bs, const float *grad_u,
                             double *dcoef);
+
+  /* ---- out-of-place smoothing (appended; NULL: copy, then smooth in place) ----
+   * dst = smooth(src) for ncomp planes on g: the values smooth() leaves in
+   * place on this backend, bitwise, without a scratch plane and, where the
+   * backend can fuse the axes, in one pass instead of two. src and dst must not
+   * overlap. */
+  gr_status (*smooth_to)(gr_backend *be, const gr_grid *g, const float *src, float *dst, int ncomp,
+                         const double sigma_vox[3]);
 } gr_backend_ops;
 
 struct gr_backend {

@@ -60,6 +60,11 @@ static gr_status fused_update(gr_reg_ctx *c, const gr_stage_config *cfg, const g
   s = be->ops->adam_compose(be, g, o->mom, cfg->adam_beta1, cfg->adam_beta2, cfg->adam_eps, o->t,
                             (float)(-lr / maxv), *u, o->grad);
   if (s != GR_OK) return s;
+  if (cfg->field_sigma_vox > 0 && be->ops->smooth_to) {
+    /* the old u is dead now: smooth the new field from the gradient's storage back into it (one pass, no scratch) */
+    const double fs[3] = {cfg->field_sigma_vox, cfg->field_sigma_vox, cfg->field_sigma_vox};
+    return be->ops->smooth_to(be, g, o->grad, *u, 3, fs);
+  }
   float *t = *u;
   *u = o->grad;
   o->grad = t;
