@@ -10,7 +10,8 @@
  * inside the compose pass (adam_compose), smooth the field (sigma 0.5), all
  * through the backend table (GR_BENCH_UNFUSED=1: the older sequence Adam
  * direction, fill + axpy, compose, with its two extra fields; GR_BENCH_NO_SMOOTH_TO=1: the field
- * smoothed in place instead of out of place). Reported per size and loss:
+ * smoothed in place instead of out of place; GR_BENCH_NO_SMOOTH_MOMENTS=1: the gradient smoothed by
+ * itself before the moments pass). Reported per size and loss:
  *   ms/iteration (median), ms per Gvox, modelled DRAM bytes per voxel and the
  *   effective bandwidth against the 3.0 TB/s copy roofline, peak accounted
  *   device bytes per voxel (be->bytes_peak over the iterations) and the whole
@@ -46,11 +47,14 @@ static const char *op_names[NOPS] = {"metric", "smooth grad", "adam", "fill+axpy
  * written once, moving-image gathers counted as one 4-byte read). */
 static int g_fused; /* the fused update (adam_moments + adam_compose), as the driver runs it */
 static int g_smooth_to; /* the field smoothing out of place (backend smooth_to), as the driver runs it */
+static int g_smooth_moments; /* the gradient smoothing inside the moments pass (adam_moments_smoothed), likewise */
 static int g_bf16;  /* GR_BENCH_BF16=1: Adam moments stored as bfloat16 (GigaRegAdamMoments "bfloat16") */
 
 static double op_bytes(int op, gr_metric_kind k) {
   if (g_fused) {
-    if (op == OP_ADAM) return 60.0;    /* read g, m, v; write m, v */
+    if (op == OP_ADAM) /* read g, m, v; write m, v (bfloat16 moments: 6 B per component each) */
+      return g_bf16 ? 36.0 : 60.0;
+    if (op == OP_SMOOTH_G && g_smooth_moments) return 0.0; /* inside the moments pass */
     if (op == OP_SCALE) return 0.0;    /* folded into compose */
     if (op == OP_COMPOSE) return 48.0; /* read m, v 24, u 12 (gathered), write 12 */
   }
@@ -269,11 +273,14 @@ static void run_size(int n, gr_metric_kind kind, int radius, int iters) {
     OP_END(OP_METRIC);
     loss = res.value;
     OP_BEGIN(OP_SMOOTH_G);
-    TRY(be->ops->smooth(be, &g, grad, 3, gs));
+    if (!g_smooth_moments) TRY(be->ops->smooth(be, &g, grad, 3, gs));
     OP_END(OP_SMOOTH_G);
     ++t;
     OP_BEGIN(OP_ADAM);
-    if (g_fused)
+    if (g_smooth_moments) /* as field_ops.c: the gradient smoothed inside the moments pass */
+      TRY(be->ops->adam_moments_smoothed(be, &g, grad, gs, mom, cfg.adam_beta1, cfg.adam_beta2, cfg.adam_eps, t,
+                                         &maxv));
+    else if (g_fused)
       TRY(be->ops->adam_moments(be, &g, grad, mom, cfg.adam_beta1, cfg.adam_beta2, cfg.adam_eps, t, &maxv));
     else
       TRY(be->ops->adam_direction(be, &g, grad, m, v, step, cfg.adam_beta1, cfg.adam_beta2, cfg.adam_eps, t, &maxv));
@@ -445,6 +452,7 @@ int main(int argc, char **argv) {
     if (gr_backend_create(GR_DEVICE_CUDA, 0, 0, &probe) == GR_OK) {
       g_fused = probe->ops->adam_moments && probe->ops->adam_compose && !getenv("GR_BENCH_UNFUSED");
       g_smooth_to = g_fused && probe->ops->smooth_to && !getenv("GR_BENCH_NO_SMOOTH_TO");
+      g_smooth_moments = g_fused && probe->ops->adam_moments_smoothed && !getenv("GR_BENCH_NO_SMOOTH_MOMENTS");
       g_bf16 = g_fused && getenv("GR_BENCH_BF16") && atoi(getenv("GR_BENCH_BF16")) != 0;
       gr_backend_destroy(probe);
     }

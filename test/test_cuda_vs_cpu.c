@@ -340,6 +340,69 @@ static void test_smooth_to(void) {
   }
 }
 
+/* adam_moments_smoothed (the gradient's smoothing fused into the moments
+ * pass) must leave bitwise the moments and the max step that smooth + adam_moments
+ * leave on the same backend, float and bfloat16 moments, over three steps, on the
+ * fused kernel's grids and on the fallback's (odd rows, anisotropic sigma). */
+static void test_adam_moments_smoothed(void) {
+  fprintf(stderr, "adam_moments_smoothed\n");
+  const int64_t dims[4][3] = {{64, 48, 40}, {132, 20, 9}, {256, 16, 70}, {61, 30, 20}};
+  const double sig[4][3] = {{1.0, 1.0, 1.0}, {0.5, 0.5, 0.5}, {1.2, 1.2, 1.2}, {1.0, 0.5, 1.0}};
+  uint32_t seed = 777u;
+  for (int gi = 0; gi < 4; ++gi) {
+    gr_grid g;
+    memset(&g, 0, sizeof g);
+    for (int a = 0; a < 3; ++a) {
+      g.n[a] = dims[gi][a];
+      g.p2i[a * 4 + a] = 1.0 / (1.0 + 0.25 * a); /* anisotropic spacing: the max is in voxel units */
+    }
+    const int64_t n = dims[gi][0] * dims[gi][1] * dims[gi][2], n3 = 3 * n;
+    float *h = malloc((size_t)n3 * sizeof(float));
+    for (int bf = 0; bf < 2; ++bf)
+      for (int k = 0; k < 4; ++k) {
+        const size_t mb = gr_moment_bytes(n, bf);
+        gr_moments ma = {g_gpu->ops->alloc(g_gpu, mb), g_gpu->ops->alloc(g_gpu, mb), bf};
+        gr_moments mb2 = {g_gpu->ops->alloc(g_gpu, mb), g_gpu->ops->alloc(g_gpu, mb), bf};
+        float *ga = g_gpu->ops->alloc(g_gpu, (size_t)n3 * sizeof(float));
+        float *gb = g_gpu->ops->alloc(g_gpu, (size_t)n3 * sizeof(float));
+        GR_CHECK(ma.m && ma.v && mb2.m && mb2.v && ga && gb, "gpu alloc: %s", gr_last_error());
+        void *z[4] = {ma.m, ma.v, mb2.m, mb2.v};
+        for (int q = 0; q < 4; ++q) GR_CHECK_OK(g_gpu->ops->fill(g_gpu, z[q], 0.0f, (int64_t)(mb / sizeof(float))));
+        int64_t nd = 0;
+        for (int t = 1; t <= 3; ++t) {
+          for (int64_t i = 0; i < n3; ++i) {
+            seed = seed * 1664525u + 1013904223u;
+            h[i] = (float)((seed >> 8) & 0xffff) / 65536.0f - 0.5f;
+          }
+          GR_CHECK_OK(g_gpu->ops->upload(g_gpu, ga, h, (size_t)n3 * sizeof(float)));
+          GR_CHECK_OK(g_gpu->ops->upload(g_gpu, gb, h, (size_t)n3 * sizeof(float)));
+          double mxa = 0.0, mxb = 0.0;
+          GR_CHECK_OK(g_gpu->ops->smooth(g_gpu, &g, ga, 3, sig[k]));
+          GR_CHECK_OK(g_gpu->ops->adam_moments(g_gpu, &g, ga, ma, 0.9, 0.999, 1e-8, t, &mxa));
+          GR_CHECK_OK(g_gpu->ops->adam_moments_smoothed(g_gpu, &g, gb, sig[k], mb2, 0.9, 0.999, 1e-8, t, &mxb));
+          GR_CHECK(memcmp(&mxa, &mxb, sizeof mxa) == 0, "max step %.17g vs %.17g", mxa, mxb);
+          GR_CHECK(mxa > 0.0, "max step %g", mxa);
+        }
+        unsigned char *pa = malloc(mb), *pb = malloc(mb);
+        for (int q = 0; q < 2; ++q) {
+          GR_CHECK_OK(g_gpu->ops->download(g_gpu, pa, q ? ma.v : ma.m, mb));
+          GR_CHECK_OK(g_gpu->ops->download(g_gpu, pb, q ? mb2.v : mb2.m, mb));
+          for (size_t i = 0; i < mb; ++i) nd += pa[i] != pb[i];
+        }
+        fprintf(stderr, "  %lldx%lldx%lld sigma (%g, %g, %g) %s moments, 3 steps: %lld bytes of m, v differ\n",
+                (long long)dims[gi][0], (long long)dims[gi][1], (long long)dims[gi][2], sig[k][0], sig[k][1],
+                sig[k][2], bf ? "bfloat16" : "float", (long long)nd);
+        GR_CHECK(nd == 0, "adam_moments_smoothed differs from smooth + adam_moments");
+        free(pa);
+        free(pb);
+        for (int q = 0; q < 4; ++q) g_gpu->ops->free(g_gpu, z[q]);
+        g_gpu->ops->free(g_gpu, ga);
+        g_gpu->ops->free(g_gpu, gb);
+      }
+    free(h);
+  }
+}
+
 static void test_fields(const gr_image *t1, const dual *U, const dual *U2) {
   fprintf(stderr, "compose / invert / jacobian_det\n");
   gr_grid g;
@@ -895,6 +958,7 @@ int main(void) {
   test_resample(t1, pd, &T, &U, &PD);
   test_smooth(t1, &U, &T1);
   test_smooth_to();
+  test_adam_moments_smoothed();
   test_fields(t1, &U, &U2);
   test_adam_axpy_minmax(t1, &U, &U2, &T1, &FM);
   test_bspline(t1, &U);

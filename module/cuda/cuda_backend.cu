@@ -294,6 +294,7 @@ static const gr_backend_ops cuda_ops_table = {
     bspline_field,   /* bspline_field */
     bspline_grad,    /* bspline_grad */
     smooth_to,       /* smooth_to */
+    adam_moments_smoothed, /* adam_moments_smoothed */
 };
 
 }  // namespace grcu

@@ -10,7 +10,8 @@
  *   cuda_smooth.cu   - separable Gaussian (in place)
  *   cuda_smooth_to.cu - separable Gaussian, out of place, x+y+z fused
  *   cuda_field.cu    - compose, adam_compose, invert, jacobian_det
- *   cuda_optim.cu    - adam_direction, adam_moments (cuda_adam.cuh: the shared direction rule)
+ *   cuda_optim.cu    - adam_direction, adam_moments, adam_moments_smoothed (cuda_adam.cuh: the shared
+ *                      direction rule; cuda_smooth_xyz.cuh: the fused Gaussian march it runs the moments behind)
  *   cuda_bspline.cu  - bspline_field, bspline_grad (kernels/bspline_eval.h: the arithmetic the CPU shares)
  * Every op checks its arguments like the CPU reference, enqueues its kernels on
  * the backend's stream and returns; ops that return a host value (metric,
@@ -35,6 +36,8 @@ gr_status adam_direction(gr_backend *be, const gr_grid *g, const float *grad, fl
                          double b1, double b2, double eps, int t, double *max_vox);
 gr_status adam_moments(gr_backend *be, const gr_grid *g, const float *grad, gr_moments mom, double b1, double b2,
                        double eps, int t, double *max_vox);
+gr_status adam_moments_smoothed(gr_backend *be, const gr_grid *g, float *grad, const double sigma_vox[3], gr_moments mom,
+                                double b1, double b2, double eps, int t, double *max_vox);
 gr_status adam_compose(gr_backend *be, const gr_grid *g, gr_moments mom, double b1, double b2, double eps, int t,
                        float scale, const float *u, float *out);
 gr_status minmax(gr_backend *be, int64_t n, const float *x, const float *mask, double *mn, double *mx);

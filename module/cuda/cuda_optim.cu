@@ -14,6 +14,7 @@
 #include "cuda_adam.cuh"
 #include "cuda_ops.cuh"
 #include "cuda_reduce.cuh"
+#include "cuda_smooth_xyz.cuh"
 
 namespace grcu {
 
@@ -137,8 +138,83 @@ __global__ void __launch_bounds__(kBlock) adam_moments4_kernel(const AdamArgs a,
   max_commit(mx, max_bits);
 }
 
+/* adam_moments_smoothed: the epilogue of the fused Gaussian march
+ * (cuda_smooth_xyz.cuh) over gradient component c. It takes 4 smoothed
+ * gradient voxels straight from the march and applies adam_moments4_kernel's
+ * arithmetic to component c's moments, so the smoothed gradient is never
+ * stored: the gradient smoothing's two passes, its scratch plane and the
+ * moments pass's gradient read become one read of the raw gradient. After the
+ * last component (LAST) the direction's length comes from all three
+ * components' stored moments, as adam_moments4_kernel forms it. */
+template <bool BF16, bool LAST>
+struct MomentsOut {
+  AdamArgs a;
+  void *m, *v;
+  long long c; /* component */
+  unsigned long long *max_bits;
+  double mx;
+  __device__ __forceinline__ void put(long long vox, const float (&g)[4]) {
+    const long long nq = a.nvox >> 2, q = vox >> 2;
+    float mk[4], vk[4];
+    Quad<BF16>::load(m, q + c * nq, mk);
+    Quad<BF16>::load(v, q + c * nq, vk);
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      mk[j] = adam_m(a.r, mk[j], g[j]);
+      vk[j] = adam_v(a.r, vk[j], g[j]);
+    }
+    Quad<BF16>::store(m, q + c * nq, mk);
+    Quad<BF16>::store(v, q + c * nq, vk);
+    if constexpr (LAST) length_max(q, nq, mk, vk);
+  }
+  /* the direction's squared voxel length from the three components' stored moments */
+  __device__ __forceinline__ void length_max(long long q, long long nq, const float (&mk)[4], const float (&vk)[4]) {
+    float d[3][4];
+#pragma unroll
+    for (int cc = 0; cc < 2; ++cc) {
+      float mm[4], vv[4];
+      Quad<BF16>::load(m, q + cc * nq, mm);
+      Quad<BF16>::load(v, q + cc * nq, vv);
+#pragma unroll
+      for (int j = 0; j < 4; ++j) d[cc][j] = adam_dir(a.r, mm[j], vv[j]);
+    }
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      d[2][j] = adam_dir(a.r, mk[j], vk[j]);
+      const double len2 = len2_vox(a.L, d[0][j], d[1][j], d[2][j]);
+      mx = len2 > mx ? len2 : mx;
+    }
+  }
+  __device__ __forceinline__ void finish() {
+    if (LAST) max_commit(mx, max_bits);
+  }
+};
+
+/* The three component marches of adam_moments_smoothed (components in order:
+ * the last one's epilogue reads the first two's stored moments). */
+template <bool BF16>
+static cudaError_t launch_smoothed_moments(const AdamArgs &a, const Dims &d, int r, const AxisKernel<float, kTileR> (&k)[3],
+                                           int nw, int num_sms, cudaStream_t st, const float *grad, gr_moments mom,
+                                           unsigned long long *d_max) {
+  cudaError_t e = cudaSuccess;
+  for (long long c = 0; c < 2 && e == cudaSuccess; ++c) {
+    const MomentsOut<BF16, false> out = {a, mom.m, mom.v, c, d_max, 0.0};
+    e = launch_xyz4(r, nw, d, k, num_sms, st, grad + c * a.nvox, out);
+  }
+  if (e != cudaSuccess) return e;
+  const MomentsOut<BF16, true> out = {a, mom.m, mom.v, 2, d_max, 0.0};
+  return launch_xyz4(r, nw, d, k, num_sms, st, grad + 2 * a.nvox, out);
+}
+
+/* The gradient smoothing that adam_pass fuses in front of the moments (r: the common radius). */
+struct GradSmoothing {
+  int r;
+  AxisKernel<float, kTileR> k[3];
+};
+
 static gr_status adam_pass(gr_backend *be, const char *what, const gr_grid *g, const float *grad, gr_moments mom,
-                           float *dir, double b1, double b2, double eps, int t, double *max_vox) {
+                           float *dir, double b1, double b2, double eps, int t, double *max_vox,
+                           const GradSmoothing *gs = nullptr) {
   for (int ax = 0; ax < 3; ++ax)
     if (g->n[ax] < 1) return gr_error(GR_ERR_INVALID_ARG, "%s: grid size %lld along axis %d", what, (long long)g->n[ax], ax);
   AdamArgs a;
@@ -160,12 +236,18 @@ static gr_status adam_pass(gr_backend *be, const char *what, const gr_grid *g, c
     const bool quad = !dir && a.nvox % 4 == 0 && (uintptr_t)grad % 16 == 0 && (uintptr_t)mom.m % mal == 0 &&
                       (uintptr_t)mom.v % mal == 0;
     const dim3 nq(flat_blocks(a.nvox / 4));
-    if (quad && mom.bf16) adam_moments4_kernel<true><<<nq, kBlock, 0, im->stream>>>(a, grad, mom.m, mom.v, d_max);
+    if (gs) { /* adam_moments_smoothed checked the quad conditions */
+      const char *env = getenv("GIGAREG_CUDA_SMOOTH_NW");
+      const int nw = env ? atoi(env) : 0;
+      const Dims d = dims_of(g);
+      e = mom.bf16 ? launch_smoothed_moments<true>(a, d, gs->r, gs->k, nw, im->num_sms, im->stream, grad, mom, d_max)
+                   : launch_smoothed_moments<false>(a, d, gs->r, gs->k, nw, im->num_sms, im->stream, grad, mom, d_max);
+    } else if (quad && mom.bf16) adam_moments4_kernel<true><<<nq, kBlock, 0, im->stream>>>(a, grad, mom.m, mom.v, d_max);
     else if (quad) adam_moments4_kernel<false><<<nq, kBlock, 0, im->stream>>>(a, grad, mom.m, mom.v, d_max);
     else if (dir) adam_kernel<true, false><<<nb, kBlock, 0, im->stream>>>(a, grad, mom.m, mom.v, dir, d_max);
     else if (mom.bf16) adam_kernel<false, true><<<nb, kBlock, 0, im->stream>>>(a, grad, mom.m, mom.v, dir, d_max);
     else adam_kernel<false, false><<<nb, kBlock, 0, im->stream>>>(a, grad, mom.m, mom.v, dir, d_max);
-    e = cudaGetLastError();
+    if (e == cudaSuccess) e = cudaGetLastError();
   }
   if (e == cudaSuccess) e = cudaMemcpyAsync(&bits, d_max, sizeof bits, cudaMemcpyDeviceToHost, im->stream);
   if (e == cudaSuccess) e = cudaStreamSynchronize(im->stream);
@@ -188,6 +270,35 @@ gr_status adam_moments(gr_backend *be, const gr_grid *g, const float *grad, gr_m
                        double eps, int t, double *max_vox) {
   if (!g || !grad || !mom.m || !mom.v || !max_vox) return gr_error(GR_ERR_INVALID_ARG, "adam_moments: NULL argument");
   return adam_pass(be, "adam_moments", g, grad, mom, nullptr, b1, b2, eps, t, max_vox);
+}
+
+gr_status adam_moments_smoothed(gr_backend *be, const gr_grid *g, float *grad, const double sigma_vox[3], gr_moments mom,
+                                double b1, double b2, double eps, int t, double *max_vox) {
+  if (!g || !grad || !sigma_vox || !mom.m || !mom.v || !max_vox)
+    return gr_error(GR_ERR_INVALID_ARG, "adam_moments_smoothed: NULL argument");
+  GradSmoothing gs;
+  int r[3];
+  for (int ax = 0; ax < 3; ++ax) {
+    if (g->n[ax] < 1)
+      return gr_error(GR_ERR_INVALID_ARG, "adam_moments_smoothed: grid size %lld along axis %d", (long long)g->n[ax], ax);
+    if (!(sigma_vox[ax] >= 0.0) || !isfinite(sigma_vox[ax]))
+      return gr_error(GR_ERR_INVALID_ARG, "adam_moments_smoothed: sigma %g voxels along axis %d (must be finite and >= 0)",
+                      sigma_vox[ax], ax);
+    r[ax] = sigma_vox[ax] > 0.0 ? smooth_radius(sigma_vox[ax], g->n[ax]) : 0;
+  }
+  gr_status s = enter(be);
+  if (s != GR_OK) return s;
+  const Dims d = dims_of(g);
+  const uintptr_t mal = mom.bf16 ? 8 : 16;
+  const bool fused = !impl_of(be)->exact && xyz4_fusable(r, d, grad) && (uintptr_t)mom.m % mal == 0 &&
+                     (uintptr_t)mom.v % mal == 0;
+  if (!fused) { /* the same values in two steps (grad is smoothed in place: the caller's gradient is dead after this) */
+    s = smooth(be, g, grad, 3, sigma_vox);
+    return s == GR_OK ? adam_moments(be, g, grad, mom, b1, b2, eps, t, max_vox) : s;
+  }
+  gs.r = r[0];
+  for (int ax = 0; ax < 3; ++ax) smooth_kernel_build(sigma_vox[ax], d.n[ax], r[ax], &gs.k[ax]);
+  return adam_pass(be, "adam_moments_smoothed", g, grad, mom, nullptr, b1, b2, eps, t, max_vox, &gs);
 }
 
 }  // namespace grcu

@@ -4,154 +4,30 @@
  *
  * Why: the in-place smoothing must stage the x+y result in a scratch plane
  * and read it back for z (each component read and written twice, 16 B per
- * voxel); with a separate destination the three axes can be fused, because
- * no block ever overwrites an input sample that a neighbouring block's halo
- * still needs. The driver has such a destination for the field smoothing
- * after the Adam compose (the old u is dead once the compose has read it).
- *
- * smooth_xyz4_kernel<R, NW>: one block owns a 128-column strip (4 columns
- * per lane) x NW output rows (one per warp) and marches through a chunk of z.
- * Per input plane: the NW + 2R rows of the tile (its y halo included) are
- * x-smoothed by shuffles (strip4_xsmooth, as the x+y walker does) into a
- * double-buffered shared tile (so one barrier per plane suffices), the next
- * plane's rows are loaded into registers before that barrier (their latency
- * overlaps the y and z work), each warp y-smooths its row (taps4), and the
- * last 2R+1 x+y-smoothed rows stay in registers, whose z taps give the output
- * plane R behind the input. Per output the operations and their order are the
- * x+y walker's and the z walker's, so the result is bitwise theirs.
- * Traffic: src read once from DRAM (the y-halo rows and the 2R halo planes of
- * each z chunk come again, mostly from L2), dst written once: 8 B per voxel
- * and component against 16.
+ * voxel); with a separate destination the three axes fuse (the march in
+ * cuda_smooth_xyz.cuh). The driver has such a destination for the field
+ * smoothing after the Adam compose (the old u is dead once the compose has
+ * read it). Traffic: src read once from DRAM (the y-halo rows and the 2R halo
+ * planes of each z chunk come again, mostly from L2), dst written once: 8 B
+ * per voxel and component against 16, and no scratch plane.
  *
  * Other cases (radii not all equal or outside 1..4, rows not 16-byte
  * aligned, the exact double path) copy src to dst and smooth in place. */
 #include <stdint.h>
 #include <stdlib.h>
 #include "cuda_ops.cuh"
-#include "cuda_smooth.cuh"
+#include "cuda_smooth_xyz.cuh"
 
 namespace grcu {
 
-template <int R, int NW>
-__global__ void __launch_bounds__(32 * NW, NW >= 16 ? 2 : 3)
-    smooth_xyz4_kernel(const float *__restrict__ in, float *__restrict__ out, const Dims d,
-                       const AxisKernel<float, kTileR> kx, const AxisKernel<float, kTileR> ky,
-                       const AxisKernel<float, kTileR> kz, long long zchunk) {
-  constexpr int kRows = NW + 2 * R; /* x-smoothed rows per plane: the tile and its y halo */
-  __shared__ float4 xs[2][kRows][32];
-  __shared__ float4 sinv[32];
-  const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
-  const long long nx = d.n[0], ny = d.n[1], nz = d.n[2], nxy = d.nxy;
-  const Strip4 sp = strip4_at(blockIdx.x, lane, nx);
-  const long long y0 = (long long)blockIdx.y * NW;
-  const long long z0 = (long long)blockIdx.z * zchunk, z1 = z0 + zchunk < nz ? z0 + zchunk : nz;
-  if (wid == 0) {
-    float v[4];
-#pragma unroll
-    for (int j = 0; j < 4; ++j) v[j] = inv_norm(kx, sp.c0 + j < nx ? sp.c0 + j : nx - 1);
-    sinv[lane] = make_float4(v[0], v[1], v[2], v[3]);
+/* The march's epilogue: store the 4 smoothed voxels. */
+struct StoreOut {
+  float *dst;
+  __device__ __forceinline__ void put(long long v, const float (&o)[4]) const {
+    *reinterpret_cast<float4 *>(dst + v) = make_float4(o[0], o[1], o[2], o[3]);
   }
-  /* this warp's x rows: tile rows wid and (for the first 2R warps) wid + NW */
-  const long long ya = y0 - R + wid, yb = ya + NW;
-  const bool has_b = wid < 2 * R;
-  const long long yo = y0 + wid; /* output row */
-  const float inv_y = inv_norm(ky, yo < ny ? yo : ny - 1);
-  float ca[4], cb[4], ha, hb;
-  auto load_plane = [&](long long p) {
-    const bool in_z = p >= 0 && p < nz;
-    const float *pl = in + (in_z ? p : 0) * nxy;
-    strip4_load(sp, nx, in_z ? ny : 0, ya, pl + ya * nx, true, ca, ha);
-    if (has_b) strip4_load(sp, nx, in_z ? ny : 0, yb, pl + yb * nx, true, cb, hb);
-  };
-  float ring[2 * R + 1][4]; /* ring[j]: x+y-smoothed row yo of plane pw - 2R + j */
-#pragma unroll
-  for (int j = 0; j <= 2 * R; ++j)
-#pragma unroll
-    for (int i = 0; i < 4; ++i) ring[j][i] = 0.0f;
-  const long long first = z0 - R, last = z1 - 1 + R;
-  load_plane(first);
-  __syncthreads(); /* sinv */
-  float inv_x[4];
-  {
-    const float4 iv = sinv[lane];
-    inv_x[0] = iv.x; inv_x[1] = iv.y; inv_x[2] = iv.z; inv_x[3] = iv.w;
-  }
-  int buf = 0;
-  for (long long pw = first; pw <= last; ++pw, buf ^= 1) {
-    {
-      float t[4];
-      strip4_xsmooth<R>(lane, kx, ca, ha, inv_x, t); /* zero rows (outside the grid) smooth to +0 */
-      xs[buf][wid][lane] = make_float4(t[0], t[1], t[2], t[3]);
-      if (has_b) {
-        strip4_xsmooth<R>(lane, kx, cb, hb, inv_x, t);
-        xs[buf][wid + NW][lane] = make_float4(t[0], t[1], t[2], t[3]);
-      }
-    }
-    if (pw < last) load_plane(pw + 1);
-    __syncthreads();
-#pragma unroll
-    for (int j = 0; j < 2 * R; ++j)
-#pragma unroll
-      for (int i = 0; i < 4; ++i) ring[j][i] = ring[j + 1][i];
-    {
-      float win[2 * R + 1][4];
-#pragma unroll
-      for (int j = 0; j <= 2 * R; ++j) {
-        const float4 v = xs[buf][wid + j][lane];
-        win[j][0] = v.x; win[j][1] = v.y; win[j][2] = v.z; win[j][3] = v.w;
-      }
-      taps4<R>(ky, win, inv_y, ring[2 * R]);
-    }
-    const long long po = pw - R;
-    if (po < z0 || yo >= ny || sp.c0 >= nx) continue;
-    float o[4];
-    taps4<R>(kz, ring, inv_norm(kz, po), o);
-    *reinterpret_cast<float4 *>(out + po * nxy + yo * nx + sp.c0) = make_float4(o[0], o[1], o[2], o[3]);
-  }
-}
-
-template <int R, int NW>
-static cudaError_t launch_xyz4_r(const Dims &d, const AxisKernel<float, kTileR> (&k)[3], int num_sms, cudaStream_t st,
-                                 const float *in, float *out) {
-  const long long strips = (d.n[0] + 127) / 128, ytiles = (d.n[1] + NW - 1) / NW;
-  int per_sm = 0;
-  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, smooth_xyz4_kernel<R, NW>, 32 * NW, 0) != cudaSuccess ||
-      per_sm < 1)
-    per_sm = 1;
-  /* z chunks: the count whose blocks fill whole waves of resident blocks best,
-   * net of the 2R halo planes each chunk reads again */
-  const long long tiles = strips * ytiles, resident = (long long)per_sm * num_sms;
-  long long nzc = 1, zchunk = d.n[2];
-  double best = -1.0;
-  for (long long c = 1; c <= 16; ++c) {
-    const long long zc = (d.n[2] + c - 1) / c;
-    if (c > 1 && zc < 8 * R) break;
-    const long long blocks = tiles * ((d.n[2] + zc - 1) / zc), waves = (blocks + resident - 1) / resident;
-    const double eff = (double)blocks / (double)(waves * resident) * (double)zc / (double)(zc + 2 * R);
-    if (eff > best + 1e-9) {
-      best = eff;
-      nzc = (d.n[2] + zc - 1) / zc;
-      zchunk = zc;
-    }
-  }
-  if (strips > 0x7fffffffLL || ytiles > 65535 || nzc > 65535) return cudaErrorInvalidConfiguration;
-  smooth_xyz4_kernel<R, NW><<<dim3((unsigned)strips, (unsigned)ytiles, (unsigned)nzc), 32 * NW, 0, st>>>(
-      in, out, d, k[0], k[1], k[2], zchunk);
-  return cudaGetLastError();
-}
-
-/* NW output rows per block (y halo 2R / NW): 16, or 8 for R >= 3; GIGAREG_CUDA_SMOOTH_NW=8/16 forces it (measurements). */
-static cudaError_t launch_xyz4(int r, int nw, const Dims &d, const AxisKernel<float, kTileR> (&k)[3], int num_sms,
-                               cudaStream_t st, const float *in, float *out) {
-#define GR_XYZ4(R_)                                                                                                \
-  case R_:                                                                                                         \
-    return nw == 8 ? launch_xyz4_r<R_, 8>(d, k, num_sms, st, in, out) : launch_xyz4_r<R_, 16>(d, k, num_sms, st, in, out);
-  switch (r) {
-    GR_XYZ4(1) GR_XYZ4(2) GR_XYZ4(3) GR_XYZ4(4)
-    default: return cudaErrorInvalidValue;
-  }
-#undef GR_XYZ4
-}
+  __device__ __forceinline__ void finish() const {}
+};
 
 gr_status smooth_to(gr_backend *be, const gr_grid *g, const float *src, float *dst, int ncomp,
                     const double sigma_vox[3]) {
@@ -174,8 +50,7 @@ gr_status smooth_to(gr_backend *be, const gr_grid *g, const float *src, float *d
   if (s != GR_OK) return s;
   Impl *im = impl_of(be);
   const Dims d = dims_of(g);
-  const bool fused = !im->exact && r[0] == r[1] && r[1] == r[2] && r[0] >= 1 && r[0] <= kWalk4MaxR &&
-                     d.n[0] % 4 == 0 && s0 % 16 == 0 && d0 % 16 == 0;
+  const bool fused = !im->exact && xyz4_fusable(r, d, src) && d0 % 16 == 0;
   if (!fused) { /* same values through the in-place path */
     const cudaError_t e = cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, im->stream);
     if (e != cudaSuccess) return device_error(e, "smooth_to copy");
@@ -184,10 +59,12 @@ gr_status smooth_to(gr_backend *be, const gr_grid *g, const float *src, float *d
   AxisKernel<float, kTileR> k[3];
   for (int a = 0; a < 3; ++a) smooth_kernel_build(sigma_vox[a], d.n[a], r[a], &k[a]);
   const char *env = getenv("GIGAREG_CUDA_SMOOTH_NW");
-  const int nw = env ? (atoi(env) == 8 ? 8 : 16) : r[0] <= 2 ? 16 : 8; /* R >= 3 spills at 16 warps (64 registers) */
+  const int nw = env ? atoi(env) : 0;
   cudaError_t e = cudaSuccess;
-  for (int q = 0; q < ncomp && e == cudaSuccess; ++q)
-    e = launch_xyz4(r[0], nw, d, k, im->num_sms, im->stream, src + (long long)q * d.nvox, dst + (long long)q * d.nvox);
+  for (int q = 0; q < ncomp && e == cudaSuccess; ++q) {
+    const StoreOut out = {dst + (long long)q * d.nvox};
+    e = launch_xyz4(r[0], nw, d, k, im->num_sms, im->stream, src + (long long)q * d.nvox, out);
+  }
   if (e != cudaSuccess) return device_error(e, "fused smoothing kernel");
   return GR_OK;
 }

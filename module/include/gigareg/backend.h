@@ -297,6 +297,14 @@ typedef struct gr_backend_ops {
    * overlap. */
   gr_status (*smooth_to)(gr_backend *be, const gr_grid *g, const float *src, float *dst, int ncomp,
                          const double sigma_vox[3]);
+
+  /* ---- Adam moments of the smoothed gradient (appended; NULL: smooth, then adam_moments) ----
+   * adam_moments(smooth(grad, sigma_vox)), bitwise, where the backend can do it
+   * without storing the smoothed gradient (one read of grad instead of the
+   * smoothing's two passes and the moments pass's read). grad's contents are
+   * undefined afterwards (a backend may smooth it in place). */
+  gr_status (*adam_moments_smoothed)(gr_backend *be, const gr_grid *g, float *grad, const double sigma_vox[3],
+                                     gr_moments mom, double b1, double b2, double eps, int t, double *max_vox);
 } gr_backend_ops;
 
 struct gr_backend {

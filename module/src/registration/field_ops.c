@@ -45,15 +45,19 @@ static gr_status smooth_field(gr_backend *be, const gr_stage_config *cfg, const 
   return be->ops->smooth(be, g, u, 3, fs);
 }
 
-/* Moments and the global max in one pass, then the step formed on the fly
- * inside the compose pass, written over the (dead) gradient, which becomes u:
- * no direction or scratch field, two passes instead of four. */
+/* Moments and the global max in one pass (grad_sigma != NULL: the gradient's
+ * smoothing fused into it), then the step formed on the fly inside the compose
+ * pass, written over the (dead) gradient; then either the field smoothing from
+ * there back into u's buffer (smooth_to) or u takes the gradient's buffer and
+ * is smoothed in place: no direction or scratch field. */
 static gr_status fused_update(gr_reg_ctx *c, const gr_stage_config *cfg, const gr_grid *g, gr_field_opt *o, float **u,
-                              double lr) {
+                              double lr, const double *grad_sigma) {
   gr_backend *be = c->be;
   double maxv = 0.0;
-  gr_status s = be->ops->adam_moments(be, g, o->grad, o->mom, cfg->adam_beta1, cfg->adam_beta2, cfg->adam_eps,
-                                      o->t, &maxv);
+  gr_status s = grad_sigma ? be->ops->adam_moments_smoothed(be, g, o->grad, grad_sigma, o->mom, cfg->adam_beta1,
+                                                            cfg->adam_beta2, cfg->adam_eps, o->t, &maxv)
+                           : be->ops->adam_moments(be, g, o->grad, o->mom, cfg->adam_beta1, cfg->adam_beta2,
+                                                   cfg->adam_eps, o->t, &maxv);
   if (s == GR_OK) s = c->comm->ops->allreduce_max_f64(c->comm, &maxv, 1);
   if (s != GR_OK) return s;
   if (!(maxv > 0.0)) return GR_OK;
@@ -76,12 +80,14 @@ gr_status gr_field_update(gr_reg_ctx *c, const gr_stage_config *cfg, const gr_gr
   gr_backend *be = c->be;
   const int64_t n = grid_nvox(g);
   const double gs[3] = {cfg->grad_sigma_vox, cfg->grad_sigma_vox, cfg->grad_sigma_vox};
+  /* the fused update can take the gradient's smoothing inside its moments pass */
+  const int smooth_in_moments = gr_field_update_fused(be) && be->ops->adam_moments_smoothed && cfg->grad_sigma_vox > 0;
   gr_status s = GR_OK;
-  if (cfg->grad_sigma_vox > 0) s = be->ops->smooth(be, g, o->grad, 3, gs);
+  if (cfg->grad_sigma_vox > 0 && !smooth_in_moments) s = be->ops->smooth(be, g, o->grad, 3, gs);
   if (s != GR_OK) return s;
   o->t += 1;
   double maxv = 0.0;
-  if (gr_field_update_fused(be)) return fused_update(c, cfg, g, o, u, lr);
+  if (gr_field_update_fused(be)) return fused_update(c, cfg, g, o, u, lr, smooth_in_moments ? gs : NULL);
   s = be->ops->adam_direction(be, g, o->grad, (float *)o->mom.m, (float *)o->mom.v, o->step, cfg->adam_beta1, cfg->adam_beta2,
                               cfg->adam_eps, o->t, &maxv);
   if (s == GR_OK) s = c->comm->ops->allreduce_max_f64(c->comm, &maxv, 1);
