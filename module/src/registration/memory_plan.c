@@ -418,15 +418,29 @@ static gr_status plan_linear(pctx *c, int k, const gr_stage_config *cfg) {
   return GR_OK;
 }
 
+/* One process on CUDA smooths the gradient inside adam_moments_smoothed and
+ * the field with smooth_to, both the fused march of cuda_smooth_xyz.cuh
+ * (equal radii 1..4, rows of whole float4s): no scratch plane. */
+static int cuda_march(const sim *s, const int64_t n[3], const double sigma[3]) {
+  if (!s->cuda || s->o->ranks > 1 || n[0] % 4 != 0) return 0;
+  int r0 = 0;
+  for (int a = 0; a < 3; ++a) {
+    const int r = sigma[a] > 0.0 ? kernel_radius(sigma[a], n[a]) : 0;
+    if (r < 1 || r > 4 || (r0 && r != r0)) return 0;
+    r0 = r;
+  }
+  return 1;
+}
+
 /* field_ops.c gr_field_update: smooth the gradient (3 planes), Adam, compose, smooth u. */
 static void field_update(pctx *c, const gr_stage_config *cfg, const plevel *L) {
   int64_t ln[3];
   local_dims(&c->s, L->fn, L->h, ln);
   const double gs[3] = {cfg->grad_sigma_vox, cfg->grad_sigma_vox, cfg->grad_sigma_vox};
   const double fs[3] = {cfg->field_sigma_vox, cfg->field_sigma_vox, cfg->field_sigma_vox};
-  smooth_scratch(&c->s, ln, gs);
+  if (!cuda_march(&c->s, ln, gs)) smooth_scratch(&c->s, ln, gs);
   if (c->s.cuda) s_transient(&c->s, GR_MEM_SCRATCH, 8); /* cuda_optim.cu: the max reduction */
-  smooth_scratch(&c->s, ln, fs);
+  if (!cuda_march(&c->s, ln, fs)) smooth_scratch(&c->s, ln, fs);
 }
 
 /* Both backends fuse the update (adam_moments + adam_compose, or for shards
