@@ -7,7 +7,7 @@
  * One iteration is exactly what the registration driver does per iteration
  * (greedy_stage.c + field_ops.c gr_field_update): metric (value + d loss/d u),
  * smooth the gradient (sigma 1), Adam moments + global max, the step formed
- * inside the compose pass (adam_compose), smooth the field (sigma 0.5), all
+ * inside the compose pass (adam_compose), smooth the field (sigma 1, the greedy default), all
  * through the backend table (GR_BENCH_UNFUSED=1: the older sequence Adam
  * direction, fill + axpy, compose, with its two extra fields; GR_BENCH_NO_SMOOTH_TO=1: the field
  * smoothed in place instead of out of place; GR_BENCH_NO_SMOOTH_MOMENTS=1: the gradient smoothed by
