@@ -9,7 +9,8 @@
  * room only for the different summation order of reductions):
  *   element-wise ops (resample, smooth, compose, invert, jacobian_det, Adam,
  *     axpy): relative L2 < 1e-5; minmax exact;
- *   metric value: |delta| <= 1e-5 |value|; n_valid equal;
+ *   metric value: |delta| <= 1e-5 |value|; n_valid equal; MI value and
+ *     grad_u bitwise equal (integer histogram, same per-voxel arithmetic);
  *   metric grad_u and grad_affine: relative L2 < 1e-3 (the double LNCC kernel,
  *     GIGAREG_CUDA_LNCC=double, keeps its alpha box sums in float, ~3e-7
  *     expected; the others ~1e-12);
@@ -99,7 +100,8 @@ static double rel_l2(const float *a, const float *b, int64_t n, int64_t *ndiff, 
   return den > 0.0 ? sqrt(num / den) : sqrt(num);
 }
 
-static void compare(const char *label, const float *gpu_dev, const float *cpu_host, int64_t n, double tol) {
+/* Returns the number of values that differ. */
+static int64_t compare(const char *label, const float *gpu_dev, const float *cpu_host, int64_t n, double tol) {
   float *g = download(gpu_dev, n);
   int64_t nd, nn;
   const double e = rel_l2(g, cpu_host, n, &nd, &nn);
@@ -107,6 +109,7 @@ static void compare(const char *label, const float *gpu_dev, const float *cpu_ho
   GR_CHECK(nn == 0, "%s: %lld NaN values (unwritten output?)", label, (long long)nn);
   GR_CHECK(e <= tol, "%s: relative L2 %.3g > %.1g", label, e, tol);
   free(g);
+  return nd;
 }
 
 /* ---- data ------------------------------------------------------------------------ */
@@ -617,10 +620,14 @@ static void check_metric(const char *label, const gr_metric_spec *spec, const me
     GR_CHECK(rc.n_valid == rg.n_valid, "%s: n_valid %lld vs %lld", label, (long long)rg.n_valid, (long long)rc.n_valid);
     fprintf(stderr, "  %-40s value rel err %.3g\n", label, dv / (fabs(rc.value) + 1e-300));
     GR_CHECK(dv <= g_tol_value * fabs(rc.value) + 1e-12, "%s: value %.12g vs %.12g", label, rg.value, rc.value);
+    const int mi = spec->kind == GR_METRIC_MI; /* MI repeats the CPU's arithmetic: bitwise */
+    GR_CHECK(!mi || memcmp(&rg.value, &rc.value, sizeof rc.value) == 0, "%s: MI value %a vs the CPU's %a (not bitwise)",
+             label, rg.value, rc.value);
     if (spec->want_field_grad) {
       char l2[160];
       snprintf(l2, sizeof l2, "%s grad_u", label);
-      compare(l2, gd, gh, 3 * n, g_tol_grad);
+      const int64_t nd = compare(l2, gd, gh, 3 * n, g_tol_grad);
+      GR_CHECK(!mi || nd == 0, "%s: %lld values differ from the CPU's (MI: bitwise)", l2, (long long)nd);
     }
     if (spec->want_affine_grad) {
       double num = 0.0, den = 0.0;

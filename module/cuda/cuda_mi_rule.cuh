@@ -33,12 +33,25 @@ __device__ __forceinline__ int mi_fixed_bin(const MiSetup &s, double f) {
   return (int)floor(dadd(mi_xi(s.f, f, &unused), 0.5));
 }
 
+/* x / 6 rounded to nearest, bitwise ddiv(x, 6.0), in three DP operations
+ * instead of the division's reciprocal refinement and range check. Markstein's
+ * theorem: with y = RN(1/6) (relative error 2^-54) the product q = RN(x y) is
+ * within one ulp of x/6, so the residual x - 6q is exact in one FMA and
+ * RN(q + residual * y) is the correctly rounded x/6. Needs x/6 normal or zero:
+ * the cubic's numerators are 0 or >= 2^-159 (r = xi - floor(xi) is 0 or
+ * >= ulp(2) = 2^-51, likewise 1 - r). */
+__device__ __forceinline__ double div6(double x) {
+  constexpr double y = 1.0 / 6.0;
+  const double q = dmul(x, y);
+  return __fma_rn(__fma_rn(-q, 6.0, x), y, q);
+}
+
 __device__ __forceinline__ void mi_cubic(double r, double w[4]) {
   const double r2 = dmul(r, r), r3 = dmul(r2, r), q = dsub(1.0, r);
-  w[0] = ddiv(dmul(dmul(q, q), q), 6.0);
-  w[1] = ddiv(dadd(dsub(dmul(3.0, r3), dmul(6.0, r2)), 4.0), 6.0);
-  w[2] = ddiv(dadd(dadd(dadd(dmul(-3.0, r3), dmul(3.0, r2)), dmul(3.0, r)), 1.0), 6.0);
-  w[3] = ddiv(r3, 6.0);
+  w[0] = div6(dmul(dmul(q, q), q));
+  w[1] = div6(dadd(dsub(dmul(3.0, r3), dmul(6.0, r2)), 4.0));
+  w[2] = div6(dadd(dadd(dadd(dmul(-3.0, r3), dmul(3.0, r2)), dmul(3.0, r)), 1.0));
+  w[3] = div6(r3);
 }
 
 __device__ __forceinline__ void mi_cubic_deriv(double r, double d[4]) {
