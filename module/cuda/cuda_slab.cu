@@ -7,13 +7,16 @@
  * dadd, lerp2): the CPU build is C11 with FP contraction off, so coordinates,
  * stencils, the per-plane parts ly(k) and the slab contributions are bitwise
  * the CPU's, and so are the accumulated sums (one add per slab per point, each
- * point touched by one thread per call). Bounds mode reduces the touched input
- * planes with 64-bit integer atomics (min / max: exact, order-free). */
+ * point touched by one thread per call). The same-grid rule interpolates in
+ * float through kernels/field_lerp.h, as cpu_slab.c does. Bounds mode reduces
+ * the touched input planes with 64-bit integer atomics (min / max: exact,
+ * order-free). */
 #include <limits.h>
 #include <string.h>
 #include "cuda_adam.cuh"
 #include "cuda_ops.cuh"
 #include "kernels/cuda_entry.h"
+#include "kernels/field_lerp.h"
 
 namespace grcu {
 
@@ -113,6 +116,39 @@ __device__ __forceinline__ void plane_part(const float *__restrict__ p, long lon
   }
 }
 
+/* cpu_slab.c plane_part_f (the same-grid rule, float) */
+__device__ __forceinline__ float plane_part_f(const float *__restrict__ p, long long nx, const Axis ax[3],
+                                              const float w[4], const float dw[4], float *gx, float *gy, bool grad) {
+  const float v[4] = {p[ax[1].i0 * nx + ax[0].i0], p[ax[1].i0 * nx + ax[0].i1], p[ax[1].i1 * nx + ax[0].i0],
+                      p[ax[1].i1 * nx + ax[0].i1]};
+  if (!grad) return gr_plane_f(v, w, w + 2);
+  return gr_plane_grad_f(v, w, dw, w + 2, dw + 2, gx, gy);
+}
+
+/* cpu_slab.c slab_value_f */
+__device__ __forceinline__ void slab_value_f(const SlabArgs &a, const Axis ax[3], bool h0, bool h1, double val[3],
+                                             double g[3], bool grad) {
+  const long long zlo = a.in_z0, inx = a.in_n[0];
+  float w[6], dw[6];
+#pragma unroll
+  for (int d = 0; d < 3; ++d) {
+    gr_weights_f(ax[d].w0, ax[d].w1, w + 2 * d);
+    gr_weights_f(ax[d].d0, ax[d].d1, dw + 2 * d);
+  }
+  for (int q = 0; q < a.ncomp; ++q) {
+    const float *img = a.in + q * a.in_comp_stride;
+    float ly[2] = {0.0f, 0.0f}, gx[2] = {0.0f, 0.0f}, gy[2] = {0.0f, 0.0f};
+    if (h0) ly[0] = plane_part_f(img + (ax[2].i0 - zlo) * a.in_nxy, inx, ax, w, dw, &gx[0], &gy[0], grad);
+    if (h1) ly[1] = plane_part_f(img + (ax[2].i1 - zlo) * a.in_nxy, inx, ax, w, dw, &gx[1], &gy[1], grad);
+    val[q] = gr_lerp_f(w[4], ly[0], w[5], ly[1]);
+    if (grad) {
+      g[0] = gr_lerp_f(w[4], gx[0], w[5], gx[1]);
+      g[1] = gr_lerp_f(w[4], gy[0], w[5], gy[1]);
+      g[2] = gr_lerp_f(dw[4], ly[0], dw[5], ly[1]);
+    }
+  }
+}
+
 /* cpu_slab.c slab_value */
 __device__ __forceinline__ bool slab_value(const SlabArgs &a, const double c[3], double val[3], double g[3],
                                            bool grad) {
@@ -128,6 +164,10 @@ __device__ __forceinline__ bool slab_value(const SlabArgs &a, const double c[3],
   if (!slab_stencil(a, c, ax)) return false;
   const bool h0 = ax[2].i0 >= zlo && ax[2].i0 < zhi, h1 = ax[2].i1 >= zlo && ax[2].i1 < zhi;
   if (!h0 && !h1) return false;
+  if (a.same_grid) {
+    slab_value_f(a, ax, h0, h1, val, g, grad);
+    return true;
+  }
   for (int q = 0; q < a.ncomp; ++q) {
     const float *img = a.in + q * a.in_comp_stride;
     double ly0 = 0.0, ly1 = 0.0, gx0 = 0.0, gx1 = 0.0, gy0 = 0.0, gy1 = 0.0;
@@ -143,6 +183,12 @@ __device__ __forceinline__ bool slab_value(const SlabArgs &a, const double c[3],
   return true;
 }
 
+/* cpu_slab.c slab_combine: base + scale * value, the value rounded to float first */
+__device__ __forceinline__ float slab_combine(double base, bool has_base, double scale, double value) {
+  const double v = (double)(float)value;
+  return has_base ? (float)dadd(base, dmul(scale, v)) : (float)dmul(scale, v);
+}
+
 __global__ void slab_sample_kernel(const SlabArgs a) {
   const long long stride = (long long)gridDim.x * blockDim.x;
   const long long nxy = a.onx * a.ony;
@@ -156,9 +202,8 @@ __global__ void slab_sample_kernel(const SlabArgs a) {
     if (direct) {
       for (int q = 0; q < a.ncomp; ++q) {
         const long long o = q * a.npts + v;
-        if (a.adam) a.out[o] = (float)dadd(st[q], dmul(a.out_scale, val[q]));
-        else if (a.out_base) a.out[o] = (float)dadd((double)a.out_base[o], dmul(a.out_scale, val[q]));
-        else a.out[o] = (float)dmul(a.out_scale, val[q]);
+        const double base = a.adam ? st[q] : a.out_base ? (double)a.out_base[o] : 0.0;
+        a.out[o] = slab_combine(base, a.out_base || a.adam, a.out_scale, val[q]);
       }
       continue;
     }
@@ -310,7 +355,7 @@ __global__ void slab_finalize_kernel(long long n, const double *__restrict__ acc
                                      double scale, float *__restrict__ out) {
   const long long stride = (long long)gridDim.x * blockDim.x;
   for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride)
-    out[i] = base ? (float)dadd((double)base[i], dmul(scale, acc[i])) : (float)dmul(scale, acc[i]);
+    out[i] = slab_combine(base ? (double)base[i] : 0.0, base != nullptr, scale, acc[i]);
 }
 
 gr_status slab_finalize(gr_backend *be, int64_t n, const double *acc, const float *base, double scale, float *out) {

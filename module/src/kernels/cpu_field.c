@@ -2,13 +2,16 @@
  * All fields are 3 planes of physical (mm) displacements on grid g. Sample
  * positions x + s(x) are converted to continuous indices as idx + p2i_lin * s(x):
  * mathematically the same as p2i * (i2p * idx + s), without the round-off of a
- * round trip through millimetre coordinates far from the origin. */
+ * round trip through millimetre coordinates far from the origin. The position
+ * and the stencil are formed in double, the field is interpolated in float
+ * (field_lerp.h: the rule the CUDA twin and the Grid Parallel sampler share). */
 #include <math.h>
 #include <string.h>
 #include "kernels/bf16.h"
 #include "kernels/cpu_interp.h"
 #include "kernels/cpu_kernels.h"
 #include "kernels/cpu_threads.h"
+#include "kernels/field_lerp.h"
 
 typedef struct field_dims {
   int64_t nx, ny, nz, nxy, nvox;
@@ -27,17 +30,25 @@ static field_dims field_dims_of(const gr_grid *g) {
   return d;
 }
 
-/* All three planes of field u at continuous index c, trilinear with CLAMP
- * boundary (cpu_interp.h conventions: the field's border value extends). The
- * stencil is computed once and shared by the planes. */
-static inline void sample3_clamp(const float *restrict u, const field_dims *d, const double c[3], double out[3]) {
+/* All three planes of field u at continuous index c, trilinear in float with
+ * CLAMP boundary (cpu_interp.h conventions: the field's border value extends;
+ * field_lerp.h arithmetic). The stencil is computed once and shared by the planes. */
+static inline void sample3_clamp(const float *restrict u, const field_dims *d, const double c[3], float out[3]) {
   cpu_axis a[3];
   cpu_axis_clamp(c[0], d->nx, &a[0]);
   cpu_axis_clamp(c[1], d->ny, &a[1]);
   cpu_axis_clamp(c[2], d->nz, &a[2]);
+  float wx[2], wy[2], wz[2];
+  gr_weights_f(a[0].w0, a[0].w1, wx);
+  gr_weights_f(a[1].w0, a[1].w1, wy);
+  gr_weights_f(a[2].w0, a[2].w1, wz);
   int64_t o[8];
   cpu_tri_offsets(a, d->nx, d->nxy, o);
-  for (int k = 0; k < 3; ++k) out[k] = cpu_tri_value_at(u + k * d->nvox, o, a);
+  for (int k = 0; k < 3; ++k) {
+    const float *p = u + k * d->nvox;
+    const float v[8] = {p[o[0]], p[o[1]], p[o[2]], p[o[3]], p[o[4]], p[o[5]], p[o[6]], p[o[7]]};
+    out[k] = gr_tri_f(v, wx, wy, wz);
+  }
 }
 
 /* ---- compose / fixed-point step ---------------------------------------------- */
@@ -55,13 +66,13 @@ typedef struct adam_step {
 
 /* s(x) at voxel i: read from s, or (adam != NULL) formed from the moments
  * exactly as axpy forms it from adam_direction's output (scale * dir + 0). */
-static inline void step_at(const float *s, const adam_step *adam, int64_t i, int64_t nvox, double out[3]) {
+static inline void step_at(const float *s, const adam_step *adam, int64_t i, int64_t nvox, float out[3]) {
   for (int c = 0; c < 3; ++c) {
     const int64_t k = i + c * nvox;
-    out[c] = adam ? (double)(adam->scale * cpu_adam_dir(adam->rule, gr_moment_load(adam->mom.m, adam->mom.bf16, k),
-                                                        gr_moment_load(adam->mom.v, adam->mom.bf16, k)) +
-                             0.0f)
-                  : (double)s[k];
+    out[c] = adam ? adam->scale * cpu_adam_dir(adam->rule, gr_moment_load(adam->mom.m, adam->mom.bf16, k),
+                                               gr_moment_load(adam->mom.v, adam->mom.bf16, k)) +
+                        0.0f
+                  : s[k];
   }
 }
 
@@ -77,23 +88,15 @@ static void warp_pass(gr_backend *be, const field_dims *d, const float *restrict
       const int64_t row = z * d->nxy + y * nx;
       for (int64_t x = 0; x < nx; ++x) {
         const int64_t i = row + x;
-        double sv[3];
+        float sv[3];
         step_at(s, adam, i, nvox, sv);
         const double s0 = sv[0], s1 = sv[1], s2 = sv[2];
         const double c[3] = {(double)x + L[0] * s0 + L[1] * s1 + L[2] * s2,
                              (double)y + L[3] * s0 + L[4] * s1 + L[5] * s2,
                              (double)z + L[6] * s0 + L[7] * s1 + L[8] * s2};
-        double a[3];
+        float a[3];
         sample3_clamp(u, d, c, a);
-        if (mode == WARP_COMPOSE) {
-          out[i] = (float)(s0 + a[0]);
-          out[i + nvox] = (float)(s1 + a[1]);
-          out[i + 2 * nvox] = (float)(s2 + a[2]);
-        } else {
-          out[i] = (float)-a[0];
-          out[i + nvox] = (float)-a[1];
-          out[i + 2 * nvox] = (float)-a[2];
-        }
+        for (int q = 0; q < 3; ++q) out[i + q * nvox] = mode == WARP_COMPOSE ? sv[q] + a[q] : -a[q];
       }
     }
   }

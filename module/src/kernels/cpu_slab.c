@@ -14,6 +14,11 @@
  * cpu_compose/invert and the metrics' warps bit for bit (up to the sign of a
  * zero).
  *
+ * The same-grid rule (compose / invert of displacement fields) interpolates in
+ * float with the arithmetic of kernels/field_lerp.h, as cpu_field.c does; the
+ * per-slab contributions are then floats and their sum, rounded to float by
+ * slab_finalize, is the whole-grid value.
+ *
  * Stencils always come from the general per-axis rules (cpu_axis_zero /
  * cpu_axis_clamp on the snapped index): for points inside the grid they give
  * the same cell, weights and results as the fast "inside" path of the
@@ -30,6 +35,7 @@
 #include "kernels/cpu_interp.h"
 #include "kernels/cpu_kernels.h"
 #include "kernels/cpu_threads.h"
+#include "kernels/field_lerp.h"
 
 typedef struct slab_ctx {
   const gr_slab_sample *a;
@@ -140,6 +146,40 @@ static inline void plane_part(const float *restrict p, int64_t nx, const cpu_axi
   }
 }
 
+/* plane_part of the same-grid rule: float arithmetic (field_lerp.h), weights
+ * rounded to float once per axis (w[0..1] = x, w[2..3] = y; dw the derivative
+ * weights). */
+static inline float plane_part_f(const float *restrict p, int64_t nx, const cpu_axis ax[3], const float w[4],
+                                 const float dw[4], float *gx, float *gy) {
+  const float v[4] = {p[ax[1].i0 * nx + ax[0].i0], p[ax[1].i0 * nx + ax[0].i1], p[ax[1].i1 * nx + ax[0].i0],
+                      p[ax[1].i1 * nx + ax[0].i1]};
+  if (!gx) return gr_plane_f(v, w, w + 2);
+  return gr_plane_grad_f(v, w, dw, w + 2, dw + 2, gx, gy);
+}
+
+/* slab_value's linear part under the same-grid rule (float, field_lerp.h) */
+static inline void slab_value_f(const slab_ctx *s, const cpu_axis ax[3], int h0, int h1, double val[3], double g[3]) {
+  const gr_slab_sample *a = s->a;
+  const int64_t zlo = a->in_z0, inx = s->in_n[0];
+  float w[6], dw[6];
+  for (int d = 0; d < 3; ++d) {
+    gr_weights_f(ax[d].w0, ax[d].w1, w + 2 * d);
+    gr_weights_f(ax[d].d0, ax[d].d1, dw + 2 * d);
+  }
+  for (int q = 0; q < a->ncomp; ++q) {
+    const float *img = a->in + q * a->in_comp_stride;
+    float ly[2] = {0.0f, 0.0f}, gx[2] = {0.0f, 0.0f}, gy[2] = {0.0f, 0.0f};
+    if (h0) ly[0] = plane_part_f(img + (ax[2].i0 - zlo) * s->in_nxy, inx, ax, w, dw, g ? &gx[0] : NULL, &gy[0]);
+    if (h1) ly[1] = plane_part_f(img + (ax[2].i1 - zlo) * s->in_nxy, inx, ax, w, dw, g ? &gx[1] : NULL, &gy[1]);
+    val[q] = gr_lerp_f(w[4], ly[0], w[5], ly[1]);
+    if (g) {
+      g[0] = gr_lerp_f(w[4], gx[0], w[5], gx[1]);
+      g[1] = gr_lerp_f(w[4], gy[0], w[5], gy[1]);
+      g[2] = gr_lerp_f(dw[4], ly[0], dw[5], ly[1]);
+    }
+  }
+}
+
 /* The slab's contribution at one point: val[q] (and the index gradient), and
  * whether any corner lies in the slab. */
 static inline int slab_value(const slab_ctx *s, const double c[3], double val[3], double g[3]) {
@@ -156,6 +196,10 @@ static inline int slab_value(const slab_ctx *s, const double c[3], double val[3]
   if (!slab_stencil(s, c, ax)) return 0;
   const int h0 = ax[2].i0 >= zlo && ax[2].i0 < zhi, h1 = ax[2].i1 >= zlo && ax[2].i1 < zhi;
   if (!h0 && !h1) return 0;
+  if (a->same_grid) {
+    slab_value_f(s, ax, h0, h1, val, g);
+    return 1;
+  }
   for (int q = 0; q < a->ncomp; ++q) {
     const float *img = a->in + q * a->in_comp_stride;
     double ly0 = 0.0, ly1 = 0.0, gx0 = 0.0, gx1 = 0.0, gy0 = 0.0, gy1 = 0.0;
@@ -171,6 +215,14 @@ static inline int slab_value(const slab_ctx *s, const double c[3], double val[3]
   return 1;
 }
 
+/* out = base + scale * value with the value rounded to float first, as every
+ * whole-grid kernel rounds its interpolated value (compose: s + u(x + s) in
+ * float); shared by the direct mode and slab_finalize. */
+static inline float slab_combine(double base, int has_base, double scale, double value) {
+  const double v = (double)(float)value;
+  return has_base ? (float)(base + scale * v) : (float)(scale * v);
+}
+
 static void slab_plane(const slab_ctx *s, int64_t kl) {
   const gr_slab_sample *a = s->a;
   const int64_t k = a->out_z0 + kl, nx = s->onx, ny = s->ony;
@@ -184,9 +236,8 @@ static void slab_plane(const slab_ctx *s, int64_t kl) {
       if (direct) {
         for (int q = 0; q < a->ncomp; ++q) {
           const int64_t o = q * s->npts + v;
-          if (a->adam) a->out[o] = (float)(st[q] + a->out_scale * val[q]);
-          else if (a->out_base) a->out[o] = (float)((double)a->out_base[o] + a->out_scale * val[q]);
-          else a->out[o] = (float)(a->out_scale * val[q]);
+          const double base = a->adam ? st[q] : a->out_base ? (double)a->out_base[o] : 0.0;
+          a->out[o] = slab_combine(base, a->out_base || a->adam, a->out_scale, val[q]);
         }
         continue;
       }
@@ -298,6 +349,6 @@ gr_status cpu_slab_finalize(gr_backend *be, int64_t n, const double *acc, const 
   (void)be;
   if (n < 0 || (n > 0 && (!acc || !out))) return gr_error(GR_ERR_INVALID_ARG, "slab_finalize: bad arguments");
 #pragma omp parallel for simd schedule(static) num_threads(cpu_nthreads(be)) if (n >= CPU_PAR_MIN_ELEMS)
-  for (int64_t i = 0; i < n; ++i) out[i] = base ? (float)((double)base[i] + scale * acc[i]) : (float)(scale * acc[i]);
+  for (int64_t i = 0; i < n; ++i) out[i] = slab_combine(base ? (double)base[i] : 0.0, base != NULL, scale, acc[i]);
   return GR_OK;
 }
