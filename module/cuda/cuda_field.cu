@@ -2,17 +2,18 @@
  * semantics) and adam_compose (the fused update's compose). Fields are 3
  * planes of mm displacements on grid g; sample positions are
  * idx + p2i_lin * s(x) (no round trip through mm). Arithmetic as the CPU's
- * (bitwise equal results): the position and the CLAMP stencil in double, the
- * trilinear interpolation of u in float (kernels/field_lerp.h), the 8-corner
- * stencil computed once and shared by the three planes.
+ * (bitwise equal results): the field rule of kernels/field_lerp.h (float
+ * offsets, CLAMP cell and trilinear interpolation), the 8-corner stencil
+ * computed once and shared by the three planes.
  *
  * Performance (512^3, H100, bf16 moments; adam_compose 3.74 ms when the
  * interpolation ran in double, one thread per voxel with a strided z loop):
  * the kernel is bound by instruction issue and latency more than by DRAM
  * (36 B/voxel). What paid: float interpolation (no per-corner conversions),
- * the floor through a shift instead of a conversion, 32-bit offsets, each
- * block walking consecutive planes (L1 reuse of the corner planes), and the
- * step inputs loaded one plane ahead. */
+ * float offsets and cell (no double arithmetic or conversion left), 32-bit
+ * offsets, each block walking consecutive planes (L1 reuse of the corner
+ * planes), and the step inputs loaded one plane ahead. */
+#include <type_traits>
 #include "cuda_adam.cuh"
 #include "cuda_ops.cuh"
 #include "kernels/field_lerp.h"
@@ -21,9 +22,11 @@ namespace grcu {
 
 struct FieldMap {
   Dims d;
-  double L[9];      /* linear part of p2i */
-  double hi[3];     /* n - 1 per axis: the CLAMP range */
+  double L[9];      /* linear part of p2i (jacobian_det) */
+  float Lf[9];      /* the same rounded to float: the field rule's offsets (field_lerp.h) */
   long long st[3];  /* upper-corner strides {1, nx, nxy}, 0 along one-sample axes */
+  long long top[3]; /* the CLAMP cell at or past n - 1: lower corner max(n - 2, 0) ... */
+  float ttop[3];    /* ... and fraction (1, or 0 when n == 1) */
   long long zchunk; /* planes per block (each block walks consecutive planes) */
 };
 
@@ -31,11 +34,15 @@ static FieldMap field_map(const gr_grid *g) {
   FieldMap f;
   f.d = dims_of(g);
   for (int r = 0; r < 3; ++r)
-    for (int c = 0; c < 3; ++c) f.L[r * 3 + c] = g->p2i[r * 4 + c];
+    for (int c = 0; c < 3; ++c) {
+      f.L[r * 3 + c] = g->p2i[r * 4 + c];
+      f.Lf[r * 3 + c] = (float)g->p2i[r * 4 + c];
+    }
   const long long stride[3] = {1, f.d.n[0], f.d.nxy};
   for (int a = 0; a < 3; ++a) {
-    f.hi[a] = (double)(f.d.n[a] - 1);
     f.st[a] = f.d.n[a] > 1 ? stride[a] : 0;
+    f.top[a] = f.d.n[a] > 1 ? f.d.n[a] - 2 : 0;
+    f.ttop[a] = f.d.n[a] > 1 ? 1.0f : 0.0f;
   }
   f.zchunk = 1;
   return f;
@@ -50,24 +57,25 @@ struct AdamStep {
 
 enum WarpMode { kCompose = 0, kNegSample = 1, kAdamCompose = 2 };
 
-/* axis_clamp's cell (returned: i0; i1 = i0 + stride) and its weights rounded
- * to float (gr_weights_f), bitwise. floor(c) comes from the 1.5 * 2^52 shift:
- * for 0 <= c < 2^51, c + 1.5 * 2^52 rounded down is floor(c) + 1.5 * 2^52
- * exactly, and the difference of the bit patterns is floor(c). This keeps the
- * stencil on the FP64 add pipe instead of the quarter-rate conversion pipe. */
-__device__ __forceinline__ long long field_axis(double c, double hi, float w[2]) {
-  const double kShift = 6755399441055744.0; /* 1.5 * 2^52 */
-  c = c > 0.0 ? c : 0.0;                    /* also maps NaN to 0 */
-  c = c < hi ? c : hi;
-  const double sh = __dadd_rd(c, kShift);
-  long long i = __double_as_longlong(sh) - __double_as_longlong(kShift);
-  double t = dsub(c, dsub(sh, kShift));
-  if (c >= hi && hi > 0.0) { /* axis_clamp: i >= n - 1 (n > 1) -> cell (n-2, n-1), t = 1 */
-    i -= 1;
-    t = 1.0;
-  }
-  gr_weights_f(dsub(1.0, t), t, w);
-  return i;
+/* gr_field_cell, bitwise (S: int below 2^30 samples per axis, else long
+ * long): floor(d) comes from the 1.5 * 2^23 shift (for |d| <= 2^21,
+ * d + 1.5 * 2^23 rounded down is floor(d) + 1.5 * 2^23 exactly, and the
+ * difference of the bit patterns is floor(d)), which keeps the cell off the
+ * quarter-rate conversion pipe; the clamping is selects, not branches.
+ * nm1 = n - 1, top / ttop: the cell at or past n - 1 (FieldMap). */
+template <typename S>
+__device__ __forceinline__ S field_axis(S x, float d, S nm1, S top, float ttop, float w[2]) {
+  const float kShift = 12582912.0f;
+  d = d >= -GR_FIELD_REACH ? d : -GR_FIELD_REACH;
+  d = d <= GR_FIELD_REACH ? d : GR_FIELD_REACH;
+  const float sh = __fadd_rd(d, kShift);
+  const S k = x + (S)(__float_as_int(sh) - __float_as_int(kShift));
+  const float f = __fsub_rn(d, __fsub_rn(sh, kShift));
+  const bool below = k < 0, above = k >= nm1;
+  const float t = below ? 0.0f : above ? ttop : f;
+  w[0] = __fsub_rn(1.0f, t);
+  w[1] = t;
+  return below ? (S)0 : above ? top : k;
 }
 
 /* The inputs of one voxel's step, loaded ahead of their use: the moments
@@ -118,17 +126,19 @@ __device__ __forceinline__ void step_form(const StepIn<MODE, BF16> &r, const Ada
   }
 }
 
-/* Continuous index of x + s and its CLAMP stencil: the lower corner's offset
- * (returned) and the float weights per axis. */
+/* The field rule's CLAMP stencil at (x, y, z) + L s: the lower corner's
+ * offset (returned) and the float weights per axis. */
 template <typename Idx>
-__device__ __forceinline__ Idx field_cell(const FieldMap &fm, double xd, double yd, double zd, const float sv[3],
-                                          Idx nx, Idx nxy, float wx[2], float wy[2], float wz[2]) {
-  const double s0 = sv[0], s1 = sv[1], s2 = sv[2];
-  const double cx = dadd(dadd(dadd(xd, dmul(fm.L[0], s0)), dmul(fm.L[1], s1)), dmul(fm.L[2], s2));
-  const double cy = dadd(dadd(dadd(yd, dmul(fm.L[3], s0)), dmul(fm.L[4], s1)), dmul(fm.L[5], s2));
-  const double cz = dadd(dadd(dadd(zd, dmul(fm.L[6], s0)), dmul(fm.L[7], s1)), dmul(fm.L[8], s2));
-  return (Idx)field_axis(cz, fm.hi[2], wz) * nxy + (Idx)field_axis(cy, fm.hi[1], wy) * nx +
-         (Idx)field_axis(cx, fm.hi[0], wx);
+__device__ __forceinline__ Idx field_cell(const FieldMap &fm, Idx x, Idx y, Idx z, const float sv[3], Idx nx,
+                                          Idx nxy, float wx[2], float wy[2], float wz[2]) {
+  using S = typename std::conditional<sizeof(Idx) == 4, int, long long>::type;
+  const S ix = field_axis<S>((S)x, gr_field_offset(fm.Lf, sv[0], sv[1], sv[2]), (S)(fm.d.n[0] - 1), (S)fm.top[0],
+                             fm.ttop[0], wx);
+  const S iy = field_axis<S>((S)y, gr_field_offset(fm.Lf + 3, sv[0], sv[1], sv[2]), (S)(fm.d.n[1] - 1),
+                             (S)fm.top[1], fm.ttop[1], wy);
+  const S iz = field_axis<S>((S)z, gr_field_offset(fm.Lf + 6, sv[0], sv[1], sv[2]), (S)(fm.d.n[2] - 1),
+                             (S)fm.top[2], fm.ttop[2], wz);
+  return (Idx)iz * nxy + (Idx)iy * nx + (Idx)ix;
 }
 
 /* One thread per (x, y) column of a block's run of planes. The step inputs
@@ -139,18 +149,19 @@ __device__ __forceinline__ Idx field_cell(const FieldMap &fm, double xd, double 
  * at an immediate offset from their x corner. */
 template <int MODE, typename Idx, int MINB, bool BF16, bool X1>
 __global__ void __launch_bounds__(kBlock, MINB)
-    warp_field_kernel(const FieldMap fm, const float *__restrict__ u, const float *s, const AdamStep as, float *out) {
+    warp_field_kernel(const FieldMap fm, const float *__restrict__ u, const float *__restrict__ u1,
+                      const float *__restrict__ u2, const float *s, const AdamStep as, float *out) {
   const Idx nx = (Idx)fm.d.n[0], ny = (Idx)fm.d.n[1], nxy = (Idx)fm.d.nxy;
   const Idx x = (Idx)(blockIdx.x * kBX + threadIdx.x), y = (Idx)(blockIdx.y * kBY + threadIdx.y);
   if (x >= nx || y >= ny) return;
   const long long nvox = fm.d.nvox;
   const Idx sx = (Idx)fm.st[0], sy = (Idx)fm.st[1], sz = (Idx)fm.st[2];
-  const double xd = (double)x, yd = (double)y;
   Idx z = (Idx)(blockIdx.z * fm.zchunk);
   const Idx zend = (Idx)min(fm.d.n[2], (long long)(blockIdx.z + 1) * fm.zchunk);
   if (z >= zend) return;
   const Idx row = y * nx + x;
-  const float *up[3] = {u, u + nvox, u + 2 * nvox};
+  const float *up[3] = {u, u1, u2}; /* u's planes: separate parameters, so each corner
+                                        address is one multiply-add from its plane */
   float sv[3];
   StepIn<MODE, BF16> next = step_load<MODE, BF16>(s, as, (long long)(z * nxy + row), nvox);
   for (; z < zend; ++z) {
@@ -158,7 +169,7 @@ __global__ void __launch_bounds__(kBlock, MINB)
     step_form<MODE, BF16>(next, as, sv);
     if (z + 1 < zend) next = step_load<MODE, BF16>(s, as, (long long)((z + 1) * nxy + row), nvox);
     float wx[2], wy[2], wz[2], v[3][8];
-    const Idx o = field_cell(fm, xd, yd, (double)z, sv, nx, nxy, wx, wy, wz);
+    const Idx o = field_cell(fm, x, y, z, sv, nx, nxy, wx, wy, wz);
     if (X1) {
       /* x + 1 corners at an immediate offset from their x corner; one 32-bit
        * offset per (y, z) corner line, shared by the planes */
@@ -178,7 +189,7 @@ __global__ void __launch_bounds__(kBlock, MINB)
     } else {
 #pragma unroll
       for (int q = 0; q < 3; ++q) {
-        const float *p = u + q * nvox;
+        const float *p = up[q];
         v[q][0] = __ldg(p + o);
         v[q][1] = __ldg(p + (o + sx));
         v[q][2] = __ldg(p + (o + sy));
@@ -197,11 +208,10 @@ __global__ void __launch_bounds__(kBlock, MINB)
   }
 }
 
-/* Register cap: 4 blocks of kBlock threads per SM (<= 64 registers). At
- * 512^3 on an H100 with bf16 moments, adam_compose took 2.45 ms at 4 blocks,
- * 2.58 ms at 5 (48 registers) and spilled at 6 (40: the Adam division and
- * square root keep registers live around their slow-path calls). */
-constexpr int kWarpMinBlocks = 4;
+/* Register cap: 5 blocks of kBlock threads per SM (<= 48 registers, no
+ * spills). At 512^3 on an H100 with bf16 moments, adam_compose took 2.36 ms
+ * at 4 blocks (56 registers), 2.23 ms at 5 and 2.32 ms at 6 (40 registers). */
+constexpr int kWarpMinBlocks = 5;
 
 /* kCompose: out = s + u(x + s); kNegSample: out = -u(x + s) (one fixed-point
  * step of the inverse); kAdamCompose: kCompose with s formed from the moments
@@ -209,7 +219,7 @@ constexpr int kWarpMinBlocks = 4;
  * fused multiply-add). out may alias s (each voxel's s is read before that
  * voxel is written), never u. Each block walks a run of consecutive planes
  * (the corner planes of plane z + 1 are mostly those of plane z, still in L1);
- * 32-bit in-plane offsets below 2^32 voxels per plane. */
+ * 32-bit offsets below 2^32 voxels per plane and 2^30 samples per axis. */
 template <int MODE, bool BF16>
 static void launch_warp_field(const FieldMap &fm0, const float *u, const float *s, const AdamStep &as, float *out,
                               cudaStream_t stream) {
@@ -218,19 +228,29 @@ static void launch_warp_field(const FieldMap &fm0, const float *u, const float *
   fm.zchunk = (fm.d.n[2] + grid.z - 1) / grid.z;
   grid.z = (unsigned)((fm.d.n[2] + fm.zchunk - 1) / fm.zchunk);
   const dim3 block(kBX, kBY);
-  if (fm.d.nvox > 0xffffffffLL)
-    warp_field_kernel<MODE, long long, kWarpMinBlocks, BF16, false><<<grid, block, 0, stream>>>(fm, u, s, as, out);
+  const long long nmax = fm.d.n[0] > fm.d.n[1] ? (fm.d.n[0] > fm.d.n[2] ? fm.d.n[0] : fm.d.n[2])
+                                                : (fm.d.n[1] > fm.d.n[2] ? fm.d.n[1] : fm.d.n[2]);
+  const float *u1 = u + fm.d.nvox, *u2 = u + 2 * fm.d.nvox;
+  if (fm.d.nvox > 0xffffffffLL || nmax >= (1LL << 30))
+    warp_field_kernel<MODE, long long, kWarpMinBlocks, BF16, false><<<grid, block, 0, stream>>>(fm, u, u1, u2, s, as,
+                                                                                                out);
   else if (fm.st[0] == 1)
-    warp_field_kernel<MODE, unsigned, kWarpMinBlocks, BF16, true><<<grid, block, 0, stream>>>(fm, u, s, as, out);
+    warp_field_kernel<MODE, unsigned, kWarpMinBlocks, BF16, true><<<grid, block, 0, stream>>>(fm, u, u1, u2, s, as, out);
   else
-    warp_field_kernel<MODE, unsigned, kWarpMinBlocks, BF16, false><<<grid, block, 0, stream>>>(fm, u, s, as, out);
+    warp_field_kernel<MODE, unsigned, kWarpMinBlocks, BF16, false><<<grid, block, 0, stream>>>(fm, u, u1, u2, s, as,
+                                                                                               out);
 }
 
 template <int MODE>
 static void launch_warp_field(const FieldMap &fm, const float *u, const float *s, const AdamStep &as, float *out,
                               cudaStream_t stream) {
-  if (MODE == kAdamCompose && as.mom.bf16) launch_warp_field<MODE, true>(fm, u, s, as, out, stream);
-  else launch_warp_field<MODE, false>(fm, u, s, as, out, stream);
+  if constexpr (MODE == kAdamCompose) {
+    if (as.mom.bf16) {
+      launch_warp_field<MODE, true>(fm, u, s, as, out, stream);
+      return;
+    }
+  }
+  launch_warp_field<MODE, false>(fm, u, s, as, out, stream);
 }
 
 __global__ void negate_kernel(const float *__restrict__ u, float *__restrict__ out, long long n) {

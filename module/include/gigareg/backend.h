@@ -222,9 +222,9 @@ typedef struct gr_backend_ops {
                       const double sigma_vox[3]);
 
   /* out(x) = s(x) + u(x + s(x)): compositive update (u read with CLAMP). out != u.
-   * The field rule (compose, adam_compose, invert, sample_slab's same-grid rule):
-   * the sample position idx + p2i_lin s and the stencil in double, the trilinear
-   * interpolation of u in float (kernels/field_lerp.h), s + value in float. */
+   * The field rule (compose, adam_compose, invert, sample_slab's same-grid rule;
+   * kernels/field_lerp.h): the voxel offset p2i_lin s, the CLAMP cell at
+   * idx + offset and the trilinear interpolation of u in float, s + value in float. */
   gr_status (*compose)(gr_backend *be, const gr_grid *g, const float *u, const float *s, float *out);
 
   /* Adam moments update and normalised direction:

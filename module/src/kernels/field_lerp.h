@@ -1,16 +1,23 @@
-/* Trilinear interpolation of displacement fields in float: the arithmetic of
- * the field rule (compose, adam_compose, invert and the Grid Parallel
- * sampler's same-grid rule), one definition for the CPU kernels (cpu_field.c,
+/* The field rule in float: the sample position and trilinear interpolation of
+ * displacement fields for compose, adam_compose, invert and the Grid Parallel
+ * sampler's same-grid rule, one definition for the CPU kernels (cpu_field.c,
  * cpu_slab.c) and the CUDA kernels (cuda_field.cu, cuda_slab.cu).
  *
- * Why float: the sample position (idx + p2i_lin * s) and the stencil (cell,
- * fractions, clamping; cpu_interp.h's CLAMP rule) are formed in double as
- * before, but the interpolation of the field itself runs in float. The field
- * is float, its values are millimetres of displacement, and float's 2^-24
- * relative rounding is far below the interpolation error; in double the GPU
- * kernel spent ~30 float <-> double conversions per voxel (a quarter-rate
- * pipe on Hopper) on it. The double weights are rounded to float once per
- * axis (gr_weights_f).
+ * Position. The continuous index of x + s(x) along axis r is x_r + d_r with
+ * the voxel offset d_r = L[r][0] s0 + L[r][1] s1 + L[r][2] s2 (L: p2i's linear
+ * part rounded to float), formed in float left to right (gr_field_offset).
+ * The cell is x_r + floor(d_r), exact in integers, and the fraction
+ * d_r - floor(d_r) is exact in float (gr_field_cell): the offset's rounding is
+ * relative to |d| (a few voxels: ~1e-7 voxel), not to the index, so nothing
+ * is lost against forming the index in double, and no double arithmetic or
+ * conversion is left in the GPU kernel (they were a quarter of its
+ * instructions). CLAMP as cpu_interp.h: an index below 0 reads sample 0, one
+ * at or above n - 1 the cell (n-2, n-1) with fraction 1.
+ *
+ * Interpolation. The field is float, its values are millimetres, and float's
+ * 2^-24 relative rounding is far below the interpolation error; in double the
+ * GPU kernel spent ~30 float <-> double conversions per voxel (a quarter-rate
+ * pipe on Hopper) on it. Weights per axis: (1 - t, t) in float.
  *
  * Both backends agree bit for bit: IEEE float multiplication and addition are
  * correctly rounded on the CPU and the GPU alike, the CPU core is compiled
@@ -27,22 +34,61 @@
 #ifndef GIGAREG_FIELD_LERP_H
 #define GIGAREG_FIELD_LERP_H
 
+#include <stdint.h>
+
 #ifdef __CUDACC__
 #define GR_FL_FN __device__ __forceinline__
 #define GR_FL_MUL(a, b) __fmul_rn((a), (b))
 #define GR_FL_ADD(a, b) __fadd_rn((a), (b))
+#define GR_FL_SUB(a, b) __fsub_rn((a), (b))
 #else
 #define GR_FL_FN static inline
 #define GR_FL_MUL(a, b) ((a) * (b))
 #define GR_FL_ADD(a, b) ((a) + (b))
+#define GR_FL_SUB(a, b) ((a) - (b))
 #endif
+
+/* Offsets are clamped to +-2^21 voxels (beyond any grid's CLAMP range for
+ * n <= 2^21; NaN -> -2^21, i.e. sample 0, as CLAMP maps a NaN index to 0):
+ * there floor(d) is exact through an int32 and, on the GPU, through the
+ * 1.5 * 2^23 shift. */
+#define GR_FIELD_REACH 2097152.0f
+
+/* d_r = L[0] s0 + L[1] s1 + L[2] s2 (L: one row of p2i's linear part, float) */
+GR_FL_FN float gr_field_offset(const float L[3], float s0, float s1, float s2) {
+  return GR_FL_ADD(GR_FL_ADD(GR_FL_MUL(L[0], s0), GR_FL_MUL(L[1], s1)), GR_FL_MUL(L[2], s2));
+}
+
+/* The CLAMP cell at index x + d on an axis of n samples: returns the lower
+ * corner i0 (the upper one is i0 + 1, or i0 when n == 1) and sets its weights
+ * w = (1 - t, t). */
+GR_FL_FN int64_t gr_field_cell(int64_t x, float d, int64_t n, float w[2]) {
+  d = d >= -GR_FIELD_REACH ? d : -GR_FIELD_REACH;
+  d = d <= GR_FIELD_REACH ? d : GR_FIELD_REACH;
+  const int32_t tr = (int32_t)d; /* toward zero */
+  const int32_t fl = tr - ((float)tr > d ? 1 : 0);
+  const int64_t k = x + fl;
+  float t = GR_FL_SUB(d, (float)fl);
+  int64_t i = k;
+  if (k < 0) {
+    i = 0;
+    t = 0.0f;
+  } else if (k >= n - 1) {
+    i = n > 1 ? n - 2 : 0;
+    t = n > 1 ? 1.0f : 0.0f;
+  }
+  w[0] = GR_FL_SUB(1.0f, t);
+  w[1] = t;
+  return i;
+}
 
 /* w0 a + w1 b, two rounded products and a rounded sum */
 GR_FL_FN float gr_lerp_f(float w0, float a, float w1, float b) {
   return GR_FL_ADD(GR_FL_MUL(w0, a), GR_FL_MUL(w1, b));
 }
 
-/* One axis's double weights (w0, w1) rounded to float once */
+/* One axis's double weights (w0, w1) rounded to float once (the slab
+ * sampler's same-grid rule under the ZERO boundary, from a cpu_interp.h stencil) */
 GR_FL_FN void gr_weights_f(double w0, double w1, float w[2]) {
   w[0] = (float)w0;
   w[1] = (float)w1;
@@ -73,4 +119,5 @@ GR_FL_FN float gr_tri_f(const float v[8], const float wx[2], const float wy[2], 
 #undef GR_FL_FN
 #undef GR_FL_MUL
 #undef GR_FL_ADD
+#undef GR_FL_SUB
 #endif
