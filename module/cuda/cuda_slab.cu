@@ -7,13 +7,16 @@
  * dadd, lerp2): the CPU build is C11 with FP contraction off, so coordinates,
  * stencils, the per-plane parts ly(k) and the slab contributions are bitwise
  * the CPU's, and so are the accumulated sums (one add per slab per point, each
- * point touched by one thread per call). Bounds mode reduces the touched input
- * planes with 64-bit integer atomics (min / max: exact, order-free). */
+ * point touched by one thread per call). The same-grid rule is the field rule
+ * of kernels/field_lerp.h, as in cpu_slab.c. Bounds mode reduces
+ * the touched input planes with 64-bit integer atomics (min / max: exact,
+ * order-free). */
 #include <limits.h>
 #include <string.h>
 #include "cuda_adam.cuh"
 #include "cuda_ops.cuh"
 #include "kernels/cuda_entry.h"
+#include "kernels/field_lerp.h"
 
 namespace grcu {
 
@@ -23,7 +26,7 @@ struct SlabArgs {
   long long in_z0, in_nz, in_comp_stride;
   double M[12]; /* affine rule: in.p2i * T * out.i2p */
   double P[9];  /* affine rule: linear(in.p2i) * A (cpu_disp_matrix) */
-  double L[9];  /* same-grid rule: linear(in.p2i) */
+  float L[9];   /* same-grid rule: linear(in.p2i), rounded to float (field_lerp.h) */
   int same_grid, ncomp, nearest, clamp;
   const float *disp;
   const float *in;
@@ -37,52 +40,75 @@ struct SlabArgs {
   float ascale;
 };
 
-/* cpu_slab.c slab_point (st: the fused Adam step, adam_compose's rule) */
+/* cpu_slab.c slab_pt: a point's index, continuous input index, same-grid
+ * float offsets and fused Adam step */
+struct SlabPt {
+  long long idx[3];
+  double c[3];
+  float d[3];
+  double st[3];
+};
+
+/* cpu_slab.c slab_point */
 __device__ __forceinline__ void slab_point(const SlabArgs &a, long long i, long long j, long long k, long long v,
-                                           double c[3], double st[3]) {
+                                           SlabPt &pt) {
   const float *d = a.disp;
+  pt.idx[0] = i;
+  pt.idx[1] = j;
+  pt.idx[2] = k;
   if (a.same_grid) {
-    const double x = (double)i, y = (double)j, z = (double)k;
-    if (a.adam) {
+    float sf[3] = {0.0f, 0.0f, 0.0f};
 #pragma unroll
-      for (int q = 0; q < 3; ++q) {
-        const long long o = v + q * a.npts;
-        st[q] = (double)__fadd_rn(__fmul_rn(a.ascale, adam_dir_at(a.rule, a.amom, o)), 0.0f);
+    for (int q = 0; q < 3; ++q) {
+      const long long o = v + q * a.npts;
+      if (a.adam) {
+        sf[q] = __fadd_rn(__fmul_rn(a.ascale, adam_dir_at(a.rule, a.amom, o)), 0.0f);
+        pt.st[q] = sf[q];
+      } else if (d) {
+        sf[q] = d[o];
       }
-    } else if (!d) {
-      c[0] = x;
-      c[1] = y;
-      c[2] = z;
-      return;
     }
-    const double s0 = a.adam ? st[0] : d[v], s1 = a.adam ? st[1] : d[v + a.npts],
-                 s2 = a.adam ? st[2] : d[v + 2 * a.npts];
-    const double *L = a.L;
-    /* x + L0 s0 + L1 s1 + L2 s2, left to right */
-    c[0] = dadd(dadd(dadd(x, dmul(L[0], s0)), dmul(L[1], s1)), dmul(L[2], s2));
-    c[1] = dadd(dadd(dadd(y, dmul(L[3], s0)), dmul(L[4], s1)), dmul(L[5], s2));
-    c[2] = dadd(dadd(dadd(z, dmul(L[6], s0)), dmul(L[7], s1)), dmul(L[8], s2));
+#pragma unroll
+    for (int r = 0; r < 3; ++r) {
+      pt.d[r] = gr_field_offset(a.L + 3 * r, sf[0], sf[1], sf[2]);
+      pt.c[r] = dadd((double)pt.idx[r], (double)pt.d[r]);
+    }
     return;
   }
   const double *M = a.M;
 #pragma unroll
   for (int r = 0; r < 3; ++r) {
     const double row = dadd(dadd(dmul(M[r * 4 + 1], (double)j), dmul(M[r * 4 + 2], (double)k)), M[r * 4 + 3]);
-    c[r] = dadd(row, dmul(M[r * 4], (double)i));
+    pt.c[r] = dadd(row, dmul(M[r * 4], (double)i));
   }
   if (d) {
     const double ux = d[v], uy = d[v + a.npts], uz = d[v + 2 * a.npts];
 #pragma unroll
-    for (int r = 0; r < 3; ++r) c[r] = dadd(c[r], dot3(a.P[r * 3], ux, a.P[r * 3 + 1], uy, a.P[r * 3 + 2], uz));
+    for (int r = 0; r < 3; ++r)
+      pt.c[r] = dadd(pt.c[r], dot3(a.P[r * 3], ux, a.P[r * 3 + 1], uy, a.P[r * 3 + 2], uz));
   }
 }
 
-__device__ __forceinline__ bool slab_stencil(const SlabArgs &a, const double c[3], Axis ax[3]) {
+/* cpu_slab.c slab_stencil (same-grid rule: float weights w, dw; CLAMP: the field cell) */
+__device__ __forceinline__ bool slab_stencil(const SlabArgs &a, const SlabPt &pt, Axis ax[3], float w[6],
+                                             float dw[6]) {
 #pragma unroll
   for (int d = 0; d < 3; ++d) {
-    const double cs = snap_index(c[d], a.in_n[d]);
-    if (a.clamp) axis_clamp(cs, a.in_n[d], ax[d]);
-    else if (!axis_zero(cs, a.in_n[d], ax[d])) return false;
+    const long long n = a.in_n[d];
+    if (a.same_grid && a.clamp) {
+      ax[d].i0 = gr_field_cell(pt.idx[d], pt.d[d], n, w + 2 * d);
+      ax[d].i1 = n > 1 ? ax[d].i0 + 1 : ax[d].i0;
+      dw[2 * d] = n > 1 ? -1.0f : 0.0f;
+      dw[2 * d + 1] = n > 1 ? 1.0f : 0.0f;
+      continue;
+    }
+    const double cs = snap_index(pt.c[d], n);
+    if (a.clamp) axis_clamp(cs, n, ax[d]);
+    else if (!axis_zero(cs, n, ax[d])) return false;
+    if (a.same_grid) {
+      gr_weights_f(ax[d].w0, ax[d].w1, w + 2 * d);
+      gr_weights_f(ax[d].d0, ax[d].d1, dw + 2 * d);
+    }
   }
   return true;
 }
@@ -113,21 +139,53 @@ __device__ __forceinline__ void plane_part(const float *__restrict__ p, long lon
   }
 }
 
+/* cpu_slab.c plane_part_f (the same-grid rule, float) */
+__device__ __forceinline__ float plane_part_f(const float *__restrict__ p, long long nx, const Axis ax[3],
+                                              const float w[4], const float dw[4], float *gx, float *gy, bool grad) {
+  const float v[4] = {p[ax[1].i0 * nx + ax[0].i0], p[ax[1].i0 * nx + ax[0].i1], p[ax[1].i1 * nx + ax[0].i0],
+                      p[ax[1].i1 * nx + ax[0].i1]};
+  if (!grad) return gr_plane_f(v, w, w + 2);
+  return gr_plane_grad_f(v, w, dw, w + 2, dw + 2, gx, gy);
+}
+
+/* cpu_slab.c slab_value_f */
+__device__ __forceinline__ void slab_value_f(const SlabArgs &a, const Axis ax[3], const float w[6], const float dw[6],
+                                             bool h0, bool h1, double val[3], double g[3], bool grad) {
+  const long long zlo = a.in_z0, inx = a.in_n[0];
+  for (int q = 0; q < a.ncomp; ++q) {
+    const float *img = a.in + q * a.in_comp_stride;
+    float ly[2] = {0.0f, 0.0f}, gx[2] = {0.0f, 0.0f}, gy[2] = {0.0f, 0.0f};
+    if (h0) ly[0] = plane_part_f(img + (ax[2].i0 - zlo) * a.in_nxy, inx, ax, w, dw, &gx[0], &gy[0], grad);
+    if (h1) ly[1] = plane_part_f(img + (ax[2].i1 - zlo) * a.in_nxy, inx, ax, w, dw, &gx[1], &gy[1], grad);
+    val[q] = gr_lerp_f(w[4], ly[0], w[5], ly[1]);
+    if (grad) {
+      g[0] = gr_lerp_f(w[4], gx[0], w[5], gx[1]);
+      g[1] = gr_lerp_f(w[4], gy[0], w[5], gy[1]);
+      g[2] = gr_lerp_f(dw[4], ly[0], dw[5], ly[1]);
+    }
+  }
+}
+
 /* cpu_slab.c slab_value */
-__device__ __forceinline__ bool slab_value(const SlabArgs &a, const double c[3], double val[3], double g[3],
+__device__ __forceinline__ bool slab_value(const SlabArgs &a, const SlabPt &pt, double val[3], double g[3],
                                            bool grad) {
   const long long zlo = a.in_z0, zhi = a.in_z0 + a.in_nz, inx = a.in_n[0];
   if (a.nearest) {
     long long idx[3];
-    if (!slab_nearest(a, c, idx) || idx[2] < zlo || idx[2] >= zhi) return false;
+    if (!slab_nearest(a, pt.c, idx) || idx[2] < zlo || idx[2] >= zhi) return false;
     const long long o = (idx[2] - zlo) * a.in_nxy + idx[1] * inx + idx[0];
     for (int q = 0; q < a.ncomp; ++q) val[q] = (double)a.in[q * a.in_comp_stride + o];
     return true;
   }
   Axis ax[3];
-  if (!slab_stencil(a, c, ax)) return false;
+  float w[6], dw[6];
+  if (!slab_stencil(a, pt, ax, w, dw)) return false;
   const bool h0 = ax[2].i0 >= zlo && ax[2].i0 < zhi, h1 = ax[2].i1 >= zlo && ax[2].i1 < zhi;
   if (!h0 && !h1) return false;
+  if (a.same_grid) {
+    slab_value_f(a, ax, w, dw, h0, h1, val, g, grad);
+    return true;
+  }
   for (int q = 0; q < a.ncomp; ++q) {
     const float *img = a.in + q * a.in_comp_stride;
     double ly0 = 0.0, ly1 = 0.0, gx0 = 0.0, gx1 = 0.0, gy0 = 0.0, gy1 = 0.0;
@@ -143,6 +201,12 @@ __device__ __forceinline__ bool slab_value(const SlabArgs &a, const double c[3],
   return true;
 }
 
+/* cpu_slab.c slab_combine: base + scale * value, the value rounded to float first */
+__device__ __forceinline__ float slab_combine(double base, bool has_base, double scale, double value) {
+  const double v = (double)(float)value;
+  return has_base ? (float)dadd(base, dmul(scale, v)) : (float)dmul(scale, v);
+}
+
 __global__ void slab_sample_kernel(const SlabArgs a) {
   const long long stride = (long long)gridDim.x * blockDim.x;
   const long long nxy = a.onx * a.ony;
@@ -150,15 +214,15 @@ __global__ void slab_sample_kernel(const SlabArgs a) {
   const bool grad = a.acc_grad != nullptr;
   for (long long v = (long long)blockIdx.x * blockDim.x + threadIdx.x; v < a.npts; v += stride) {
     const long long kl = v / nxy, rem = v - kl * nxy, j = rem / a.onx, i = rem - j * a.onx;
-    double c[3], val[3] = {0.0, 0.0, 0.0}, g[3] = {0.0, 0.0, 0.0}, st[3];
-    slab_point(a, i, j, a.out_z0 + kl, v, c, st);
-    const bool hit = slab_value(a, c, val, g, grad);
+    double val[3] = {0.0, 0.0, 0.0}, g[3] = {0.0, 0.0, 0.0};
+    SlabPt pt;
+    slab_point(a, i, j, a.out_z0 + kl, v, pt);
+    const bool hit = slab_value(a, pt, val, g, grad);
     if (direct) {
       for (int q = 0; q < a.ncomp; ++q) {
         const long long o = q * a.npts + v;
-        if (a.adam) a.out[o] = (float)dadd(st[q], dmul(a.out_scale, val[q]));
-        else if (a.out_base) a.out[o] = (float)dadd((double)a.out_base[o], dmul(a.out_scale, val[q]));
-        else a.out[o] = (float)dmul(a.out_scale, val[q]);
+        const double base = a.adam ? pt.st[q] : a.out_base ? (double)a.out_base[o] : 0.0;
+        a.out[o] = slab_combine(base, a.out_base || a.adam, a.out_scale, val[q]);
       }
       continue;
     }
@@ -176,17 +240,18 @@ __global__ void slab_bounds_kernel(const SlabArgs a, long long *bounds) {
   long long lo = LLONG_MAX, hi = LLONG_MIN;
   for (long long v = (long long)blockIdx.x * blockDim.x + threadIdx.x; v < a.npts; v += stride) {
     const long long kl = v / nxy, rem = v - kl * nxy, j = rem / a.onx, i = rem - j * a.onx;
-    double c[3], st[3];
-    slab_point(a, i, j, a.out_z0 + kl, v, c, st);
+    SlabPt pt;
+    slab_point(a, i, j, a.out_z0 + kl, v, pt);
     if (a.nearest) {
       long long idx[3];
-      if (!slab_nearest(a, c, idx)) continue;
+      if (!slab_nearest(a, pt.c, idx)) continue;
       lo = idx[2] < lo ? idx[2] : lo;
       hi = idx[2] > hi ? idx[2] : hi;
       continue;
     }
     Axis ax[3];
-    if (!slab_stencil(a, c, ax)) continue;
+    float w[6], dw[6];
+    if (!slab_stencil(a, pt, ax, w, dw)) continue;
     const long long a0 = ax[2].i0 < ax[2].i1 ? ax[2].i0 : ax[2].i1, a1 = ax[2].i0 < ax[2].i1 ? ax[2].i1 : ax[2].i0;
     lo = a0 < lo ? a0 : lo;
     hi = a1 > hi ? a1 : hi;
@@ -254,7 +319,7 @@ gr_status sample_slab(gr_backend *be, gr_slab_sample *a) {
   s.same_grid = a->same_grid != 0;
   if (s.same_grid) {
     for (int r = 0; r < 3; ++r)
-      for (int c = 0; c < 3; ++c) s.L[r * 3 + c] = a->in_grid->p2i[r * 4 + c];
+      for (int c = 0; c < 3; ++c) s.L[r * 3 + c] = (float)a->in_grid->p2i[r * 4 + c];
   } else {
     composite_map(a->out_grid, a->in_grid, a->T, s.M);
     disp_matrix(a->in_grid->p2i, a->T, s.P);
@@ -310,7 +375,7 @@ __global__ void slab_finalize_kernel(long long n, const double *__restrict__ acc
                                      double scale, float *__restrict__ out) {
   const long long stride = (long long)gridDim.x * blockDim.x;
   for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride)
-    out[i] = base ? (float)dadd((double)base[i], dmul(scale, acc[i])) : (float)dmul(scale, acc[i]);
+    out[i] = slab_combine(base ? (double)base[i] : 0.0, base != nullptr, scale, acc[i]);
 }
 
 gr_status slab_finalize(gr_backend *be, int64_t n, const double *acc, const float *base, double scale, float *out) {

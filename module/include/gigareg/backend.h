@@ -66,7 +66,8 @@ typedef struct gr_metric_result {
  *   same_grid == 0: c = in.p2i * (A (out.i2p (i,j,k) + disp) + t), computed as
  *                   the resample/metric kernels do (composite matrix, global k);
  *   same_grid == 1: c = (i, j, k) + in.p2i_linear * disp (the compose/invert rule;
- *                   in_grid must be out_grid). disp (3 planes on the points) may be NULL.
+ *                   in_grid must be out_grid; linear interpolation in float, the
+ *                   field rule of compose). disp (3 planes on the points) may be NULL.
  * Input: planes [in_z0, in_z0 + in_nz) of in_grid; component q at in + q * in_comp_stride.
  * Interpolation/boundary: the rules of the whole-grid sampler (linear or
  * nearest; ZERO or CLAMP at in_grid's borders; the 1e-6 border snap). For each
@@ -97,8 +98,8 @@ typedef struct gr_slab_sample {
   /* Direct mode (acc == NULL, out != NULL): the slab is the only one (a field
    * composed with its own stored planes, whose halo covers every corner the
    * owned points read): out[q * npts + v] = (float)(out_base + out_scale *
-   * value) for every point, value = this slab's contribution (0 if none). The
-   * same rounding as slab_finalize, without the double accumulator. */
+   * (float)value) for every point, value = this slab's contribution (0 if none).
+   * The same rounding as slab_finalize, without the double accumulator. */
   float *out;
   const float *out_base; /* may be NULL */
   double out_scale;
@@ -220,7 +221,10 @@ typedef struct gr_backend_ops {
   gr_status (*smooth)(gr_backend *be, const gr_grid *g, float *data, int ncomp,
                       const double sigma_vox[3]);
 
-  /* out(x) = s(x) + u(x + s(x)): compositive update (u read with CLAMP). out != u. */
+  /* out(x) = s(x) + u(x + s(x)): compositive update (u read with CLAMP). out != u.
+   * The field rule (compose, adam_compose, invert, sample_slab's same-grid rule;
+   * kernels/field_lerp.h): the voxel offset p2i_lin s, the CLAMP cell at
+   * idx + offset and the trilinear interpolation of u in float, s + value in float. */
   gr_status (*compose)(gr_backend *be, const gr_grid *g, const float *u, const float *s, float *out);
 
   /* Adam moments update and normalised direction:
@@ -251,8 +255,9 @@ typedef struct gr_backend_ops {
    * backend that leaves them NULL runs single-shard only, and the sharded
    * driver says so with GR_ERR_UNSUPPORTED) ------------------------------------- */
   gr_status (*sample_slab)(gr_backend *be, gr_slab_sample *a);
-  /* out[i] = (float)(base[i] + scale * acc[i]), or (float)(scale * acc[i]) when
-   * base is NULL: rounds ring-sampler sums once, as the whole-grid kernels do
+  /* out[i] = (float)(base[i] + scale * (float)acc[i]), or (float)(scale * (float)acc[i])
+   * when base is NULL: rounds the ring-sampler sum to float as the whole-grid
+   * kernels round their interpolated value, then combines it as they do
    * (compose: base = s, scale 1; invert: scale -1; resample: scale 1). */
   gr_status (*slab_finalize)(gr_backend *be, int64_t n, const double *acc, const float *base, double scale,
                              float *out);

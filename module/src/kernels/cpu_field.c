@@ -2,17 +2,22 @@
  * All fields are 3 planes of physical (mm) displacements on grid g. Sample
  * positions x + s(x) are converted to continuous indices as idx + p2i_lin * s(x):
  * mathematically the same as p2i * (i2p * idx + s), without the round-off of a
- * round trip through millimetre coordinates far from the origin. */
+ * round trip through millimetre coordinates far from the origin. compose,
+ * adam_compose and invert follow the field rule of field_lerp.h (offsets,
+ * cell and interpolation in float), which the CUDA twin and the Grid Parallel
+ * sampler share. */
 #include <math.h>
 #include <string.h>
 #include "kernels/bf16.h"
-#include "kernels/cpu_interp.h"
 #include "kernels/cpu_kernels.h"
 #include "kernels/cpu_threads.h"
+#include "kernels/field_lerp.h"
 
 typedef struct field_dims {
   int64_t nx, ny, nz, nxy, nvox;
-  double L[9]; /* linear part of p2i: voxel offset per mm */
+  int64_t st[3]; /* upper-corner strides {1, nx, nxy}, 0 along one-sample axes */
+  double L[9];   /* linear part of p2i: voxel offset per mm */
+  float Lf[9];   /* the same rounded to float: the field rule's offsets (field_lerp.h) */
 } field_dims;
 
 static field_dims field_dims_of(const gr_grid *g) {
@@ -22,22 +27,33 @@ static field_dims field_dims_of(const gr_grid *g) {
   d.nz = g->n[2];
   d.nxy = d.nx * d.ny;
   d.nvox = d.nxy * d.nz;
+  d.st[0] = d.nx > 1 ? 1 : 0;
+  d.st[1] = d.ny > 1 ? d.nx : 0;
+  d.st[2] = d.nz > 1 ? d.nxy : 0;
   for (int r = 0; r < 3; ++r)
-    for (int c = 0; c < 3; ++c) d.L[r * 3 + c] = g->p2i[r * 4 + c];
+    for (int c = 0; c < 3; ++c) {
+      d.L[r * 3 + c] = g->p2i[r * 4 + c];
+      d.Lf[r * 3 + c] = (float)g->p2i[r * 4 + c];
+    }
   return d;
 }
 
-/* All three planes of field u at continuous index c, trilinear with CLAMP
- * boundary (cpu_interp.h conventions: the field's border value extends). The
- * stencil is computed once and shared by the planes. */
-static inline void sample3_clamp(const float *restrict u, const field_dims *d, const double c[3], double out[3]) {
-  cpu_axis a[3];
-  cpu_axis_clamp(c[0], d->nx, &a[0]);
-  cpu_axis_clamp(c[1], d->ny, &a[1]);
-  cpu_axis_clamp(c[2], d->nz, &a[2]);
-  int64_t o[8];
-  cpu_tri_offsets(a, d->nx, d->nxy, o);
-  for (int k = 0; k < 3; ++k) out[k] = cpu_tri_value_at(u + k * d->nvox, o, a);
+/* All three planes of field u at x + s (x = (i, j, k), s in mm), trilinear in
+ * float with CLAMP boundary: the field rule of field_lerp.h. The stencil is
+ * computed once and shared by the planes. */
+static inline void sample3_field(const float *restrict u, const field_dims *d, int64_t i, int64_t j, int64_t k,
+                                 const float s[3], float out[3]) {
+  const float *L = d->Lf;
+  float wx[2], wy[2], wz[2];
+  const int64_t o = gr_field_cell(k, gr_field_offset(L + 6, s[0], s[1], s[2]), d->nz, wz) * d->nxy +
+                    gr_field_cell(j, gr_field_offset(L + 3, s[0], s[1], s[2]), d->ny, wy) * d->nx +
+                    gr_field_cell(i, gr_field_offset(L, s[0], s[1], s[2]), d->nx, wx);
+  const int64_t sx = d->st[0], sy = d->st[1], sz = d->st[2];
+  for (int q = 0; q < 3; ++q) {
+    const float *p = u + q * d->nvox + o;
+    const float v[8] = {p[0], p[sx], p[sy], p[sy + sx], p[sz], p[sz + sx], p[sz + sy], p[sz + sy + sx]};
+    out[q] = gr_tri_f(v, wx, wy, wz);
+  }
 }
 
 /* ---- compose / fixed-point step ---------------------------------------------- */
@@ -55,13 +71,13 @@ typedef struct adam_step {
 
 /* s(x) at voxel i: read from s, or (adam != NULL) formed from the moments
  * exactly as axpy forms it from adam_direction's output (scale * dir + 0). */
-static inline void step_at(const float *s, const adam_step *adam, int64_t i, int64_t nvox, double out[3]) {
+static inline void step_at(const float *s, const adam_step *adam, int64_t i, int64_t nvox, float out[3]) {
   for (int c = 0; c < 3; ++c) {
     const int64_t k = i + c * nvox;
-    out[c] = adam ? (double)(adam->scale * cpu_adam_dir(adam->rule, gr_moment_load(adam->mom.m, adam->mom.bf16, k),
-                                                        gr_moment_load(adam->mom.v, adam->mom.bf16, k)) +
-                             0.0f)
-                  : (double)s[k];
+    out[c] = adam ? adam->scale * cpu_adam_dir(adam->rule, gr_moment_load(adam->mom.m, adam->mom.bf16, k),
+                                               gr_moment_load(adam->mom.v, adam->mom.bf16, k)) +
+                        0.0f
+                  : s[k];
   }
 }
 
@@ -70,30 +86,16 @@ static void warp_pass(gr_backend *be, const field_dims *d, const float *restrict
                       const adam_step *adam, float *out, warp_mode mode) {
   (void)be;
   const int64_t nx = d->nx, ny = d->ny, nz = d->nz, nvox = d->nvox;
-  const double *L = d->L;
 #pragma omp parallel for collapse(2) schedule(static) num_threads(cpu_nthreads(be)) if (nvox >= CPU_PAR_MIN_ELEMS)
   for (int64_t z = 0; z < nz; ++z) {
     for (int64_t y = 0; y < ny; ++y) {
       const int64_t row = z * d->nxy + y * nx;
       for (int64_t x = 0; x < nx; ++x) {
         const int64_t i = row + x;
-        double sv[3];
+        float sv[3], a[3];
         step_at(s, adam, i, nvox, sv);
-        const double s0 = sv[0], s1 = sv[1], s2 = sv[2];
-        const double c[3] = {(double)x + L[0] * s0 + L[1] * s1 + L[2] * s2,
-                             (double)y + L[3] * s0 + L[4] * s1 + L[5] * s2,
-                             (double)z + L[6] * s0 + L[7] * s1 + L[8] * s2};
-        double a[3];
-        sample3_clamp(u, d, c, a);
-        if (mode == WARP_COMPOSE) {
-          out[i] = (float)(s0 + a[0]);
-          out[i + nvox] = (float)(s1 + a[1]);
-          out[i + 2 * nvox] = (float)(s2 + a[2]);
-        } else {
-          out[i] = (float)-a[0];
-          out[i + nvox] = (float)-a[1];
-          out[i + 2 * nvox] = (float)-a[2];
-        }
+        sample3_field(u, d, x, y, z, sv, a);
+        for (int q = 0; q < 3; ++q) out[i + q * nvox] = mode == WARP_COMPOSE ? sv[q] + a[q] : -a[q];
       }
     }
   }

@@ -14,6 +14,14 @@
  * cpu_compose/invert and the metrics' warps bit for bit (up to the sign of a
  * zero).
  *
+ * The same-grid rule (compose / invert of displacement fields) is the field
+ * rule of kernels/field_lerp.h, as in cpu_field.c: float offsets d = L s, the
+ * CLAMP cell at (i, j, k) + d and the interpolation in float; the per-slab
+ * contributions are then floats and their sum, rounded to float by
+ * slab_finalize, is the whole-grid value. (Under the ZERO boundary and for
+ * nearest sampling, which only tests use, the same-grid index is the double
+ * (i, j, k) + d with the whole-grid rules below.)
+ *
  * Stencils always come from the general per-axis rules (cpu_axis_zero /
  * cpu_axis_clamp on the snapped index): for points inside the grid they give
  * the same cell, weights and results as the fast "inside" path of the
@@ -30,13 +38,14 @@
 #include "kernels/cpu_interp.h"
 #include "kernels/cpu_kernels.h"
 #include "kernels/cpu_threads.h"
+#include "kernels/field_lerp.h"
 
 typedef struct slab_ctx {
   const gr_slab_sample *a;
   int64_t onx, ony, npts;   /* output window */
   int64_t in_n[3], in_nxy;  /* whole input grid */
   double M[12], P[12];      /* affine rule: composite map and displacement map */
-  double L[9];              /* same-grid rule: p2i linear part */
+  float L[9];               /* same-grid rule: p2i linear part, rounded to float */
   gr_adam_rule rule;       /* a->adam: the step's direction rule */
 } slab_ctx;
 
@@ -44,7 +53,7 @@ static void slab_maps(slab_ctx *s) {
   const gr_slab_sample *a = s->a;
   if (a->same_grid) {
     for (int r = 0; r < 3; ++r)
-      for (int c = 0; c < 3; ++c) s->L[r * 3 + c] = a->in_grid->p2i[r * 4 + c];
+      for (int c = 0; c < 3; ++c) s->L[r * 3 + c] = (float)a->in_grid->p2i[r * 4 + c];
     return;
   }
   /* M = in.p2i * T * out.i2p, composed in the order cpu_resample/cpu_metric use. */
@@ -61,54 +70,76 @@ static void slab_maps(slab_ctx *s) {
   cpu_disp_matrix(a->in_grid->p2i, a->T, s->P);
 }
 
-/* Continuous input index of point (i, j, k) (k global), v its window offset;
- * with a fused Adam step also the step itself (st, the direct mode's base). */
-static inline void slab_point(const slab_ctx *s, int64_t i, int64_t j, int64_t k, int64_t v, double c[3],
-                              double st[3]) {
+/* One output point: its index (k global), the continuous input index c, under
+ * the same-grid rule the float offsets d (field_lerp.h), and with a fused Adam
+ * step the step itself (st, the direct mode's base). */
+typedef struct slab_pt {
+  int64_t idx[3];
+  double c[3];
+  float d[3];
+  double st[3];
+} slab_pt;
+
+/* Point (i, j, k), v its window offset */
+static inline void slab_point(const slab_ctx *s, int64_t i, int64_t j, int64_t k, int64_t v, slab_pt *pt) {
   const gr_slab_sample *a = s->a;
   const float *d = a->disp;
+  pt->idx[0] = i;
+  pt->idx[1] = j;
+  pt->idx[2] = k;
   if (a->same_grid) {
-    const double x = (double)i, y = (double)j, z = (double)k;
-    if (a->adam) {
-      for (int q = 0; q < 3; ++q) {
-        const int64_t o = v + q * s->npts;
+    float sf[3] = {0.0f, 0.0f, 0.0f};
+    for (int q = 0; q < 3; ++q) {
+      const int64_t o = v + q * s->npts;
+      if (a->adam) {
         const gr_moments *mom = &a->adam->mom;
-        st[q] = (double)(a->adam->scale * cpu_adam_dir(&s->rule, gr_moment_load(mom->m, mom->bf16, o),
-                                                       gr_moment_load(mom->v, mom->bf16, o)) +
-                         0.0f);
+        sf[q] = a->adam->scale * cpu_adam_dir(&s->rule, gr_moment_load(mom->m, mom->bf16, o),
+                                              gr_moment_load(mom->v, mom->bf16, o)) +
+                0.0f;
+        pt->st[q] = sf[q];
+      } else if (d) {
+        sf[q] = d[o];
       }
-    } else if (!d) {
-      c[0] = x;
-      c[1] = y;
-      c[2] = z;
-      return;
     }
-    const double s0 = a->adam ? st[0] : d[v], s1 = a->adam ? st[1] : d[v + s->npts],
-                 s2 = a->adam ? st[2] : d[v + 2 * s->npts];
-    const double *L = s->L;
-    c[0] = x + L[0] * s0 + L[1] * s1 + L[2] * s2;
-    c[1] = y + L[3] * s0 + L[4] * s1 + L[5] * s2;
-    c[2] = z + L[6] * s0 + L[7] * s1 + L[8] * s2;
+    for (int r = 0; r < 3; ++r) {
+      pt->d[r] = gr_field_offset(s->L + 3 * r, sf[0], sf[1], sf[2]);
+      pt->c[r] = (double)pt->idx[r] + (double)pt->d[r];
+    }
     return;
   }
   const double *M = s->M;
   for (int r = 0; r < 3; ++r) {
     const double row = M[r * 4 + 1] * (double)j + M[r * 4 + 2] * (double)k + M[r * 4 + 3];
-    c[r] = row + M[r * 4] * (double)i;
+    pt->c[r] = row + M[r * 4] * (double)i;
   }
   if (d) {
     const double ux = d[v], uy = d[v + s->npts], uz = d[v + 2 * s->npts];
     const double *P = s->P;
-    for (int r = 0; r < 3; ++r) c[r] += P[r * 4] * ux + P[r * 4 + 1] * uy + P[r * 4 + 2] * uz;
+    for (int r = 0; r < 3; ++r) pt->c[r] += P[r * 4] * ux + P[r * 4 + 1] * uy + P[r * 4 + 2] * uz;
   }
 }
 
-/* Linear stencil under the whole-grid rules; 0 when the point reads exactly 0 (ZERO). */
-static inline int slab_stencil(const slab_ctx *s, const double c[3], cpu_axis ax[3]) {
+/* Linear stencil under the whole-grid rules; 0 when the point reads exactly 0
+ * (ZERO). Same-grid rule: also the float weights w and derivative weights dw
+ * (x, y, z pairs); under CLAMP the field rule's cell (gr_field_cell). */
+static inline int slab_stencil(const slab_ctx *s, const slab_pt *pt, cpu_axis ax[3], float w[6], float dw[6]) {
+  const int same = s->a->same_grid, clamp = s->a->boundary == GR_BOUNDARY_CLAMP;
   for (int d = 0; d < 3; ++d) {
-    const double cs = cpu_snap_index(c[d], s->in_n[d]);
-    if (s->a->boundary == GR_BOUNDARY_CLAMP) cpu_axis_clamp(cs, s->in_n[d], &ax[d]);
-    else if (!cpu_axis_zero(cs, s->in_n[d], &ax[d])) return 0;
+    const int64_t n = s->in_n[d];
+    if (same && clamp) {
+      ax[d].i0 = gr_field_cell(pt->idx[d], pt->d[d], n, w + 2 * d);
+      ax[d].i1 = n > 1 ? ax[d].i0 + 1 : ax[d].i0;
+      dw[2 * d] = n > 1 ? -1.0f : 0.0f;
+      dw[2 * d + 1] = n > 1 ? 1.0f : 0.0f;
+      continue;
+    }
+    const double cs = cpu_snap_index(pt->c[d], n);
+    if (clamp) cpu_axis_clamp(cs, n, &ax[d]);
+    else if (!cpu_axis_zero(cs, n, &ax[d])) return 0;
+    if (same) {
+      gr_weights_f(ax[d].w0, ax[d].w1, w + 2 * d);
+      gr_weights_f(ax[d].d0, ax[d].d1, dw + 2 * d);
+    }
   }
   return 1;
 }
@@ -140,22 +171,57 @@ static inline void plane_part(const float *restrict p, int64_t nx, const cpu_axi
   }
 }
 
+/* plane_part of the same-grid rule: float arithmetic (field_lerp.h), weights
+ * rounded to float once per axis (w[0..1] = x, w[2..3] = y; dw the derivative
+ * weights). */
+static inline float plane_part_f(const float *restrict p, int64_t nx, const cpu_axis ax[3], const float w[4],
+                                 const float dw[4], float *gx, float *gy) {
+  const float v[4] = {p[ax[1].i0 * nx + ax[0].i0], p[ax[1].i0 * nx + ax[0].i1], p[ax[1].i1 * nx + ax[0].i0],
+                      p[ax[1].i1 * nx + ax[0].i1]};
+  if (!gx) return gr_plane_f(v, w, w + 2);
+  return gr_plane_grad_f(v, w, dw, w + 2, dw + 2, gx, gy);
+}
+
+/* slab_value's linear part under the same-grid rule (float, field_lerp.h) */
+static inline void slab_value_f(const slab_ctx *s, const cpu_axis ax[3], const float w[6], const float dw[6], int h0,
+                                int h1, double val[3], double g[3]) {
+  const gr_slab_sample *a = s->a;
+  const int64_t zlo = a->in_z0, inx = s->in_n[0];
+  for (int q = 0; q < a->ncomp; ++q) {
+    const float *img = a->in + q * a->in_comp_stride;
+    float ly[2] = {0.0f, 0.0f}, gx[2] = {0.0f, 0.0f}, gy[2] = {0.0f, 0.0f};
+    if (h0) ly[0] = plane_part_f(img + (ax[2].i0 - zlo) * s->in_nxy, inx, ax, w, dw, g ? &gx[0] : NULL, &gy[0]);
+    if (h1) ly[1] = plane_part_f(img + (ax[2].i1 - zlo) * s->in_nxy, inx, ax, w, dw, g ? &gx[1] : NULL, &gy[1]);
+    val[q] = gr_lerp_f(w[4], ly[0], w[5], ly[1]);
+    if (g) {
+      g[0] = gr_lerp_f(w[4], gx[0], w[5], gx[1]);
+      g[1] = gr_lerp_f(w[4], gy[0], w[5], gy[1]);
+      g[2] = gr_lerp_f(dw[4], ly[0], dw[5], ly[1]);
+    }
+  }
+}
+
 /* The slab's contribution at one point: val[q] (and the index gradient), and
  * whether any corner lies in the slab. */
-static inline int slab_value(const slab_ctx *s, const double c[3], double val[3], double g[3]) {
+static inline int slab_value(const slab_ctx *s, const slab_pt *pt, double val[3], double g[3]) {
   const gr_slab_sample *a = s->a;
   const int64_t zlo = a->in_z0, zhi = a->in_z0 + a->in_nz, inx = s->in_n[0];
   if (a->interp == GR_INTERP_NEAREST) {
     int64_t idx[3];
-    if (!slab_nearest(s, c, idx) || idx[2] < zlo || idx[2] >= zhi) return 0;
+    if (!slab_nearest(s, pt->c, idx) || idx[2] < zlo || idx[2] >= zhi) return 0;
     const int64_t o = (idx[2] - zlo) * s->in_nxy + idx[1] * inx + idx[0];
     for (int q = 0; q < a->ncomp; ++q) val[q] = (double)a->in[q * a->in_comp_stride + o];
     return 1;
   }
   cpu_axis ax[3];
-  if (!slab_stencil(s, c, ax)) return 0;
+  float w[6], dw[6];
+  if (!slab_stencil(s, pt, ax, w, dw)) return 0;
   const int h0 = ax[2].i0 >= zlo && ax[2].i0 < zhi, h1 = ax[2].i1 >= zlo && ax[2].i1 < zhi;
   if (!h0 && !h1) return 0;
+  if (a->same_grid) {
+    slab_value_f(s, ax, w, dw, h0, h1, val, g);
+    return 1;
+  }
   for (int q = 0; q < a->ncomp; ++q) {
     const float *img = a->in + q * a->in_comp_stride;
     double ly0 = 0.0, ly1 = 0.0, gx0 = 0.0, gx1 = 0.0, gy0 = 0.0, gy1 = 0.0;
@@ -171,6 +237,14 @@ static inline int slab_value(const slab_ctx *s, const double c[3], double val[3]
   return 1;
 }
 
+/* out = base + scale * value with the value rounded to float first, as every
+ * whole-grid kernel rounds its interpolated value (compose: s + u(x + s) in
+ * float); shared by the direct mode and slab_finalize. */
+static inline float slab_combine(double base, int has_base, double scale, double value) {
+  const double v = (double)(float)value;
+  return has_base ? (float)(base + scale * v) : (float)(scale * v);
+}
+
 static void slab_plane(const slab_ctx *s, int64_t kl) {
   const gr_slab_sample *a = s->a;
   const int64_t k = a->out_z0 + kl, nx = s->onx, ny = s->ony;
@@ -178,15 +252,15 @@ static void slab_plane(const slab_ctx *s, int64_t kl) {
   for (int64_t j = 0; j < ny; ++j) {
     for (int64_t i = 0; i < nx; ++i) {
       const int64_t v = (kl * ny + j) * nx + i;
-      double c[3], val[3] = {0.0, 0.0, 0.0}, g[3], st[3];
-      slab_point(s, i, j, k, v, c, st);
-      const int hit = slab_value(s, c, val, a->acc_grad ? g : NULL);
+      double val[3] = {0.0, 0.0, 0.0}, g[3];
+      slab_pt pt;
+      slab_point(s, i, j, k, v, &pt);
+      const int hit = slab_value(s, &pt, val, a->acc_grad ? g : NULL);
       if (direct) {
         for (int q = 0; q < a->ncomp; ++q) {
           const int64_t o = q * s->npts + v;
-          if (a->adam) a->out[o] = (float)(st[q] + a->out_scale * val[q]);
-          else if (a->out_base) a->out[o] = (float)((double)a->out_base[o] + a->out_scale * val[q]);
-          else a->out[o] = (float)(a->out_scale * val[q]);
+          const double base = a->adam ? pt.st[q] : a->out_base ? (double)a->out_base[o] : 0.0;
+          a->out[o] = slab_combine(base, a->out_base || a->adam, a->out_scale, val[q]);
         }
         continue;
       }
@@ -206,17 +280,18 @@ static void bounds_plane(const slab_ctx *s, int64_t kl, int64_t *lo, int64_t *hi
   for (int64_t j = 0; j < ny; ++j) {
     for (int64_t i = 0; i < nx; ++i) {
       const int64_t v = (kl * ny + j) * nx + i;
-      double c[3], st[3];
-      slab_point(s, i, j, k, v, c, st);
+      slab_pt pt;
+      slab_point(s, i, j, k, v, &pt);
       if (a->interp == GR_INTERP_NEAREST) {
         int64_t idx[3];
-        if (!slab_nearest(s, c, idx)) continue;
+        if (!slab_nearest(s, pt.c, idx)) continue;
         l = idx[2] < l ? idx[2] : l;
         h = idx[2] > h ? idx[2] : h;
         continue;
       }
       cpu_axis ax[3];
-      if (!slab_stencil(s, c, ax)) continue;
+      float w[6], dw[6];
+      if (!slab_stencil(s, &pt, ax, w, dw)) continue;
       const int64_t a0 = ax[2].i0 < ax[2].i1 ? ax[2].i0 : ax[2].i1, a1 = ax[2].i0 < ax[2].i1 ? ax[2].i1 : ax[2].i0;
       l = a0 < l ? a0 : l;
       h = a1 > h ? a1 : h;
@@ -298,6 +373,6 @@ gr_status cpu_slab_finalize(gr_backend *be, int64_t n, const double *acc, const 
   (void)be;
   if (n < 0 || (n > 0 && (!acc || !out))) return gr_error(GR_ERR_INVALID_ARG, "slab_finalize: bad arguments");
 #pragma omp parallel for simd schedule(static) num_threads(cpu_nthreads(be)) if (n >= CPU_PAR_MIN_ELEMS)
-  for (int64_t i = 0; i < n; ++i) out[i] = base ? (float)((double)base[i] + scale * acc[i]) : (float)(scale * acc[i]);
+  for (int64_t i = 0; i < n; ++i) out[i] = slab_combine(base ? (double)base[i] : 0.0, base != NULL, scale, acc[i]);
   return GR_OK;
 }
