@@ -2,7 +2,9 @@
  *
  * metric_lncc runs the fp32 kernel of cuda_lncc_fast.cu (radius 1..4) unless
  * the environment sets GIGAREG_CUDA_LNCC=double (this file's kernel, kept as
- * the reference for speed and accuracy comparisons) or the radius is larger;
+ * the reference for speed and accuracy comparisons) or lncc_fast_supported
+ * declines (larger radius, planes of 2^31 voxels or more, grad_u overlapping
+ * an input);
  * GIGAREG_CUDA_EXACT=1 never reaches here (cuda_metric.cu routes LNCC to the
  * bitwise-CPU windowed kernel).
  *
@@ -429,7 +431,7 @@ gr_status lncc_launch_end(const MetricCall &c, LnccLaunch *L, int nparts, bool m
 
 gr_status metric_lncc(const MetricCall &c, gr_metric_result *res) {
   const int r = c.spec->lncc_radius > 0 ? c.spec->lncc_radius : 2;
-  if (lncc_fast_supported(r) && !lncc_double_requested()) return metric_lncc_fast(c, res);
+  if (lncc_fast_supported(c, r) && !lncc_double_requested()) return metric_lncc_fast(c, res);
   gr_backend *be = c.be;
   Impl *imp = impl_of(be);
   cudaStream_t st = imp->stream;

@@ -1,11 +1,20 @@
-/* Kernel 1 of both LNCC paths (cuda_lncc.cu, double W; cuda_lncc_fast.cu,
- * float W): the warped moving image W(x) = moving(y(x)) (trilinear, ZERO
- * padding, evaluated in double and stored as T) for every fixed voxel; with
- * masks also a validity byte and the valid count N (integer atomics). */
+/* Kernel 1 of both LNCC paths: the warped moving image W(x) = moving(y(x))
+ * (trilinear, ZERO padding) for every fixed voxel; with masks also a
+ * validity byte and the valid count N (integer atomics).
+ *   lncc_warp_kernel<MASKS, double> (cuda_lncc.cu): evaluated and stored in
+ *     double;
+ *   lncc_warp_f32_kernel<MASKS, SAMPLE64, GRADW> (cuda_lncc_fast.cu): the
+ *     index in double, the interpolation in fp32 (cuda_lncc_sample.cuh),
+ *     stored as float; GRADW: grad W staged in grad_u (see WarpGradStage);
+ *     SAMPLE64: the interpolation in double as cuda_common.cuh (the older
+ *     arithmetic, for comparisons). Two voxels per thread and step (z and
+ *     z + gridDim.z), their displacement loads and corner gathers issued
+ *     together: the kernel is latency bound on these. */
 #ifndef GIGAREG_CUDA_LNCC_WARP_CUH
 #define GIGAREG_CUDA_LNCC_WARP_CUH
 
 #include "cuda_ops.cuh"
+#include "cuda_lncc_sample.cuh"
 #include "cuda_reduce.cuh"
 
 namespace grcu {
@@ -35,6 +44,104 @@ __global__ void __launch_bounds__(kBlock) lncc_warp_kernel(const WarpMap m, cons
     }
   }
   if (MASKS) warp_count_add(count, cnt);
+}
+
+/* V and the count of one voxel (masks): the fixed mask, then the moving mask at the nearest voxel. */
+__device__ __forceinline__ bool lncc_voxel_valid(const WarpMap &m, const MetricImages &im, long long v, const double c[3]) {
+  bool ok = !im.fmask || __ldg(im.fmask + v) > 0.5f;
+  if (ok && im.mmask) {
+    const long long o = nearest_offset(m.m, c, false);
+    ok = o >= 0 && __ldg(im.mmask + o) > 0.5f;
+  }
+  return ok;
+}
+
+/* Where the fp32 warp kernel stages grad W (physical units, float: the
+ * gradient the fused kernel multiplies by dL/dW at the same voxel): the three
+ * planes of grad_u, which the fused kernel then overwrites voxel by voxel
+ * (g == NULL: not staged), and P in float. */
+struct WarpGradStage {
+  float *g;
+  float Pf[9];
+};
+
+/* W and, with GRADW, grad W at the snapped continuous index c. SAMPLE64: the
+ * double interpolation of cuda_common.cuh (the arithmetic the fused kernel's
+ * gather used before the staging), rounded to float. */
+template <bool SAMPLE64, bool GRADW>
+__device__ __forceinline__ float lncc_sample_w(const WarpMap &m, const MetricImages &im, const WarpGradStage &st,
+                                               const double c[3], float gp[3]) {
+  if (SAMPLE64) {
+    if (!GRADW) return (float)sample_linear_zero(im.moving, m.m, c);
+    double gi[3], gpd[3];
+    const double val = sample_linear_grad_zero(im.moving, m.m, c, gi);
+    grad_idx_to_phys(m.P, gi, gpd);
+#pragma unroll
+    for (int q = 0; q < 3; ++q) gp[q] = (float)gpd[q];
+    return (float)val;
+  }
+  AxisF a[3];
+  float cv[8];
+  const bool ok = tri_corners_f(im.moving, m.m, c, a, cv);
+  if (GRADW) {
+    float gi[3];
+    tri_grad_f(a, cv, ok, gi);
+#pragma unroll
+    for (int q = 0; q < 3; ++q) gp[q] = fmaf(st.Pf[6 + q], gi[2], fmaf(st.Pf[3 + q], gi[1], st.Pf[q] * gi[0]));
+  }
+  return tri_value_f(a, cv, ok);
+}
+
+template <bool MASKS, bool SAMPLE64, bool GRADW>
+__device__ __forceinline__ void lncc_warp_f32_body(const WarpMap &m, const MetricImages &im, float *__restrict__ W,
+                                                   unsigned char *__restrict__ V, unsigned long long *__restrict__ count,
+                                                   const WarpGradStage &st) {
+  const long long i = (long long)blockIdx.x * kBX + threadIdx.x;
+  const long long j = (long long)blockIdx.y * kBY + threadIdx.y;
+  const bool active = i < m.f.n[0] && j < m.f.n[1];
+  const long long nz = m.f.n[2], gz = gridDim.z, nvox = m.f.nvox;
+  unsigned long long cnt = 0;
+  for (long long k = blockIdx.z; k < nz; k += 2 * gz) {
+    if (!active) continue;
+    /* the second voxel; past the end it repeats the first (same loads, no store) */
+    const bool two = k + gz < nz;
+    const long long k2 = two ? k + gz : k;
+    const long long v = (k * m.f.n[1] + j) * m.f.n[0] + i, v2 = (k2 * m.f.n[1] + j) * m.f.n[0] + i;
+    double c[3], c2[3];
+    metric_index(m, im.disp, i, j, k, v, c);
+    metric_index(m, im.disp, i, j, k2, v2, c2);
+    float g[3], g2[3];
+    const float w = lncc_sample_w<SAMPLE64, GRADW>(m, im, st, c, g);
+    const float w2 = lncc_sample_w<SAMPLE64, GRADW>(m, im, st, c2, g2);
+    W[v] = w;
+    if (two) W[v2] = w2;
+    if (GRADW) {
+#pragma unroll
+      for (int q = 0; q < 3; ++q) {
+        st.g[q * nvox + v] = g[q];
+        if (two) st.g[q * nvox + v2] = g2[q];
+      }
+    }
+    if (MASKS) {
+      const bool ok = lncc_voxel_valid(m, im, v, c);
+      V[v] = ok ? 1 : 0;
+      cnt += ok ? 1 : 0;
+      if (two) {
+        const bool ok2 = lncc_voxel_valid(m, im, v2, c2);
+        V[v2] = ok2 ? 1 : 0;
+        cnt += ok2 ? 1 : 0;
+      }
+    }
+  }
+  if (MASKS) warp_count_add(count, cnt);
+}
+
+template <bool MASKS, bool SAMPLE64, bool GRADW>
+__global__ void __launch_bounds__(kBlock) lncc_warp_f32_kernel(const WarpMap m, const MetricImages im,
+                                                               float *__restrict__ W, unsigned char *__restrict__ V,
+                                                               unsigned long long *__restrict__ count,
+                                                               const WarpGradStage st) {
+  lncc_warp_f32_body<MASKS, SAMPLE64, GRADW>(m, im, W, V, count, st);
 }
 
 }  // namespace grcu

@@ -78,8 +78,9 @@ gr_status lncc_launch_begin(const MetricCall &c, int r, int tx, int ty, size_t w
                             const char *what, LnccLaunch *L);
 gr_status lncc_launch_end(const MetricCall &c, LnccLaunch *L, int nparts, bool masks, gr_status s,
                           gr_metric_result *res);
-/* cuda_lncc_fast.cu: the fp32 LNCC (metric_lncc's default for radius 1..4). */
-bool lncc_fast_supported(int r);
+/* cuda_lncc_fast.cu: the fp32 LNCC (metric_lncc's default for radius 1..4,
+ * planes of fewer than 2^31 voxels and a grad_u that overlaps no input). */
+bool lncc_fast_supported(const MetricCall &c, int r);
 gr_status metric_lncc_fast(const MetricCall &c, gr_metric_result *res);
 gr_status metric_mi(const MetricCall &c, gr_metric_result *res);
 /* The GR_ERR_EMPTY report shared by all metrics (same text as the CPU's). */
