@@ -6,10 +6,14 @@
  *   cuda_sampler.cu  - resample
  *   cuda_metric.cu   - metric: argument checks and dispatch
  *   cuda_mse.cu, cuda_ncc.cu, cuda_lncc.cu, cuda_mi.cu - one metric each
- *                      (cuda_lncc_fast.cu: LNCC's fp32 kernel, cuda_lncc.cu dispatches)
+ *                      (cuda_lncc_fast.cu: LNCC's fp32 kernel, cuda_lncc.cu dispatches;
+ *                      cuda_lncc_warp.cuh / cuda_lncc_sample.cuh: its warp kernel and fp32 sample;
+ *                      cuda_mi_hist.cuh: MI's shared histogram, cuda_mi_sample.cuh: its fast warp,
+ *                      cuda_mi_rule.cuh: the Parzen rule)
  *   cuda_smooth.cu   - separable Gaussian (in place)
  *   cuda_smooth_to.cu - separable Gaussian, out of place, x+y+z fused
- *   cuda_field.cu    - compose, adam_compose, invert, jacobian_det
+ *   cuda_field.cu    - compose, adam_compose, invert, jacobian_det (kernels/field_lerp.h: the float
+ *                      field rule the CPU and the slab sampler share)
  *   cuda_optim.cu    - adam_direction, adam_moments, adam_moments_smoothed (cuda_adam.cuh: the shared
  *                      direction rule; cuda_smooth_xyz.cuh: the fused Gaussian march it runs the moments behind)
  *   cuda_bspline.cu  - bspline_field, bspline_grad (kernels/bspline_eval.h: the arithmetic the CPU shares)
