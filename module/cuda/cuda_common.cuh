@@ -188,32 +188,40 @@ __device__ __forceinline__ double snap_index(double c, long long n) {
 
 __device__ __forceinline__ bool index_inside(double c, long long n) { return c >= 0.0 && c <= (double)(n - 1); }
 
-__device__ __forceinline__ void axis_fill(double c, long long n, Axis &a) {
+/* The linear stencil of one axis at continuous index c (the last voxel taken
+ * as the right end of the last cell, one-sided weights at the border), with
+ * weights of type T and indices of type I: double / long long here (Axis),
+ * float / int for the LNCC fast path's sample (cuda_lncc_sample.cuh), which
+ * rounds the exact fraction c - floor(c) to float once. */
+template <typename T, typename I, class A>
+__device__ __forceinline__ void axis_fill_as(double c, I n, A &a) {
   const double fl = floor(c);
-  long long i = (long long)fl;
-  double t = c - fl;
-  if (i == n - 1 && t == 0.0 && n > 1) {
+  I i = (I)fl;
+  T t = (T)(c - fl);
+  if (i == n - 1 && t == T(0) && n > 1) {
     i = n - 2;
-    t = 1.0;
+    t = T(1);
   }
   a.i0 = i;
   a.i1 = i + 1;
-  a.w0 = 1.0 - t;
+  a.w0 = T(1) - t;
   a.w1 = t;
-  a.d0 = -1.0;
-  a.d1 = 1.0;
+  a.d0 = T(-1);
+  a.d1 = T(1);
   if (i < 0) {
     a.i0 = 0;
-    a.w0 = 0.0;
-    a.d0 = 0.0;
+    a.w0 = T(0);
+    a.d0 = T(0);
   }
   if (i + 1 > n - 1) {
     a.i1 = n - 1;
-    a.w1 = 0.0;
-    a.d1 = 0.0;
-    if (n == 1 && t == 0.0) a.d0 = 0.0;
+    a.w1 = T(0);
+    a.d1 = T(0);
+    if (n == 1 && t == T(0)) a.d0 = T(0);
   }
 }
+
+__device__ __forceinline__ void axis_fill(double c, long long n, Axis &a) { axis_fill_as<double, long long>(c, n, a); }
 
 __device__ __forceinline__ bool axis_zero(double c, long long n, Axis &a) {
   if (!(c > -1.0 && c < (double)n)) return false;

@@ -23,38 +23,13 @@ struct AxisF {
   float w0, w1, d0, d1;
 };
 
-/* axis_zero + axis_fill (cuda_common.cuh) with a float fraction; c is already
- * snapped (metric_index), and snapping is idempotent. Branch-free: outside
- * (the return value false) the axis is filled for c = 0, so the caller's
- * corner loads stay in bounds and can be issued before the test. */
+/* axis_zero (cuda_common.cuh) with a float fraction; c is already snapped
+ * (metric_index), and snapping is idempotent. Branch-free: outside (the return
+ * value false) the axis is filled for c = 0, so the caller's corner loads stay
+ * in bounds and can be issued before the test. */
 __device__ __forceinline__ bool axis_zero_f(double c, long long n, AxisF &a) {
   const bool ok = c > -1.0 && c < (double)n;
-  const double cc = ok ? c : 0.0;
-  const double fl = floor(cc);
-  const int ni = (int)n;
-  int i = (int)fl;
-  float t = (float)(cc - fl);
-  if (i == ni - 1 && t == 0.0f && ni > 1) {
-    i = ni - 2;
-    t = 1.0f;
-  }
-  a.i0 = i;
-  a.i1 = i + 1;
-  a.w0 = 1.0f - t;
-  a.w1 = t;
-  a.d0 = -1.0f;
-  a.d1 = 1.0f;
-  if (i < 0) {
-    a.i0 = 0;
-    a.w0 = 0.0f;
-    a.d0 = 0.0f;
-  }
-  if (i + 1 > ni - 1) {
-    a.i1 = ni - 1;
-    a.w1 = 0.0f;
-    a.d1 = 0.0f;
-    if (ni == 1 && t == 0.0f) a.d0 = 0.0f;
-  }
+  axis_fill_as<float, int>(ok ? c : 0.0, (int)n, a);
   return ok;
 }
 
