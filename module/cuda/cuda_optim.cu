@@ -138,22 +138,53 @@ __global__ void __launch_bounds__(kBlock) adam_moments4_kernel(const AdamArgs a,
   max_commit(mx, max_bits);
 }
 
+/* The direction's largest squared voxel length from the three components'
+ * stored moments, adam_moments4_kernel's arithmetic without the update: the
+ * last pass of adam_moments_smoothed. Why a pass of its own: done in the last
+ * march's epilogue (4 more quad loads, 3 IEEE divisions and square roots and
+ * an FP64 length per voxel on top of the march's work) that march took 1.85 ms
+ * at 512^3 against 0.89 for the others (ncu); the separate streaming pass
+ * reads 12 more bytes per voxel (bfloat16) but hides its latency with full
+ * occupancy: 2.95 ms against 3.11 for the whole adam_moments_smoothed. */
+template <bool BF16>
+__global__ void __launch_bounds__(kBlock) adam_length4_kernel(const AdamArgs a, const void *__restrict__ m,
+                                                              const void *__restrict__ v, unsigned long long *max_bits) {
+  double mx = 0.0;
+  const long long nq = a.nvox >> 2, stride = (long long)gridDim.x * blockDim.x;
+  for (long long q = (long long)blockIdx.x * blockDim.x + threadIdx.x; q < nq; q += stride) {
+    float d[3][4];
+#pragma unroll
+    for (int c = 0; c < 3; ++c) {
+      float mk[4], vk[4];
+      Quad<BF16>::load(m, q + c * nq, mk);
+      Quad<BF16>::load(v, q + c * nq, vk);
+#pragma unroll
+      for (int j = 0; j < 4; ++j) d[c][j] = adam_dir(a.r, mk[j], vk[j]);
+    }
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const double len2 = len2_vox(a.L, d[0][j], d[1][j], d[2][j]);
+      mx = len2 > mx ? len2 : mx;
+    }
+  }
+  max_commit(mx, max_bits);
+}
+
 /* adam_moments_smoothed: the epilogue of the fused Gaussian march
  * (cuda_smooth_xyz.cuh) over gradient component c. It takes 4 smoothed
  * gradient voxels straight from the march and applies adam_moments4_kernel's
- * arithmetic to component c's moments, so the smoothed gradient is never
- * stored: the gradient smoothing's two passes, its scratch plane and the
- * moments pass's gradient read become one read of the raw gradient. After the
- * last component (LAST) the direction's length comes from all three
- * components' stored moments, as adam_moments4_kernel forms it. */
-template <bool BF16, bool LAST>
+ * update to component c's moments, so the smoothed gradient is never stored:
+ * the gradient smoothing's two passes, its scratch plane and the moments
+ * pass's gradient read become one read of the raw gradient. The direction's
+ * length comes after the three marches (adam_length4_kernel), from the stored
+ * moments as adam_moments4_kernel forms it (Quad::store leaves the stored
+ * values, so the same bits). */
+template <bool BF16>
 struct MomentsOut {
   AdamArgs a;
   void *m, *v;
   long long c; /* component */
-  unsigned long long *max_bits;
-  double mx;
-  __device__ __forceinline__ void put(long long vox, const float (&g)[4]) {
+  __device__ __forceinline__ void put(long long vox, const float (&g)[4]) const {
     const long long nq = a.nvox >> 2, q = vox >> 2;
     float mk[4], vk[4];
     Quad<BF16>::load(m, q + c * nq, mk);
@@ -165,45 +196,24 @@ struct MomentsOut {
     }
     Quad<BF16>::store(m, q + c * nq, mk);
     Quad<BF16>::store(v, q + c * nq, vk);
-    if constexpr (LAST) length_max(q, nq, mk, vk);
   }
-  /* the direction's squared voxel length from the three components' stored moments */
-  __device__ __forceinline__ void length_max(long long q, long long nq, const float (&mk)[4], const float (&vk)[4]) {
-    float d[3][4];
-#pragma unroll
-    for (int cc = 0; cc < 2; ++cc) {
-      float mm[4], vv[4];
-      Quad<BF16>::load(m, q + cc * nq, mm);
-      Quad<BF16>::load(v, q + cc * nq, vv);
-#pragma unroll
-      for (int j = 0; j < 4; ++j) d[cc][j] = adam_dir(a.r, mm[j], vv[j]);
-    }
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      d[2][j] = adam_dir(a.r, mk[j], vk[j]);
-      const double len2 = len2_vox(a.L, d[0][j], d[1][j], d[2][j]);
-      mx = len2 > mx ? len2 : mx;
-    }
-  }
-  __device__ __forceinline__ void finish() {
-    if (LAST) max_commit(mx, max_bits);
-  }
+  __device__ __forceinline__ void finish() const {}
 };
 
-/* The three component marches of adam_moments_smoothed (components in order:
- * the last one's epilogue reads the first two's stored moments). */
+/* The three component marches of adam_moments_smoothed, then the length pass
+ * (it reads all three components' updated moments). */
 template <bool BF16>
 static cudaError_t launch_smoothed_moments(const AdamArgs &a, const Dims &d, int r, const AxisKernel<float, kTileR> (&k)[3],
                                            int nw, int num_sms, cudaStream_t st, const float *grad, gr_moments mom,
                                            unsigned long long *d_max) {
   cudaError_t e = cudaSuccess;
-  for (long long c = 0; c < 2 && e == cudaSuccess; ++c) {
-    const MomentsOut<BF16, false> out = {a, mom.m, mom.v, c, d_max, 0.0};
+  for (long long c = 0; c < 3 && e == cudaSuccess; ++c) {
+    const MomentsOut<BF16> out = {a, mom.m, mom.v, c};
     e = launch_xyz4(r, nw, d, k, num_sms, st, grad + c * a.nvox, out);
   }
   if (e != cudaSuccess) return e;
-  const MomentsOut<BF16, true> out = {a, mom.m, mom.v, 2, d_max, 0.0};
-  return launch_xyz4(r, nw, d, k, num_sms, st, grad + 2 * a.nvox, out);
+  adam_length4_kernel<BF16><<<dim3(flat_blocks(a.nvox / 4)), kBlock, 0, st>>>(a, mom.m, mom.v, d_max);
+  return cudaGetLastError();
 }
 
 /* The gradient smoothing that adam_pass fuses in front of the moments (r: the common radius). */
