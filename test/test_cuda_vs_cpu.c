@@ -685,20 +685,23 @@ static void test_metrics(const metric_case *mono, const metric_case *multi) {
       }
     }
   }
-  /* LNCC fast path at the other templated radii (1 and 4), gradient + affine, with and without masks */
+  /* LNCC fast path at the other templated radii: 1 and 4 with gradient + affine (4 with masks), and
+   * 1, 2 and 4 with the affine gradient alone (its own gather inside the fused kernel) */
   for (int pair = 0; pair < 2; ++pair)
-    for (int ri = 0; ri < 2; ++ri) {
+    for (int ri = 0; ri < 5; ++ri) {
       metric_case mc = pair ? *multi : *mono;
-      if (ri == 0) mc.FM = mc.MM = NULL;
+      if (ri != 1) mc.FM = mc.MM = NULL;
       gr_metric_spec spec;
       memset(&spec, 0, sizeof spec);
       spec.kind = GR_METRIC_LNCC;
-      spec.lncc_radius = ri ? 4 : 1;
+      const int radius[5] = {1, 4, 1, 2, 4};
+      spec.lncc_radius = radius[ri];
       spec.fixed_max = spec.moving_max = 1.0;
-      spec.want_field_grad = spec.want_affine_grad = 1;
+      spec.want_field_grad = ri < 2;
+      spec.want_affine_grad = 1;
       char label[96];
       snprintf(label, sizeof label, "LNCC %s r%d%s", pair ? "T1/PD oblique" : "T1/T1 warped", spec.lncc_radius,
-               ri ? " masks" : "");
+               ri == 1 ? " masks" : ri >= 2 ? " affine" : "");
       g_tol_value = 1e-4;
       g_tol_grad = 1e-3;
       check_metric(label, &spec, &mc);

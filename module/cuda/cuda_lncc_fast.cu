@@ -20,8 +20,8 @@
  *     the ~30 registers they held beside the alpha ring, which spilled);
  *     it costs 12 B/voxel of writes in kernel 1, no extra memory (grad_u is
  *     the output). Not used when grad_u overlaps an input (then the double
- *     kernel runs) nor for the affine-only variant (no grad_u: that variant
- *     gathers in the fused kernel).
+ *     kernel runs). The affine gradient without grad_u has nowhere to stage
+ *     grad W: lncc_fast_supported sends it to the double kernel.
  *  2) lncc_fast_kernel<r, TY, GRAD_U, AFF>: one block owns a 32 x TY column of
  *     output voxels and a chunk of z and marches through the planes. Per
  *     plane step pw, 3 block barriers with a gradient (2 for the value only):
@@ -105,7 +105,6 @@ struct FastArgs {
   const unsigned long long *count; /* device N (masks only) */
   double inv_n;                    /* 1/N when there are no masks */
   float *grad_u;
-  float Pf[9];      /* map.P in float: the fp32 gather's index -> physical gradient */
   int zchunk;       /* output planes per block */
 };
 
@@ -333,8 +332,8 @@ __device__ __forceinline__ void fast_alpha_ypass(const float *__restrict__ AL, f
 }
 
 /* What the gradient at one output voxel reads besides the ring: f and W
- * there, and grad W: staged in grad_u by the warp kernel (STAGED: grad_u is
- * wanted) or gathered here (the affine-only variant). */
+ * there, and grad W, staged in grad_u by the warp kernel (STAGED: grad_u is
+ * wanted; the fast kernel takes no gradient without it). */
 struct OutLoads {
   float f, w, g[3];
 };
@@ -357,27 +356,13 @@ __device__ __forceinline__ void load_u(const FastArgs &a, long long v, float u[3
   }
 }
 
-/* grad W (physical) at output voxel (i, j, k) = v by the fp32 gather (the
- * affine-only variant, which has no grad_u to stage it in). */
-__device__ __forceinline__ void gather_grad_w(const FastArgs &a, int i, int j, int k, long long v, float gp[3]) {
-  float u[3];
-  load_u(a, v, u);
-  double c[3];
-  metric_index_u(a.map, a.disp != nullptr, u[0], u[1], u[2], i, j, k, c);
-  AxisF ax[3];
-  float cv[8], gi[3];
-  const bool inside = tri_corners_f(a.moving, a.map.m, c, ax, cv);
-  tri_grad_f(ax, cv, inside, gi);
-#pragma unroll
-  for (int q = 0; q < 3; ++q) gp[q] = fmaf(a.Pf[6 + q], gi[2], fmaf(a.Pf[3 + q], gi[1], a.Pf[q] * gi[0]));
-}
-
 /* Fused kernel. TY = 16: 512 threads, two blocks per SM (64 registers);
  * TY = 8: 256 threads, three blocks per SM. */
 template <int RAD, int TY, bool GRAD_U, bool AFF>
 __global__ void __launch_bounds__(kFastTX *TY, TY >= 16 ? 2 : 3)
     lncc_fast_kernel(const FastArgs a, double *__restrict__ part) {
   using T = FastTile<RAD, TY>;
+  static_assert(GRAD_U || !AFF, "the affine gradient needs grad W staged in grad_u");
   constexpr bool GRAD = GRAD_U || AFF;
   constexpr int r = RAD, R = T::R;
   extern __shared__ double smem[];
@@ -504,9 +489,7 @@ __global__ void __launch_bounds__(kFastTX *TY, TY >= 16 ? 2 : 3)
           for (int q = 0; q < 4; ++q) S[q] += ring[k][q];
         const double f = (double)(ol.f - cf), w = (double)(ol.w - cw);
         const double dw = -inv_N * (f * (double)S[0] - (double)S[1] - w * (double)S[2] + (double)S[3]);
-        float gp[3] = {ol.g[0], ol.g[1], ol.g[2]};
-        if (!GRAD_U) gather_grad_w(a, gxo, gyo, po, v, gp);
-        const double d[3] = {dw * (double)gp[0], dw * (double)gp[1], dw * (double)gp[2]};
+        const double d[3] = {dw * (double)ol.g[0], dw * (double)ol.g[1], dw * (double)ol.g[2]};
         if (GRAD_U) grad_u_store(a.map, a.grad_u, v, d);
         if (AFF) {
           float u[3];
@@ -541,7 +524,7 @@ static gr_status fast_launch_ty(bool gu, bool aff, const FastArgs *args, dim3 gr
                                 int *occ) {
   if (gu && aff) return fast_launch_t<RAD, TY, true, true>(args, grid, st, part, occ);
   if (gu) return fast_launch_t<RAD, TY, true, false>(args, grid, st, part, occ);
-  if (aff) return fast_launch_t<RAD, TY, false, true>(args, grid, st, part, occ);
+  if (aff) return gr_error(GR_ERR_INTERNAL, "cuda LNCC (fast): affine gradient without grad_u (lncc_fast_supported routes it to the double kernel)");
   return fast_launch_t<RAD, TY, false, false>(args, grid, st, part, occ);
 }
 
@@ -588,7 +571,11 @@ static bool overlaps(const void *p, size_t np, const void *q, size_t nq) {
 bool lncc_fast_supported(const MetricCall &c, int r) {
   if (r < 1 || r > 4 || c.map.f.nxy >= (1LL << 31)) return false;
   const float *g = c.im.grad_u;
-  if (!g) return true;
+  /* The affine gradient without grad_u goes to the double kernel: the fused
+   * kernel's own fp32 gather for that case read out of bounds at r = 1
+   * (compute-sanitizer, 2026-11-26: load_u in the affine block of
+   * lncc_fast_kernel<1, 16, false, true>) and was taken out. */
+  if (!g) return !c.want_affine;
   const size_t gb = (size_t)c.map.f.nvox * 3 * sizeof(float), fb = (size_t)c.map.f.nvox * sizeof(float);
   const size_t mb = (size_t)c.map.m.nvox * sizeof(float);
   return !overlaps(g, gb, c.im.fixed, fb) && !overlaps(g, gb, c.im.fmask, fb) && !overlaps(g, gb, c.im.moving, mb) &&
@@ -691,7 +678,6 @@ gr_status metric_lncc_fast(const MetricCall &c, gr_metric_result *res) {
     args.count = masks ? L.count : nullptr;
     args.inv_n = 1.0 / (double)nvox;
     args.grad_u = c.im.grad_u;
-    for (int k = 0; k < 9; ++k) args.Pf[k] = (float)c.map.P[k];
     args.zchunk = (int)L.zchunk;
     const dim3 grid((unsigned)L.gx, (unsigned)L.gy, (unsigned)L.nzc);
     s = fast_launch(r, TY, gu, c.want_affine, &args, grid, st, L.part, nullptr);
