@@ -97,6 +97,31 @@ template <> struct Quad<true> {
   }
 };
 
+/* Four moments of one component plane (quad kq) updated with gradient g and
+ * stored; mk, vk are left as stored (bfloat16 rounding included). */
+template <bool BF16>
+__device__ __forceinline__ void moments_quad(const AdamRule &r, void *m, void *v, long long kq, const float (&g)[4],
+                                             float (&mk)[4], float (&vk)[4]) {
+  Quad<BF16>::load(m, kq, mk);
+  Quad<BF16>::load(v, kq, vk);
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    mk[j] = adam_m(r, mk[j], g[j]);
+    vk[j] = adam_v(r, vk[j], g[j]);
+  }
+  Quad<BF16>::store(m, kq, mk);
+  Quad<BF16>::store(v, kq, vk);
+}
+
+/* mx = max(mx, squared voxel lengths of the 4 directions d[component][voxel]) */
+__device__ __forceinline__ void length_max4(const double L[9], const float (&d)[3][4], double &mx) {
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    const double len2 = len2_vox(L, d[0][j], d[1][j], d[2][j]);
+    mx = len2 > mx ? len2 : mx;
+  }
+}
+
 /* adam_moments with four voxels per thread and one 16-byte (8 for bfloat16)
  * access per plane and array: the scalar kernel issues a 2- or 4-byte access
  * per element and a 64-bit address computation per access, which leaves the
@@ -117,23 +142,11 @@ __global__ void __launch_bounds__(kBlock) adam_moments4_kernel(const AdamArgs a,
       const float4 g4 = __ldg(reinterpret_cast<const float4 *>(grad) + kq);
       const float g[4] = {g4.x, g4.y, g4.z, g4.w};
       float mk[4], vk[4];
-      Quad<BF16>::load(m, kq, mk);
-      Quad<BF16>::load(v, kq, vk);
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        mk[j] = adam_m(a.r, mk[j], g[j]);
-        vk[j] = adam_v(a.r, vk[j], g[j]);
-      }
-      Quad<BF16>::store(m, kq, mk);
-      Quad<BF16>::store(v, kq, vk);
+      moments_quad<BF16>(a.r, m, v, kq, g, mk, vk);
 #pragma unroll
       for (int j = 0; j < 4; ++j) d[c][j] = adam_dir(a.r, mk[j], vk[j]);
     }
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const double len2 = len2_vox(a.L, d[0][j], d[1][j], d[2][j]);
-      mx = len2 > mx ? len2 : mx;
-    }
+    length_max4(a.L, d, mx);
   }
   max_commit(mx, max_bits);
 }
@@ -161,11 +174,7 @@ __global__ void __launch_bounds__(kBlock) adam_length4_kernel(const AdamArgs a, 
 #pragma unroll
       for (int j = 0; j < 4; ++j) d[c][j] = adam_dir(a.r, mk[j], vk[j]);
     }
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const double len2 = len2_vox(a.L, d[0][j], d[1][j], d[2][j]);
-      mx = len2 > mx ? len2 : mx;
-    }
+    length_max4(a.L, d, mx);
   }
   max_commit(mx, max_bits);
 }
@@ -185,17 +194,8 @@ struct MomentsOut {
   void *m, *v;
   long long c; /* component */
   __device__ __forceinline__ void put(long long vox, const float (&g)[4]) const {
-    const long long nq = a.nvox >> 2, q = vox >> 2;
     float mk[4], vk[4];
-    Quad<BF16>::load(m, q + c * nq, mk);
-    Quad<BF16>::load(v, q + c * nq, vk);
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      mk[j] = adam_m(a.r, mk[j], g[j]);
-      vk[j] = adam_v(a.r, vk[j], g[j]);
-    }
-    Quad<BF16>::store(m, q + c * nq, mk);
-    Quad<BF16>::store(v, q + c * nq, vk);
+    moments_quad<BF16>(a.r, m, v, (vox >> 2) + c * (a.nvox >> 2), g, mk, vk);
   }
   __device__ __forceinline__ void finish() const {}
 };
