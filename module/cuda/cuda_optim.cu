@@ -203,28 +203,23 @@ struct MomentsOut {
 /* The three component marches of adam_moments_smoothed, then the length pass
  * (it reads all three components' updated moments). */
 template <bool BF16>
-static cudaError_t launch_smoothed_moments(const AdamArgs &a, const Dims &d, int r, const AxisKernel<float, kTileR> (&k)[3],
-                                           int nw, int num_sms, cudaStream_t st, const float *grad, gr_moments mom,
+static cudaError_t launch_smoothed_moments(const AdamArgs &a, const Dims &d, const Xyz4Plan &pl, int num_sms,
+                                           cudaStream_t st, const float *grad, gr_moments mom,
                                            unsigned long long *d_max) {
   cudaError_t e = cudaSuccess;
   for (long long c = 0; c < 3 && e == cudaSuccess; ++c) {
     const MomentsOut<BF16> out = {a, mom.m, mom.v, c};
-    e = launch_xyz4(r, nw, d, k, num_sms, st, grad + c * a.nvox, out);
+    e = launch_xyz4(pl, d, num_sms, st, grad + c * a.nvox, out);
   }
   if (e != cudaSuccess) return e;
   adam_length4_kernel<BF16><<<dim3(flat_blocks(a.nvox / 4)), kBlock, 0, st>>>(a, mom.m, mom.v, d_max);
   return cudaGetLastError();
 }
 
-/* The gradient smoothing that adam_pass fuses in front of the moments (r: the common radius). */
-struct GradSmoothing {
-  int r;
-  AxisKernel<float, kTileR> k[3];
-};
 
 static gr_status adam_pass(gr_backend *be, const char *what, const gr_grid *g, const float *grad, gr_moments mom,
                            float *dir, double b1, double b2, double eps, int t, double *max_vox,
-                           const GradSmoothing *gs = nullptr) {
+                           const Xyz4Plan *gs = nullptr) {
   for (int ax = 0; ax < 3; ++ax)
     if (g->n[ax] < 1) return gr_error(GR_ERR_INVALID_ARG, "%s: grid size %lld along axis %d", what, (long long)g->n[ax], ax);
   AdamArgs a;
@@ -247,11 +242,9 @@ static gr_status adam_pass(gr_backend *be, const char *what, const gr_grid *g, c
                       (uintptr_t)mom.v % mal == 0;
     const dim3 nq(flat_blocks(a.nvox / 4));
     if (gs) { /* adam_moments_smoothed checked the quad conditions */
-      const char *env = getenv("GIGAREG_CUDA_SMOOTH_NW");
-      const int nw = env ? atoi(env) : 0;
       const Dims d = dims_of(g);
-      e = mom.bf16 ? launch_smoothed_moments<true>(a, d, gs->r, gs->k, nw, im->num_sms, im->stream, grad, mom, d_max)
-                   : launch_smoothed_moments<false>(a, d, gs->r, gs->k, nw, im->num_sms, im->stream, grad, mom, d_max);
+      e = mom.bf16 ? launch_smoothed_moments<true>(a, d, *gs, im->num_sms, im->stream, grad, mom, d_max)
+                   : launch_smoothed_moments<false>(a, d, *gs, im->num_sms, im->stream, grad, mom, d_max);
     } else if (quad && mom.bf16) adam_moments4_kernel<true><<<nq, kBlock, 0, im->stream>>>(a, grad, mom.m, mom.v, d_max);
     else if (quad) adam_moments4_kernel<false><<<nq, kBlock, 0, im->stream>>>(a, grad, mom.m, mom.v, d_max);
     else if (dir) adam_kernel<true, false><<<nb, kBlock, 0, im->stream>>>(a, grad, mom.m, mom.v, dir, d_max);
@@ -286,29 +279,20 @@ gr_status adam_moments_smoothed(gr_backend *be, const gr_grid *g, float *grad, c
                                 double b1, double b2, double eps, int t, double *max_vox) {
   if (!g || !grad || !sigma_vox || !mom.m || !mom.v || !max_vox)
     return gr_error(GR_ERR_INVALID_ARG, "adam_moments_smoothed: NULL argument");
-  GradSmoothing gs;
   int r[3];
-  for (int ax = 0; ax < 3; ++ax) {
-    if (g->n[ax] < 1)
-      return gr_error(GR_ERR_INVALID_ARG, "adam_moments_smoothed: grid size %lld along axis %d", (long long)g->n[ax], ax);
-    if (!(sigma_vox[ax] >= 0.0) || !isfinite(sigma_vox[ax]))
-      return gr_error(GR_ERR_INVALID_ARG, "adam_moments_smoothed: sigma %g voxels along axis %d (must be finite and >= 0)",
-                      sigma_vox[ax], ax);
-    r[ax] = sigma_vox[ax] > 0.0 ? smooth_radius(sigma_vox[ax], g->n[ax]) : 0;
-  }
-  gr_status s = enter(be);
+  gr_status s = smooth_radii("adam_moments_smoothed", g, sigma_vox, r);
   if (s != GR_OK) return s;
+  if ((s = enter(be)) != GR_OK) return s;
   const Dims d = dims_of(g);
   const uintptr_t mal = mom.bf16 ? 8 : 16;
-  const bool fused = !impl_of(be)->exact && xyz4_fusable(r, d, grad) && (uintptr_t)mom.m % mal == 0 &&
-                     (uintptr_t)mom.v % mal == 0;
+  Xyz4Plan pl;
+  const bool fused = !impl_of(be)->exact && (uintptr_t)mom.m % mal == 0 && (uintptr_t)mom.v % mal == 0 &&
+                     xyz4_plan(r, d, sigma_vox, grad, &pl);
   if (!fused) { /* the same values in two steps (grad is smoothed in place: the caller's gradient is dead after this) */
     s = smooth(be, g, grad, 3, sigma_vox);
     return s == GR_OK ? adam_moments(be, g, grad, mom, b1, b2, eps, t, max_vox) : s;
   }
-  gs.r = r[0];
-  for (int ax = 0; ax < 3; ++ax) smooth_kernel_build(sigma_vox[ax], d.n[ax], r[ax], &gs.k[ax]);
-  return adam_pass(be, "adam_moments_smoothed", g, grad, mom, nullptr, b1, b2, eps, t, max_vox, &gs);
+  return adam_pass(be, "adam_moments_smoothed", g, grad, mom, nullptr, b1, b2, eps, t, max_vox, &pl);
 }
 
 }  // namespace grcu

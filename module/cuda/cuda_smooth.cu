@@ -626,15 +626,10 @@ static cudaError_t smooth_planes(const SmoothPlan &p, const double sigma_vox[3],
 gr_status smooth(gr_backend *be, const gr_grid *g, float *data, int ncomp, const double sigma_vox[3]) {
   if (!g || !data || !sigma_vox) return gr_error(GR_ERR_INVALID_ARG, "smooth: NULL argument");
   if (ncomp < 1) return gr_error(GR_ERR_INVALID_ARG, "smooth: %d components", ncomp);
-  for (int a = 0; a < 3; ++a) {
-    if (g->n[a] < 1) return gr_error(GR_ERR_INVALID_ARG, "smooth: grid size %lld along axis %d", (long long)g->n[a], a);
-    if (!(sigma_vox[a] >= 0.0) || !isfinite(sigma_vox[a]))
-      return gr_error(GR_ERR_INVALID_ARG, "smooth: sigma %g voxels along axis %d (must be finite and >= 0)",
-                      sigma_vox[a], a);
-  }
   SmoothPlan p;
+  const gr_status rs = smooth_radii("smooth", g, sigma_vox, p.r);
+  if (rs != GR_OK) return rs;
   for (int a = 0; a < 3; ++a) {
-    p.r[a] = sigma_vox[a] > 0.0 ? smooth_radius(sigma_vox[a], g->n[a]) : 0;
     if (p.r[a] > kSmoothMaxR)
       return gr_error(GR_ERR_UNSUPPORTED, "cuda smooth: sigma %g voxels along axis %d needs a %d-voxel radius (limit %d)",
                       sigma_vox[a], a, p.r[a], kSmoothMaxR);

@@ -128,6 +128,20 @@ inline int smooth_radius(double sigma, long long len) {
   return (int)(r < (double)(len - 1) ? r : (double)(len - 1));
 }
 
+/* The checks every smoothing entry point makes (grid sizes >= 1, sigmas
+ * finite and >= 0; `what` names the op in the message) and the radii per axis
+ * (0: the axis is skipped). */
+inline gr_status smooth_radii(const char *what, const gr_grid *g, const double sigma_vox[3], int r[3]) {
+  for (int a = 0; a < 3; ++a) {
+    if (g->n[a] < 1) return gr_error(GR_ERR_INVALID_ARG, "%s: grid size %lld along axis %d", what, (long long)g->n[a], a);
+    if (!(sigma_vox[a] >= 0.0) || !isfinite(sigma_vox[a]))
+      return gr_error(GR_ERR_INVALID_ARG, "%s: sigma %g voxels along axis %d (must be finite and >= 0)", what,
+                      sigma_vox[a], a);
+    r[a] = sigma_vox[a] > 0.0 ? smooth_radius(sigma_vox[a], g->n[a]) : 0;
+  }
+  return GR_OK;
+}
+
 template <typename T, int MAXR>
 inline void smooth_kernel_build(double sigma, long long len, int r, AxisKernel<T, MAXR> *k) {
   k->r = r;

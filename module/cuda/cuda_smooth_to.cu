@@ -33,37 +33,26 @@ gr_status smooth_to(gr_backend *be, const gr_grid *g, const float *src, float *d
                     const double sigma_vox[3]) {
   if (!g || !src || !dst || !sigma_vox) return gr_error(GR_ERR_INVALID_ARG, "smooth_to: NULL argument");
   if (ncomp < 1) return gr_error(GR_ERR_INVALID_ARG, "smooth_to: %d components", ncomp);
-  long long n[3];
   int r[3];
-  for (int a = 0; a < 3; ++a) {
-    n[a] = g->n[a];
-    if (n[a] < 1) return gr_error(GR_ERR_INVALID_ARG, "smooth_to: grid size %lld along axis %d", n[a], a);
-    if (!(sigma_vox[a] >= 0.0) || !isfinite(sigma_vox[a]))
-      return gr_error(GR_ERR_INVALID_ARG, "smooth_to: sigma %g voxels along axis %d (must be finite and >= 0)",
-                      sigma_vox[a], a);
-    r[a] = sigma_vox[a] > 0.0 ? smooth_radius(sigma_vox[a], n[a]) : 0;
-  }
-  const size_t bytes = (size_t)(n[0] * n[1] * n[2]) * (size_t)ncomp * sizeof(float);
+  gr_status s = smooth_radii("smooth_to", g, sigma_vox, r);
+  if (s != GR_OK) return s;
+  const size_t bytes = (size_t)(g->n[0] * g->n[1] * g->n[2]) * (size_t)ncomp * sizeof(float);
   const uintptr_t s0 = (uintptr_t)src, d0 = (uintptr_t)dst;
   if (s0 < d0 + bytes && d0 < s0 + bytes) return gr_error(GR_ERR_INVALID_ARG, "smooth_to: source and destination overlap");
-  gr_status s = enter(be);
-  if (s != GR_OK) return s;
+  if ((s = enter(be)) != GR_OK) return s;
   Impl *im = impl_of(be);
   const Dims d = dims_of(g);
-  const bool fused = !im->exact && xyz4_fusable(r, d, src) && d0 % 16 == 0;
+  Xyz4Plan pl;
+  const bool fused = !im->exact && d0 % 16 == 0 && xyz4_plan(r, d, sigma_vox, src, &pl);
   if (!fused) { /* same values through the in-place path */
     const cudaError_t e = cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, im->stream);
     if (e != cudaSuccess) return device_error(e, "smooth_to copy");
     return smooth(be, g, dst, ncomp, sigma_vox);
   }
-  AxisKernel<float, kTileR> k[3];
-  for (int a = 0; a < 3; ++a) smooth_kernel_build(sigma_vox[a], d.n[a], r[a], &k[a]);
-  const char *env = getenv("GIGAREG_CUDA_SMOOTH_NW");
-  const int nw = env ? atoi(env) : 0;
   cudaError_t e = cudaSuccess;
   for (int q = 0; q < ncomp && e == cudaSuccess; ++q) {
     const StoreOut out = {dst + (long long)q * d.nvox};
-    e = launch_xyz4(r[0], nw, d, k, im->num_sms, im->stream, src + (long long)q * d.nvox, out);
+    e = launch_xyz4(pl, d, im->num_sms, im->stream, src + (long long)q * d.nvox, out);
   }
   if (e != cudaSuccess) return device_error(e, "fused smoothing kernel");
   return GR_OK;

@@ -1,7 +1,8 @@
 /* The fused x+y+z Gaussian march (float path), shared by the out-of-place
  * smoothing (cuda_smooth_to.cu: the epilogue stores the smoothed values) and
- * the Adam moments of the smoothed gradient (cuda_adam_smoothed.cu: the
- * epilogue updates m and v and never stores the smoothed gradient).
+ * the Adam moments of the smoothed gradient (cuda_optim.cu
+ * adam_moments_smoothed: the epilogue updates m and v and never stores the
+ * smoothed gradient).
  *
  * smooth_xyz4_kernel<R, NW, Epi>: one block owns a 128-column strip (4 columns
  * per lane) x NW output rows (one per warp) and marches through a chunk of z.
@@ -24,6 +25,7 @@
  * the same radius R (1..4) on all three axes. */
 #pragma once
 #include <stdint.h>
+#include <stdlib.h>
 #include "cuda_smooth.cuh"
 
 namespace grcu {
@@ -138,12 +140,34 @@ inline cudaError_t launch_xyz4_r(const Dims &d, const AxisKernel<float, kTileR> 
   return cudaGetLastError();
 }
 
+/* The march for one smoothing: its radius (the same on all axes) and kernels. */
+struct Xyz4Plan {
+  int r;
+  AxisKernel<float, kTileR> k[3];
+};
+
+/* Whether the march applies (equal radii 1..4, rows of whole float4s, a
+ * 16-byte aligned source; r from smooth_radii) and, if so, its plan. */
+inline bool xyz4_plan(const int r[3], const Dims &d, const double sigma_vox[3], const void *src, Xyz4Plan *p) {
+  if (!(r[0] == r[1] && r[1] == r[2] && r[0] >= 1 && r[0] <= kWalk4MaxR && d.n[0] % 4 == 0 &&
+        (uintptr_t)src % 16 == 0))
+    return false;
+  p->r = r[0];
+  for (int a = 0; a < 3; ++a) smooth_kernel_build(sigma_vox[a], d.n[a], r[a], &p->k[a]);
+  return true;
+}
+
 /* NW output rows per block (y halo 2R / NW): 16 for R <= 2, 12 for R >= 3 (16
- * spills there at 64 registers); nw forces 8, 16 or (R >= 3) 12 (measurements). */
+ * spills there at 64 registers); GIGAREG_CUDA_SMOOTH_NW forces 8, 16 or
+ * (R >= 3) 12 (measurements). */
 template <class Epi>
-inline cudaError_t launch_xyz4(int r, int nw, const Dims &d, const AxisKernel<float, kTileR> (&k)[3], int num_sms,
-                               cudaStream_t st, const float *in, const Epi &epi) {
+inline cudaError_t launch_xyz4(const Xyz4Plan &pl, const Dims &d, int num_sms, cudaStream_t st, const float *in,
+                               const Epi &epi) {
+  const char *env = getenv("GIGAREG_CUDA_SMOOTH_NW");
+  const int r = pl.r;
+  int nw = env ? atoi(env) : 0;
   if (nw != 8 && nw != 16 && !(nw == 12 && r >= 3)) nw = r <= 2 ? 16 : 12;
+  const AxisKernel<float, kTileR>(&k)[3] = pl.k;
 #define GR_XYZ4(R_)                                                                           \
   case R_:                                                                                    \
     return nw == 8 ? launch_xyz4_r<R_, 8>(d, k, num_sms, st, in, epi)                         \
@@ -159,12 +183,6 @@ inline cudaError_t launch_xyz4(int r, int nw, const Dims &d, const AxisKernel<fl
   }
 #undef GR_XYZ4
 #undef GR_XYZ4_12
-}
-
-/* The fused march applies: equal radii 1..4 on all axes, rows of whole float4s. */
-inline bool xyz4_fusable(const int r[3], const Dims &d, const void *src) {
-  return r[0] == r[1] && r[1] == r[2] && r[0] >= 1 && r[0] <= kWalk4MaxR && d.n[0] % 4 == 0 &&
-         (uintptr_t)src % 16 == 0;
 }
 
 }  // namespace grcu
