@@ -100,7 +100,7 @@ constexpr int kFastK = 13; /* sum cc + 12 affine */
 /* ---- kernel 2 ------------------------------------------------------------------------- */
 struct FastArgs {
   WarpMap map;
-  const float *fixed, *moving, *disp, *W;
+  const float *fixed, *disp, *W;
   const unsigned char *V;          /* validity (masks only) */
   const unsigned long long *count; /* device N (masks only) */
   double inv_n;                    /* 1/N when there are no masks */
@@ -671,7 +671,6 @@ gr_status metric_lncc_fast(const MetricCall &c, gr_metric_result *res) {
     FastArgs args;
     args.map = c.map;
     args.fixed = c.im.fixed;
-    args.moving = c.im.moving;
     args.disp = c.im.disp;
     args.W = W;
     args.V = L.V;

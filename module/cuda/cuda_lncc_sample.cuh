@@ -6,8 +6,7 @@
  * branches (outside test, the last-voxel rule, the one-sided weights at the
  * border) are theirs, so the two differ by float rounding only (a few ulp of
  * the value, ~1e-7 relative). Used by the fp32 warp kernel for W and grad W
- * (both stored as float anyway; the CPU rounds grad W to float too) and by
- * the fused kernel's gather in its affine-only variant.
+ * (both stored as float anyway; the CPU rounds grad W to float too).
  *
  * Requires the moving grid's axes to fit in int (any size the backend can
  * allocate does); offsets are 64-bit. */
@@ -84,24 +83,6 @@ __device__ __forceinline__ void tri_grad_f(const AxisF a[3], const float v[8], b
   g[0] = ok ? lerp2f(a[2].w0, gx0, a[2].w1, gx1) : 0.0f;
   g[1] = ok ? lerp2f(a[2].w0, gy0, a[2].w1, gy1) : 0.0f;
   g[2] = ok ? lerp2f(a[2].d0, ly0, a[2].d1, ly1) : 0.0f;
-}
-
-/* metric_index (cuda_common.cuh) with the displacement already loaded: the
- * same operations in the same order. */
-__device__ __forceinline__ void metric_index_u(const WarpMap &m, bool has_u, float ux, float uy, float uz, long long i,
-                                               long long j, long long k, double c[3]) {
-#pragma unroll
-  for (int r = 0; r < 3; ++r) {
-    const double row = dadd(dadd(dmul(m.M[r * 4 + 1], (double)j), dmul(m.M[r * 4 + 2], (double)k)), m.M[r * 4 + 3]);
-    c[r] = dadd(row, dmul(m.M[r * 4], (double)i));
-  }
-  if (has_u) {
-#pragma unroll
-    for (int r = 0; r < 3; ++r)
-      c[r] = dadd(c[r], dot3(m.Q[r * 3], (double)ux, m.Q[r * 3 + 1], (double)uy, m.Q[r * 3 + 2], (double)uz));
-  }
-#pragma unroll
-  for (int r = 0; r < 3; ++r) c[r] = snap_index(c[r], m.m.n[r]);
 }
 
 /* metric_xphys (cuda_common.cuh) with the displacement already loaded. */
