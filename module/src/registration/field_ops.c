@@ -39,10 +39,11 @@ void gr_field_opt_free(gr_backend *be, gr_field_opt *o) {
   o->mom.m = o->mom.v = NULL;
 }
 
-static gr_status smooth_field(gr_backend *be, const gr_stage_config *cfg, const gr_grid *g, float *u) {
+/* The field smoothing: u in place (src == u), or from src into u (smooth_to). */
+static gr_status smooth_field(gr_backend *be, const gr_stage_config *cfg, const gr_grid *g, const float *src, float *u) {
   if (!(cfg->field_sigma_vox > 0)) return GR_OK;
   const double fs[3] = {cfg->field_sigma_vox, cfg->field_sigma_vox, cfg->field_sigma_vox};
-  return be->ops->smooth(be, g, u, 3, fs);
+  return src == u ? be->ops->smooth(be, g, u, 3, fs) : be->ops->smooth_to(be, g, src, u, 3, fs);
 }
 
 /* Moments and the global max in one pass (grad_sigma != NULL: the gradient's
@@ -64,15 +65,12 @@ static gr_status fused_update(gr_reg_ctx *c, const gr_stage_config *cfg, const g
   s = be->ops->adam_compose(be, g, o->mom, cfg->adam_beta1, cfg->adam_beta2, cfg->adam_eps, o->t,
                             (float)(-lr / maxv), *u, o->grad);
   if (s != GR_OK) return s;
-  if (cfg->field_sigma_vox > 0 && be->ops->smooth_to) {
-    /* the old u is dead now: smooth the new field from the gradient's storage back into it (one pass, no scratch) */
-    const double fs[3] = {cfg->field_sigma_vox, cfg->field_sigma_vox, cfg->field_sigma_vox};
-    return be->ops->smooth_to(be, g, o->grad, *u, 3, fs);
-  }
+  /* the old u is dead now: smooth the new field from the gradient's storage back into it (one pass, no scratch) */
+  if (cfg->field_sigma_vox > 0 && be->ops->smooth_to) return smooth_field(be, cfg, g, o->grad, *u);
   float *t = *u;
   *u = o->grad;
   o->grad = t;
-  return smooth_field(be, cfg, g, *u);
+  return smooth_field(be, cfg, g, *u, *u);
 }
 
 gr_status gr_field_update(gr_reg_ctx *c, const gr_stage_config *cfg, const gr_grid *g, gr_field_opt *o,
@@ -101,7 +99,7 @@ gr_status gr_field_update(gr_reg_ctx *c, const gr_stage_config *cfg, const gr_gr
   float *t = *u;
   *u = *scratch;
   *scratch = t;
-  return smooth_field(be, cfg, g, *u);
+  return smooth_field(be, cfg, g, *u, *u);
 }
 
 gr_status gr_field_resample(gr_backend *be, const gr_grid *dst_grid, float **dst, const gr_grid *src_grid,
