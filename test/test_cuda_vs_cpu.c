@@ -284,6 +284,14 @@ static void test_smooth(const gr_image *t1, const dual *U, const dual *T1) {
   gr_backend_destroy(ex);
 }
 
+/* n uniform values in [-0.5, 0.5) from the LCG state *seed (advanced) */
+static void fill_uniform(float *h, int64_t n, uint32_t *seed) {
+  for (int64_t i = 0; i < n; ++i) {
+    *seed = *seed * 1664525u + 1013904223u;
+    h[i] = (float)((*seed >> 8) & 0xffff) / 65536.0f - 0.5f;
+  }
+}
+
 /* smooth_to (out of place, x+y+z fused where it can) must leave bitwise what
  * smooth leaves in place on the same backend, on grids that exercise the fused
  * kernel's edges (partial 128-column strips, partial row tiles, z shorter than
@@ -302,10 +310,7 @@ static void test_smooth_to(void) {
     for (int a = 0; a < 3; ++a) g.n[a] = dims[gi][a];
     const int64_t n = dims[gi][0] * dims[gi][1] * dims[gi][2], n3 = 3 * n;
     float *h = malloc((size_t)n3 * sizeof(float));
-    for (int64_t i = 0; i < n3; ++i) {
-      seed = seed * 1664525u + 1013904223u;
-      h[i] = (float)((seed >> 8) & 0xffff) / 65536.0f - 0.5f;
-    }
+    fill_uniform(h, n3, &seed);
     dual a = dual_from_host(h, n3), src = dual_from_host(h, n3);
     float *dst = g_gpu->ops->alloc(g_gpu, (size_t)n3 * sizeof(float));
     GR_CHECK(dst != NULL, "gpu alloc: %s", gr_last_error());
@@ -375,10 +380,7 @@ static void test_adam_moments_smoothed(void) {
         for (int q = 0; q < 4; ++q) GR_CHECK_OK(g_gpu->ops->fill(g_gpu, z[q], 0.0f, (int64_t)(mb / sizeof(float))));
         int64_t nd = 0;
         for (int t = 1; t <= 3; ++t) {
-          for (int64_t i = 0; i < n3; ++i) {
-            seed = seed * 1664525u + 1013904223u;
-            h[i] = (float)((seed >> 8) & 0xffff) / 65536.0f - 0.5f;
-          }
+          fill_uniform(h, n3, &seed);
           GR_CHECK_OK(g_gpu->ops->upload(g_gpu, ga, h, (size_t)n3 * sizeof(float)));
           GR_CHECK_OK(g_gpu->ops->upload(g_gpu, gb, h, (size_t)n3 * sizeof(float)));
           double mxa = 0.0, mxb = 0.0;
