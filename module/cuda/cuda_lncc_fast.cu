@@ -105,6 +105,7 @@ struct FastArgs {
   const unsigned long long *count; /* device N (masks only) */
   double inv_n;                    /* 1/N when there are no masks */
   float *grad_u;
+  float *dw;        /* LEAN: dL/dW per voxel (grad_u's second plane; W is its first) */
   int zchunk;       /* output planes per block */
 };
 
@@ -358,11 +359,12 @@ __device__ __forceinline__ void load_u(const FastArgs &a, long long v, float u[3
 
 /* Fused kernel. TY = 16: 512 threads, two blocks per SM (64 registers);
  * TY = 8: 256 threads, three blocks per SM. */
-template <int RAD, int TY, bool GRAD_U, bool AFF>
+template <int RAD, int TY, bool GRAD_U, bool AFF, bool LEAN>
 __global__ void __launch_bounds__(kFastTX *TY, TY >= 16 ? 2 : 3)
     lncc_fast_kernel(const FastArgs a, double *__restrict__ part) {
   using T = FastTile<RAD, TY>;
   static_assert(GRAD_U || !AFF, "the affine gradient needs grad W staged in grad_u");
+  static_assert(!LEAN || (GRAD_U && !AFF), "the lean variant writes dL/dW for the gather kernel, nothing else");
   constexpr bool GRAD = GRAD_U || AFF;
   constexpr int r = RAD, R = T::R;
   extern __shared__ double smem[];
@@ -481,7 +483,7 @@ __global__ void __launch_bounds__(kFastTX *TY, TY >= 16 ? 2 : 3)
       const long long v = (long long)po * nxy + (long long)gyo * nx + gxo;
       if (po >= z0 && po < z1 && out_in) {
         OutLoads ol;
-        out_load<GRAD_U>(a, v, ol);
+        out_load<GRAD_U && !LEAN>(a, v, ol);
         float S[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 #pragma unroll
         for (int k = 0; k < R; ++k)
@@ -490,7 +492,8 @@ __global__ void __launch_bounds__(kFastTX *TY, TY >= 16 ? 2 : 3)
         const double f = (double)(ol.f - cf), w = (double)(ol.w - cw);
         const double dw = -inv_N * (f * (double)S[0] - (double)S[1] - w * (double)S[2] + (double)S[3]);
         const double d[3] = {dw * (double)ol.g[0], dw * (double)ol.g[1], dw * (double)ol.g[2]};
-        if (GRAD_U) grad_u_store(a.map, a.grad_u, v, d);
+        if (LEAN) a.dw[v] = (float)dw;
+        else if (GRAD_U) grad_u_store(a.map, a.grad_u, v, d);
         if (AFF) {
           float u[3];
           load_u(a, v, u);
@@ -505,9 +508,9 @@ __global__ void __launch_bounds__(kFastTX *TY, TY >= 16 ? 2 : 3)
 }
 
 /* ---- host ------------------------------------------------------------------------------ */
-template <int RAD, int TY, bool G, bool A>
+template <int RAD, int TY, bool G, bool A, bool LEAN = false>
 static gr_status fast_launch_t(const FastArgs *args, dim3 grid, cudaStream_t st, double *part, int *occ) {
-  auto kern = lncc_fast_kernel<RAD, TY, G, A>;
+  auto kern = lncc_fast_kernel<RAD, TY, G, A, LEAN>;
   const size_t smem = FastTile<RAD, TY>::smem(G || A);
   GRCU_TRY(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
   if (occ) {
@@ -523,6 +526,7 @@ template <int RAD, int TY>
 static gr_status fast_launch_ty(bool gu, bool aff, const FastArgs *args, dim3 grid, cudaStream_t st, double *part,
                                 int *occ) {
   if (gu && aff) return fast_launch_t<RAD, TY, true, true>(args, grid, st, part, occ);
+  if (gu && args && args->dw) return fast_launch_t<RAD, TY, true, false, true>(args, grid, st, part, occ);
   if (gu) return fast_launch_t<RAD, TY, true, false>(args, grid, st, part, occ);
   if (aff) return gr_error(GR_ERR_INTERNAL, "cuda LNCC (fast): affine gradient without grad_u (lncc_fast_supported routes it to the double kernel)");
   return fast_launch_t<RAD, TY, false, false>(args, grid, st, part, occ);
@@ -583,26 +587,44 @@ bool lncc_fast_supported(const MetricCall &c, int r) {
 }
 
 template <bool M, bool S>
-static void warp_launch_ms(bool gradw, const MetricCall &c, dim3 grid, cudaStream_t st, float *W, const LnccLaunch &L,
+static void warp_launch_ms(int mode, const MetricCall &c, dim3 grid, cudaStream_t st, float *W, const LnccLaunch &L,
                            const WarpGradStage &gs) {
   const dim3 block(kBX, kBY);
-  if (gradw) lncc_warp_f32_kernel<M, S, true><<<grid, block, 0, st>>>(c.map, c.im, W, L.V, L.count, gs);
-  else lncc_warp_f32_kernel<M, S, false><<<grid, block, 0, st>>>(c.map, c.im, W, L.V, L.count, gs);
+  if (mode == kWarpStage) lncc_warp_f32_kernel<M, S, kWarpStage><<<grid, block, 0, st>>>(c.map, c.im, W, L.V, L.count, gs);
+  else lncc_warp_f32_kernel<M, S, kWarpW><<<grid, block, 0, st>>>(c.map, c.im, W, L.V, L.count, gs);
 }
 
-/* Kernel 1: W (and V, N with masks); with grad_u, grad W staged in it. */
-static gr_status warp_launch(const MetricCall &c, bool sample64, cudaStream_t st, float *W, const LnccLaunch &L) {
-  const bool masks = c.im.fmask || c.im.mmask, gradw = c.im.grad_u != nullptr;
+static WarpGradStage warp_stage(const MetricCall &c) {
   WarpGradStage gs;
   gs.g = c.im.grad_u;
+  gs.dw = c.im.grad_u ? c.im.grad_u + c.map.f.nvox : nullptr;
   for (int k = 0; k < 9; ++k) gs.Pf[k] = (float)c.map.P[k];
+  return gs;
+}
+
+/* Kernel 1: W (and V, N with masks); with grad_u and not lean, grad W staged in it. */
+static gr_status warp_launch(const MetricCall &c, bool sample64, bool lean, cudaStream_t st, float *W,
+                             const LnccLaunch &L) {
+  const bool masks = c.im.fmask || c.im.mmask;
+  const int mode = c.im.grad_u && !lean ? kWarpStage : kWarpW;
+  const WarpGradStage gs = warp_stage(c);
   const dim3 grid = voxel_grid(c.map.f.n);
-  if (masks && sample64) warp_launch_ms<true, true>(gradw, c, grid, st, W, L, gs);
-  else if (masks) warp_launch_ms<true, false>(gradw, c, grid, st, W, L, gs);
-  else if (sample64) warp_launch_ms<false, true>(gradw, c, grid, st, W, L, gs);
-  else warp_launch_ms<false, false>(gradw, c, grid, st, W, L, gs);
+  if (masks && sample64) warp_launch_ms<true, true>(mode, c, grid, st, W, L, gs);
+  else if (masks) warp_launch_ms<true, false>(mode, c, grid, st, W, L, gs);
+  else if (sample64) warp_launch_ms<false, true>(mode, c, grid, st, W, L, gs);
+  else warp_launch_ms<false, false>(mode, c, grid, st, W, L, gs);
   const cudaError_t e = cudaGetLastError();
   return e == cudaSuccess ? GR_OK : device_error(e, "LNCC fast warp kernel");
+}
+
+/* Kernel 3 of the lean path: grad_u = A^T dL/dW grad W in place (WarpMode). */
+static gr_status gather_launch(const MetricCall &c, bool sample64, cudaStream_t st) {
+  const WarpGradStage gs = warp_stage(c);
+  const dim3 grid = voxel_grid(c.map.f.n), block(kBX, kBY);
+  if (sample64) lncc_warp_f32_kernel<false, true, kWarpGather><<<grid, block, 0, st>>>(c.map, c.im, nullptr, nullptr, nullptr, gs);
+  else lncc_warp_f32_kernel<false, false, kWarpGather><<<grid, block, 0, st>>>(c.map, c.im, nullptr, nullptr, nullptr, gs);
+  const cudaError_t e = cudaGetLastError();
+  return e == cudaSuccess ? GR_OK : device_error(e, "LNCC fast gather kernel");
 }
 
 static bool env_set(const char *name) {
@@ -656,6 +678,12 @@ gr_status metric_lncc_fast(const MetricCall &c, gr_metric_result *res) {
   const long long nvox = c.map.f.nvox;
   /* GIGAREG_CUDA_LNCC_SAMPLE64=1: W interpolated in double (the older arithmetic), for comparisons */
   const bool sample64 = env_set("GIGAREG_CUDA_LNCC_SAMPLE64");
+  /* Lean (the field gradient without the affine one): W lives in grad_u's
+   * first plane and dL/dW in its second, grad W is sampled again by a third
+   * kernel: no warped-image buffer (4 B/voxel less at the metric's peak).
+   * GIGAREG_CUDA_LNCC_LEAN=0: W in its own buffer, grad W staged (for comparisons). */
+  const char *lean_env = getenv("GIGAREG_CUDA_LNCC_LEAN");
+  const bool lean = gu && !c.want_affine && !(lean_env && strcmp(lean_env, "0") == 0);
 
   int TY = 0;
   size_t smem = 0;
@@ -663,9 +691,10 @@ gr_status metric_lncc_fast(const MetricCall &c, gr_metric_result *res) {
   if (s != GR_OK) return s;
 
   LnccLaunch L;
-  s = lncc_launch_begin(c, r, kFastTX, TY, 4, kFastK, masks, "LNCC warped image (float) and partials", &L);
-  float *W = (float *)L.W;
-  if (s == GR_OK) s = warp_launch(c, sample64, st, W, L);
+  s = lncc_launch_begin(c, r, kFastTX, TY, lean ? 0 : 4, kFastK, masks,
+                        lean ? "LNCC partials" : "LNCC warped image (float) and partials", &L);
+  float *W = lean ? c.im.grad_u : (float *)L.W;
+  if (s == GR_OK) s = warp_launch(c, sample64, lean, st, W, L);
 
   if (s == GR_OK) {
     FastArgs args;
@@ -677,10 +706,12 @@ gr_status metric_lncc_fast(const MetricCall &c, gr_metric_result *res) {
     args.count = masks ? L.count : nullptr;
     args.inv_n = 1.0 / (double)nvox;
     args.grad_u = c.im.grad_u;
+    args.dw = lean ? c.im.grad_u + nvox : nullptr;
     args.zchunk = (int)L.zchunk;
     const dim3 grid((unsigned)L.gx, (unsigned)L.gy, (unsigned)L.nzc);
     s = fast_launch(r, TY, gu, c.want_affine, &args, grid, st, L.part, nullptr);
   }
+  if (s == GR_OK && lean) s = gather_launch(c, sample64, st);
   return lncc_launch_end(c, &L, kFastK, masks, s, res);
 }
 

@@ -3,9 +3,10 @@
  * validity byte and the valid count N (integer atomics).
  *   lncc_warp_kernel<MASKS, double> (cuda_lncc.cu): evaluated and stored in
  *     double;
- *   lncc_warp_f32_kernel<MASKS, SAMPLE64, GRADW> (cuda_lncc_fast.cu): the
+ *   lncc_warp_f32_kernel<MASKS, SAMPLE64, MODE> (cuda_lncc_fast.cu): the
  *     index in double, the interpolation in fp32 (cuda_lncc_sample.cuh),
- *     stored as float; GRADW: grad W staged in grad_u (see WarpGradStage);
+ *     stored as float; MODE: grad W staged in grad_u, or the lean path's
+ *     gather (see WarpMode);
  *     SAMPLE64: the interpolation in double as cuda_common.cuh (the older
  *     arithmetic, for comparisons). Two voxels per thread and step (z and
  *     z + gridDim.z), their displacement loads and corner gathers issued
@@ -56,12 +57,22 @@ __device__ __forceinline__ bool lncc_voxel_valid(const WarpMap &m, const MetricI
   return ok;
 }
 
-/* Where the fp32 warp kernel stages grad W (physical units, float: the
- * gradient the fused kernel multiplies by dL/dW at the same voxel): the three
- * planes of grad_u, which the fused kernel then overwrites voxel by voxel
- * (g == NULL: not staged), and P in float. */
+/* What the fp32 warp kernel writes besides W:
+ *   kWarpW      W only;
+ *   kWarpStage  W, and grad W (physical units, float: the gradient the fused
+ *               kernel multiplies by dL/dW at the same voxel) staged in the
+ *               three planes of grad_u, which the fused kernel then
+ *               overwrites voxel by voxel;
+ *   kWarpGather no W: the lean path's last kernel. The fused kernel left
+ *               dL/dW in grad_u's second plane (W lived in its first); grad W
+ *               is sampled again, the same fp32 sample kWarpStage stages,
+ *               and grad_u = A^T dL/dW grad W is written over all three planes
+ *               (each voxel reads only its own dL/dW first: in place is safe). */
+enum WarpMode { kWarpW = 0, kWarpStage = 1, kWarpGather = 2 };
+
 struct WarpGradStage {
-  float *g;
+  float *g;         /* grad_u (kWarpStage, kWarpGather) */
+  const float *dw;  /* kWarpGather: dL/dW (grad_u + nvox) */
   float Pf[9];
 };
 
@@ -92,14 +103,33 @@ __device__ __forceinline__ float lncc_sample_w(const WarpMap &m, const MetricIma
   return tri_value_f(a, cv, ok);
 }
 
-template <bool MASKS, bool SAMPLE64, bool GRADW>
+/* One voxel's outputs of the mode (the sample already taken). */
+template <int MODE>
+__device__ __forceinline__ void lncc_warp_store(const WarpMap &m, float *__restrict__ W, const WarpGradStage &st,
+                                                long long v, float w, const float g[3], float dw) {
+  const long long nvox = m.f.nvox;
+  if (MODE == kWarpGather) {
+    const double d[3] = {(double)dw * (double)g[0], (double)dw * (double)g[1], (double)dw * (double)g[2]};
+    grad_u_store(m, st.g, v, d);
+    return;
+  }
+  W[v] = w;
+  if (MODE == kWarpStage) {
+#pragma unroll
+    for (int q = 0; q < 3; ++q) st.g[q * nvox + v] = g[q];
+  }
+}
+
+template <bool MASKS, bool SAMPLE64, int MODE>
 __device__ __forceinline__ void lncc_warp_f32_body(const WarpMap &m, const MetricImages &im, float *__restrict__ W,
                                                    unsigned char *__restrict__ V, unsigned long long *__restrict__ count,
                                                    const WarpGradStage &st) {
+  static_assert(!(MASKS && MODE == kWarpGather), "validity is the warp pass's, not the gather's");
+  constexpr bool GRADW = MODE != kWarpW;
   const long long i = (long long)blockIdx.x * kBX + threadIdx.x;
   const long long j = (long long)blockIdx.y * kBY + threadIdx.y;
   const bool active = i < m.f.n[0] && j < m.f.n[1];
-  const long long nz = m.f.n[2], gz = gridDim.z, nvox = m.f.nvox;
+  const long long nz = m.f.n[2], gz = gridDim.z;
   unsigned long long cnt = 0;
   for (long long k = blockIdx.z; k < nz; k += 2 * gz) {
     if (!active) continue;
@@ -107,21 +137,15 @@ __device__ __forceinline__ void lncc_warp_f32_body(const WarpMap &m, const Metri
     const bool two = k + gz < nz;
     const long long k2 = two ? k + gz : k;
     const long long v = (k * m.f.n[1] + j) * m.f.n[0] + i, v2 = (k2 * m.f.n[1] + j) * m.f.n[0] + i;
+    const float dw = MODE == kWarpGather ? st.dw[v] : 0.0f, dw2 = MODE == kWarpGather ? st.dw[v2] : 0.0f;
     double c[3], c2[3];
     metric_index(m, im.disp, i, j, k, v, c);
     metric_index(m, im.disp, i, j, k2, v2, c2);
     float g[3], g2[3];
     const float w = lncc_sample_w<SAMPLE64, GRADW>(m, im, st, c, g);
     const float w2 = lncc_sample_w<SAMPLE64, GRADW>(m, im, st, c2, g2);
-    W[v] = w;
-    if (two) W[v2] = w2;
-    if (GRADW) {
-#pragma unroll
-      for (int q = 0; q < 3; ++q) {
-        st.g[q * nvox + v] = g[q];
-        if (two) st.g[q * nvox + v2] = g2[q];
-      }
-    }
+    lncc_warp_store<MODE>(m, W, st, v, w, g, dw);
+    if (two) lncc_warp_store<MODE>(m, W, st, v2, w2, g2, dw2);
     if (MASKS) {
       const bool ok = lncc_voxel_valid(m, im, v, c);
       V[v] = ok ? 1 : 0;
@@ -136,12 +160,12 @@ __device__ __forceinline__ void lncc_warp_f32_body(const WarpMap &m, const Metri
   if (MASKS) warp_count_add(count, cnt);
 }
 
-template <bool MASKS, bool SAMPLE64, bool GRADW>
+template <bool MASKS, bool SAMPLE64, int MODE>
 __global__ void __launch_bounds__(kBlock) lncc_warp_f32_kernel(const WarpMap m, const MetricImages im,
                                                                float *__restrict__ W, unsigned char *__restrict__ V,
                                                                unsigned long long *__restrict__ count,
                                                                const WarpGradStage st) {
-  lncc_warp_f32_body<MASKS, SAMPLE64, GRADW>(m, im, W, V, count, st);
+  lncc_warp_f32_body<MASKS, SAMPLE64, MODE>(m, im, W, V, count, st);
 }
 
 }  // namespace grcu

@@ -49,7 +49,7 @@ gr_status gr_stage_greedy_sharded(gr_reg_ctx *c, const gr_stage_config *cfg, con
   double loss = 0.0;
   for (int l = 0; l < cfg->levels && s == GR_OK; ++l) {
     gr_level lv;
-    s = gr_level_build(c, cfg->shrink[l], cfg->sigma_vox[l], gr_shard_field_halo(cfg, cfg->learning_rate[l]), &lv);
+    s = gr_level_build(c, cfg, l, gr_shard_field_halo(cfg, cfg->learning_rate[l]), &lv);
     if (s != GR_OK) break;
     const int64_t n = lv.fs.nloc;
     if (!u) {

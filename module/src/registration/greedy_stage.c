@@ -55,7 +55,7 @@ gr_status gr_stage_greedy(gr_reg_ctx *c, const gr_stage_config *cfg, const gr_af
   double loss = 0.0;
   for (int l = 0; l < cfg->levels && s == GR_OK; ++l) {
     gr_level lv;
-    s = gr_level_build(c, cfg->shrink[l], cfg->sigma_vox[l], 0, &lv);
+    s = gr_level_build(c, cfg, l, 0, &lv);
     if (s != GR_OK) break;
     gr_field_opt o;
     s = field_to_level(be, &lv, &u, &ugrid);

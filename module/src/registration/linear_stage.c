@@ -237,7 +237,7 @@ gr_status gr_stage_linear(gr_reg_ctx *c, const gr_stage_config *cfg, const gr_af
     gr_level lv;
     /* Sharded: LNCC windows need 2r planes of halo; MI and MSE are per voxel. */
     const int halo = cfg->metric.kind == GR_METRIC_LNCC ? 2 * (cfg->metric.lncc_radius > 0 ? cfg->metric.lncc_radius : 2) : 0;
-    gr_status s = gr_level_build(c, cfg->shrink[l], cfg->sigma_vox[l], halo, &lv);
+    gr_status s = gr_level_build(c, cfg, l, halo, &lv);
     if (s != GR_OK) return s;
     s = run_level(c, cfg, &m, pre, &lv, l, p, &loss, &r->iterations_run[l]);
     gr_level_release(c->be, &lv);

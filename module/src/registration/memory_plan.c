@@ -236,6 +236,7 @@ static size_t cuda_voxel_blocks(const int64_t n[3]) {
 /* be->ops->metric scratch on a fixed grid n (per rank). CPU: cpu_lncc.c
  * lncc_alloc, cpu_mi.c, cpu_mse.c, cpu_ncc.c. CUDA: cuda_lncc.cu (a float or
  * double warped volume + validity + block partials), cuda_mi.cu, cuda_mse.cu, cuda_ncc.cu. */
+/* want_grad: 0 the value, 1 with the affine gradient (linear stages), 2 with the field gradient. */
 static void metric_scratch(sim *s, const gr_metric_spec *spec, const int64_t n[3], int want_grad, int masks) {
   const size_t nx = (size_t)n[0], ny = (size_t)n[1], nz = (size_t)n[2], P = nx * ny;
   const size_t bins = (size_t)(spec->mi_bins > 0 ? spec->mi_bins : 32), bb = bins * bins;
@@ -254,8 +255,10 @@ static void metric_scratch(sim *s, const gr_metric_spec *spec, const int64_t n[3
     switch (spec->kind) {
       case GR_METRIC_LNCC:
         /* partials: at most a few blocks per SM plus the x-y tiles; 64 KiB covers them */
-        /* W in float (cuda_lncc_fast.cu, radius 1..4) or double */
-        b = round256((size_t)nvox3(n) * (r <= 4 ? 4 : 8)) + (masks ? round256((size_t)nvox3(n)) : 0) + 256 + 65536;
+        /* W in float (cuda_lncc_fast.cu, radius 1..4) or double; none for the
+         * field gradient at radius 1..4 (the lean path keeps W in grad_u) */
+        b = (want_grad == 2 && r <= 4 ? 0 : round256((size_t)nvox3(n) * (r <= 4 ? 4 : 8))) +
+            (masks ? round256((size_t)nvox3(n)) : 0) + 256 + 65536;
         break;
       case GR_METRIC_MI: b = (bb + 1) * 8 + bb * 8 + nb * 12 * 8; break;
       case GR_METRIC_MSE: b = nb * 14 * 8; break;
@@ -289,6 +292,7 @@ typedef struct pctx {
   int hfull;                 /* halo of full-resolution arrays */
   size_t ib, mb;             /* bytes per image / mask voxel */
   sbuf fnorm, mnorm, fmask, mmask;
+  int nstages;
   size_t host_fixed, host_moving, host_fmask, host_mmask;
 } pctx;
 
@@ -323,36 +327,60 @@ static int level_halo(const sim *s, const gr_stage_config *c, int l) {
 
 /* pyramid.c level_image: the level buffer, then (sigma > 0) a full-resolution
  * copy that is smoothed (sigma in finest-axis voxels) and resampled. */
+static void smooth_copy(pctx *c, const gr_geometry *full, const int64_t full_n[3], double sigma, size_t bpv) {
+  sim *s = &c->s;
+  sbuf tmp = gbuf(s, full_n, c->hfull, bpv, GR_MEM_SCRATCH);
+  s_alloc(s, &tmp);
+  const double ms = fmin(full->spacing[0], fmin(full->spacing[1], full->spacing[2]));
+  const double sv[3] = {sigma * ms / full->spacing[0], sigma * ms / full->spacing[1], sigma * ms / full->spacing[2]};
+  int64_t ln[3];
+  local_dims(s, full_n, c->hfull, ln);
+  smooth_scratch(s, ln, sv);
+  s_free(s, &tmp);
+}
+
 static sbuf level_image(pctx *c, const gr_geometry *full, const int64_t full_n[3], const int64_t lvl_n[3], int h,
                         double sigma, size_t bpv, gr_mem_kind kind) {
-  sim *s = &c->s;
-  sbuf out = gbuf(s, lvl_n, h, bpv, kind);
-  s_alloc(s, &out);
-  if (sigma > 0.0) {
-    sbuf tmp = gbuf(s, full_n, c->hfull, bpv, GR_MEM_SCRATCH);
-    s_alloc(s, &tmp);
-    const double ms = fmin(full->spacing[0], fmin(full->spacing[1], full->spacing[2]));
-    const double sv[3] = {sigma * ms / full->spacing[0], sigma * ms / full->spacing[1], sigma * ms / full->spacing[2]};
-    int64_t ln[3];
-    local_dims(s, full_n, c->hfull, ln);
-    smooth_scratch(s, ln, sv);
-    s_free(s, &tmp);
-  }
+  sbuf out = gbuf(&c->s, lvl_n, h, bpv, kind);
+  s_alloc(&c->s, &out);
+  if (sigma > 0.0) smooth_copy(c, full, full_n, sigma, bpv);
   return out;
 }
 
-/* pyramid.c gr_level_build */
-static void level_build(pctx *c, const gr_stage_config *cfg, int l, plevel *L) {
+/* pyramid.c smooth_in_place: the full-resolution image smoothed where it is */
+static void smooth_full_in_place(pctx *c, const gr_geometry *full, const int64_t full_n[3], double sigma) {
+  if (!(sigma > 0.0)) return;
+  const double ms = fmin(full->spacing[0], fmin(full->spacing[1], full->spacing[2]));
+  const double sv[3] = {sigma * ms / full->spacing[0], sigma * ms / full->spacing[1], sigma * ms / full->spacing[2]};
+  smooth_scratch(&c->s, full_n, sv);
+}
+
+/* pyramid.c gr_level_build. Shrink 1, one rank: the level reads the
+ * full-resolution buffers (images when not smoothed or, at the run's last
+ * level, smoothed in place: gr_level_reuses_images; masks always). Ranks > 1:
+ * the moving image when not smoothed and the moving mask (level_build_sharded). */
+static void level_build(pctx *c, int k, const gr_stage_config *cfg, int l, plevel *L) {
   memset(L, 0, sizeof *L);
   gr_geometry_shrink(c->fg, cfg->shrink[l], &L->fgeom);
   gr_geometry_shrink(c->mg, cfg->shrink[l], &L->mgeom);
   geom_dims(&L->fgeom, L->fn);
   geom_dims(&L->mgeom, L->mn);
   L->h = level_halo(&c->s, cfg, l);
-  L->f = level_image(c, c->fg, c->fn, L->fn, L->h, cfg->sigma_vox[l], c->ib, GR_MEM_IMAGES);
-  L->m = level_image(c, c->mg, c->mn, L->mn, L->h, cfg->sigma_vox[l], c->ib, GR_MEM_IMAGES);
-  if (c->s.o->fixed_mask) L->fm = level_image(c, c->fg, c->fn, L->fn, L->h, 0.0, c->mb, GR_MEM_MASKS);
-  if (c->s.o->moving_mask) L->mm = level_image(c, c->mg, c->mn, L->mn, L->h, 0.0, c->mb, GR_MEM_MASKS);
+  const int one = c->s.o->ranks <= 1, full = cfg->shrink[l] <= 1.0;
+  const int smoothed = cfg->sigma_vox[l] > 0.0;
+  const int mreuse = full && (!smoothed || (k == c->nstages - 1 && l == cfg->levels - 1));
+  const int reuse = one && mreuse; /* sharded: only the moving slab (no halo) */
+  const sbuf none = {GR_MEM_IMAGES, 0, 0};
+  if (reuse) {
+    smooth_full_in_place(c, c->fg, c->fn, cfg->sigma_vox[l]);
+    smooth_full_in_place(c, c->mg, c->mn, cfg->sigma_vox[l]);
+  } else if (mreuse && smoothed) {
+    smooth_copy(c, c->mg, c->mn, cfg->sigma_vox[l], c->ib); /* shard_smooth_in_place */
+  }
+  L->f = reuse ? none : level_image(c, c->fg, c->fn, L->fn, L->h, cfg->sigma_vox[l], c->ib, GR_MEM_IMAGES);
+  L->m = mreuse ? none : level_image(c, c->mg, c->mn, L->mn, L->h, cfg->sigma_vox[l], c->ib, GR_MEM_IMAGES);
+  if (c->s.o->fixed_mask) L->fm = one && full ? none : level_image(c, c->fg, c->fn, L->fn, L->h, 0.0, c->mb, GR_MEM_MASKS);
+  if (c->s.o->moving_mask) L->mm = full ? none : level_image(c, c->mg, c->mn, L->mn, L->h, 0.0, c->mb, GR_MEM_MASKS);
 }
 
 static void level_release(pctx *c, plevel *L) {
@@ -411,7 +439,7 @@ static gr_status plan_linear(pctx *c, int k, const gr_stage_config *cfg) {
     gr_status st = begin_level(c, k, cfg, l);
     if (st != GR_OK) return st;
     plevel L;
-    level_build(c, cfg, l, &L);
+    level_build(c, k, cfg, l, &L);
     if (cfg->iterations[l] > 0) level_metric(c, cfg, &L, 1, masks);
     level_release(c, &L);
   }
@@ -498,7 +526,7 @@ static gr_status plan_greedy(pctx *c, int k, const gr_stage_config *cfg, size_t 
     gr_status st = begin_level(c, k, cfg, l);
     if (st != GR_OK) return st;
     plevel L;
-    level_build(c, cfg, l, &L);
+    level_build(c, k, cfg, l, &L);
     if (!have_u) {
       u = gbuf(&c->s, L.fn, L.h, 12, GR_MEM_FIELDS);
       s_alloc(&c->s, &u);
@@ -510,7 +538,7 @@ static gr_status plan_greedy(pctx *c, int k, const gr_stage_config *cfg, size_t 
     sbuf o[4];
     opt_alloc(c, cfg, &L, o);
     if (cfg->iterations[l] > 0) {
-      level_metric(c, cfg, &L, 1, masks);
+      level_metric(c, cfg, &L, 2, masks);
       field_update(c, cfg, &L);
     }
     opt_free(c, o);
@@ -542,7 +570,7 @@ static gr_status plan_syn(pctx *c, int k, const gr_stage_config *cfg, size_t *ho
     gr_status st = begin_level(c, k, cfg, l);
     if (st != GR_OK) return st;
     plevel L;
-    level_build(c, cfg, l, &L);
+    level_build(c, k, cfg, l, &L);
     sbuf o[2][4];
     for (int q = 0; q < 2; ++q) { /* syn_level_alloc: u[q] then its optimizer state */
       if (have_u) field_move(c, &u[q], L.fn, L.h);
@@ -557,8 +585,8 @@ static gr_status plan_syn(pctx *c, int k, const gr_stage_config *cfg, size_t *ho
     sbuf warped = gbuf(&c->s, L.fn, L.h, 4, GR_MEM_SCRATCH);
     s_alloc(&c->s, &warped);
     if (cfg->iterations[l] > 0) {
-      level_metric(c, cfg, &L, 1, c->s.o->fixed_mask || c->s.o->moving_mask); /* moving side */
-      level_metric(c, cfg, &L, 1, c->s.o->fixed_mask);                       /* fixed side */
+      level_metric(c, cfg, &L, 2, c->s.o->fixed_mask || c->s.o->moving_mask); /* moving side */
+      level_metric(c, cfg, &L, 2, c->s.o->fixed_mask);                       /* fixed side */
       field_update(c, cfg, &L);
       field_update(c, cfg, &L);
     }
@@ -666,6 +694,7 @@ gr_status gr_memory_plan_compute(const gr_geometry *fixed, const gr_geometry *mo
 #endif
   c.fg = fixed;
   c.mg = moving;
+  c.nstages = nstages;
   geom_dims(fixed, c.fn);
   geom_dims(moving, c.mn);
   c.ib = (size_t)opt->image_bytes;

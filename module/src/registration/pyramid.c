@@ -60,6 +60,36 @@ static gr_status level_image(gr_backend *be, const gr_geometry *src_geom, const 
 }
 
 /* ---- sharded levels ------------------------------------------------------------- */
+/* This rank's planes of the whole-image smoothing: the own slab with a halo of
+ * ceil(3 sigma_z) planes exchanged, smoothed; *tmp (fs->nloc floats) owns it. */
+static gr_status shard_smooth_halo(gr_reg_ctx *c, const gr_shard *fs, const float *src_own, const double sv[3],
+                                   float **tmp) {
+  gr_backend *be = c->be;
+  *tmp = be->ops->alloc(be, (size_t)fs->nloc * sizeof(float));
+  if (!*tmp) return GR_ERR_NOMEM;
+  gr_status s = be->ops->copy(be, *tmp + gr_shard_own_offset(fs), src_own, (size_t)fs->nown * sizeof(float));
+  if (s == GR_OK) s = gr_halo_exchange(c->comm, fs, *tmp, 1);
+  if (s == GR_OK) s = be->ops->smooth(be, &fs->local, *tmp, 1, sv);
+  return s;
+}
+
+/* The sharded counterpart of smooth_in_place: the own planes of the smoothing
+ * copied back over the rank's slab of the full-resolution image. */
+static gr_status shard_smooth_in_place(gr_reg_ctx *c, const gr_geometry *src_geom, const gr_grid *src_grid,
+                                       float *src_own, double sigma) {
+  if (!(sigma > 0.0)) return GR_OK;
+  const double ms = min_spacing(src_geom);
+  const double sv[3] = {sigma * ms / src_geom->spacing[0], sigma * ms / src_geom->spacing[1],
+                        sigma * ms / src_geom->spacing[2]};
+  gr_shard fs;
+  gr_status s = gr_shard_init(src_grid, c->gp->nranks, c->gp->rank, (int)ceil(3.0 * sv[2]), &fs);
+  float *tmp = NULL;
+  if (s == GR_OK) s = shard_smooth_halo(c, &fs, src_own, sv, &tmp);
+  if (s == GR_OK) s = c->be->ops->copy(c->be, src_own, tmp + gr_shard_own_offset(&fs), (size_t)fs.nown * sizeof(float));
+  if (tmp) c->be->ops->free(c->be, tmp);
+  return s;
+}
+
 /* The sharded counterpart of level_image: smooth this rank's full-resolution
  * slab with a halo of ceil(3 sigma_z) planes (exchanged, so the owned planes
  * are exactly the whole-image smoothing), then ring-resample the smoothed
@@ -84,11 +114,7 @@ static gr_status shard_level_image(gr_reg_ctx *c, const gr_geometry *src_geom, c
   if (!*out || !acc) s = GR_ERR_NOMEM;
   const float *from = src_own;
   if (s == GR_OK && sigma > 0.0) {
-    tmp = be->ops->alloc(be, (size_t)fs.nloc * sizeof(float));
-    if (!tmp) s = GR_ERR_NOMEM;
-    if (s == GR_OK) s = be->ops->copy(be, tmp + gr_shard_own_offset(&fs), src_own, (size_t)fs.nown * sizeof(float));
-    if (s == GR_OK) s = gr_halo_exchange(c->comm, &fs, tmp, 1);
-    if (s == GR_OK) s = be->ops->smooth(be, &fs.local, tmp, 1, sv);
+    s = shard_smooth_halo(c, &fs, src_own, sv, &tmp);
     from = tmp + gr_shard_own_offset(&fs);
   }
   if (s == GR_OK) {
@@ -109,7 +135,13 @@ static gr_status shard_level_image(gr_reg_ctx *c, const gr_geometry *src_geom, c
   return s;
 }
 
-static gr_status level_build_sharded(gr_reg_ctx *c, double sigma_vox, int halo, gr_level *l) {
+/* The moving level is this rank's slab of the moving grid, the planes the
+ * full-resolution moving image holds: at shrink 1 it reads that buffer, as it
+ * is or smoothed in place at the run's last level (gr_level_reuses_images);
+ * the fixed level holds halo planes besides its own: always a copy. */
+static gr_status level_build_sharded(gr_reg_ctx *c, const gr_stage_config *cfg, int level, int halo, gr_level *l) {
+  const double shrink = cfg->shrink[level], sigma_vox = cfg->sigma_vox[level];
+  const int full = shrink <= 1.0, plain = gr_level_reuses_images(c, cfg, level);
   const gr_gp_ctx *gp = c->gp;
   gr_status s = gr_shard_check_planes(&l->fgrid, gp->nranks, "a fixed pyramid level");
   if (s == GR_OK) s = gr_shard_check_planes(&l->mgrid, gp->nranks, "a moving pyramid level");
@@ -122,19 +154,42 @@ static gr_status level_build_sharded(gr_reg_ctx *c, double sigma_vox, int halo, 
   const int64_t fz0 = l->fs.ext0, fnz = l->fs.ext1 - l->fs.ext0, mz0 = l->mz0, mnz = l->mz1 - l->mz0;
   s = shard_level_image(c, c->fixed_geom, &c->fixed_grid, c->fixed_norm, sigma_vox, &l->fgrid, fz0, fnz,
                         GR_INTERP_LINEAR, &l->f);
-  if (s == GR_OK)
+  if (s == GR_OK && plain && sigma_vox > 0.0) {
+    s = c->norm_consumed ? gr_error(GR_ERR_INTERNAL, "pyramid: the full-resolution images were already smoothed")
+                         : shard_smooth_in_place(c, c->moving_geom, &c->moving_grid, c->moving_norm, sigma_vox);
+    c->norm_consumed = 1;
+  }
+  if (s == GR_OK && !plain)
     s = shard_level_image(c, c->moving_geom, &c->moving_grid, c->moving_norm, sigma_vox, &l->mgrid, mz0, mnz,
                           GR_INTERP_LINEAR, &l->m);
   if (s == GR_OK && c->fixed_mask_dev)
     s = shard_level_image(c, c->fixed_geom, &c->fixed_grid, c->fixed_mask_dev, 0.0, &l->fgrid, fz0, fnz,
                           GR_INTERP_NEAREST, &l->fmask);
-  if (s == GR_OK && c->moving_mask_dev)
+  if (s == GR_OK && c->moving_mask_dev && !full)
     s = shard_level_image(c, c->moving_geom, &c->moving_grid, c->moving_mask_dev, 0.0, &l->mgrid, mz0, mnz,
                           GR_INTERP_NEAREST, &l->mmask);
+  if (s == GR_OK && plain) {
+    l->m = c->moving_norm;
+    l->borrowed |= 2;
+  }
+  if (s == GR_OK && full) {
+    l->mmask = c->moving_mask_dev;
+    l->borrowed |= 8;
+  }
   return s;
 }
 
-gr_status gr_level_build(gr_reg_ctx *c, double shrink, double sigma_vox, int halo, gr_level *l) {
+/* Smooth a full-resolution backend image in place: the level reads it where it
+ * is (its values are those level_image would resample onto the same grid). */
+static gr_status smooth_in_place(gr_backend *be, const gr_geometry *geom, const gr_grid *grid, float *img, double sigma) {
+  if (!(sigma > 0.0)) return GR_OK;
+  const double ms = min_spacing(geom);
+  const double sv[3] = {sigma * ms / geom->spacing[0], sigma * ms / geom->spacing[1], sigma * ms / geom->spacing[2]};
+  return be->ops->smooth(be, grid, img, 1, sv);
+}
+
+gr_status gr_level_build(gr_reg_ctx *c, const gr_stage_config *cfg, int level, int halo, gr_level *l) {
+  const double shrink = cfg->shrink[level], sigma_vox = cfg->sigma_vox[level];
   memset(l, 0, sizeof *l);
   gr_geometry_shrink(c->fixed_geom, shrink, &l->fgeom);
   gr_geometry_shrink(c->moving_geom, shrink, &l->mgeom);
@@ -142,21 +197,56 @@ gr_status gr_level_build(gr_reg_ctx *c, double shrink, double sigma_vox, int hal
   if (s == GR_OK) s = gr_grid_from_geometry(&l->mgeom, &l->mgrid);
   if (s != GR_OK) return s;
   if (c->gp) {
-    s = level_build_sharded(c, sigma_vox, halo, l);
+    s = level_build_sharded(c, cfg, level, halo, l);
     if (s != GR_OK) gr_level_release(c->be, l);
     return s;
   }
   l->nf = gr_geometry_nvox(&l->fgeom);
   l->nm = gr_geometry_nvox(&l->mgeom);
   gr_backend *be = c->be;
-  s = level_image(be, c->fixed_geom, &c->fixed_grid, c->fixed_norm, sigma_vox, &l->fgrid, GR_INTERP_LINEAR, &l->f);
-  if (s == GR_OK) s = level_image(be, c->moving_geom, &c->moving_grid, c->moving_norm, sigma_vox, &l->mgrid, GR_INTERP_LINEAR, &l->m);
-  if (s == GR_OK && c->fixed_mask_dev)
+  /* A level at full resolution would be a resampled copy of the full-resolution
+   * images onto their own grid: the same values, 8 more bytes per voxel for the
+   * pair at the stage's memory peak. It reads the context's buffers instead:
+   * as they are when not smoothed, smoothed in place when no later level needs
+   * them unsmoothed (the last level of the last stage: gr_level_reuses_images).
+   * Masks are never smoothed. */
+  const int full = shrink <= 1.0;
+  const int reuse = gr_level_reuses_images(c, cfg, level);
+  if (reuse) {
+    s = c->norm_consumed ? gr_error(GR_ERR_INTERNAL, "pyramid: the full-resolution images were already smoothed")
+                         : smooth_in_place(be, c->fixed_geom, &c->fixed_grid, c->fixed_norm, sigma_vox);
+    if (s == GR_OK) s = smooth_in_place(be, c->moving_geom, &c->moving_grid, c->moving_norm, sigma_vox);
+    if (sigma_vox > 0.0) c->norm_consumed = 1;
+  } else {
+    s = level_image(be, c->fixed_geom, &c->fixed_grid, c->fixed_norm, sigma_vox, &l->fgrid, GR_INTERP_LINEAR, &l->f);
+    if (s == GR_OK)
+      s = level_image(be, c->moving_geom, &c->moving_grid, c->moving_norm, sigma_vox, &l->mgrid, GR_INTERP_LINEAR, &l->m);
+  }
+  if (s == GR_OK && c->fixed_mask_dev && !full)
     s = level_image(be, c->fixed_geom, &c->fixed_grid, c->fixed_mask_dev, 0.0, &l->fgrid, GR_INTERP_NEAREST, &l->fmask);
-  if (s == GR_OK && c->moving_mask_dev)
+  if (s == GR_OK && c->moving_mask_dev && !full)
     s = level_image(be, c->moving_geom, &c->moving_grid, c->moving_mask_dev, 0.0, &l->mgrid, GR_INTERP_NEAREST, &l->mmask);
-  if (s != GR_OK) gr_level_release(be, l);
-  return s;
+  if (s != GR_OK) {
+    gr_level_release(be, l);
+    return s;
+  }
+  if (reuse) {
+    l->f = c->fixed_norm;
+    l->m = c->moving_norm;
+    l->borrowed |= 3;
+  }
+  if (full) {
+    l->fmask = c->fixed_mask_dev;
+    l->mmask = c->moving_mask_dev;
+    l->borrowed |= 12;
+  }
+  return GR_OK;
+}
+
+int gr_level_reuses_images(const gr_reg_ctx *c, const gr_stage_config *cfg, int level) {
+  if (cfg->shrink[level] > 1.0) return 0;
+  if (!(cfg->sigma_vox[level] > 0.0)) return 1;
+  return c->stage == c->nstages - 1 && level == cfg->levels - 1;
 }
 
 gr_status gr_level_metric(gr_reg_ctx *c, const gr_level *lv, const gr_metric_spec *spec, const gr_affine *T,
@@ -171,7 +261,8 @@ gr_status gr_level_metric(gr_reg_ctx *c, const gr_level *lv, const gr_metric_spe
 void gr_level_release(gr_backend *be, gr_level *l) {
   float **bufs[4] = {&l->f, &l->m, &l->fmask, &l->mmask};
   for (int i = 0; i < 4; ++i) {
-    if (*bufs[i]) be->ops->free(be, *bufs[i]);
+    if (*bufs[i] && !(l->borrowed & (1 << i))) be->ops->free(be, *bufs[i]);
     *bufs[i] = NULL;
   }
+  l->borrowed = 0;
 }

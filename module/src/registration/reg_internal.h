@@ -26,6 +26,7 @@ typedef struct gr_reg_ctx {
   float *fixed_mask_dev, *moving_mask_dev;
   gr_grid fixed_grid, moving_grid;   /* whole grids */
   int stage, nstages;
+  int norm_consumed;                  /* fixed_norm/moving_norm were smoothed in place (the last level) */
   double t0;                          /* wall clock at start */
   gr_gp_ctx *gp;                      /* NULL unless sharded */
 } gr_reg_ctx;
@@ -38,14 +39,21 @@ typedef struct gr_level {
   gr_geometry fgeom, mgeom;
   gr_grid fgrid, mgrid;
   float *f, *m, *fmask, *mmask;      /* backend memory; masks may be NULL */
+  int borrowed;                      /* bits 0..3: f, m, fmask, mmask are the context's full-resolution
+                                      * buffers (not freed by gr_level_release) */
   int64_t nf, nm;
   int sharded;
   gr_shard fs;
   int64_t mz0, mz1;
 } gr_level;
 
-/* `halo`: planes of fixed-grid halo the stage needs at this level (sharded only). */
-gr_status gr_level_build(gr_reg_ctx *c, double shrink, double sigma_vox, int halo, gr_level *out);
+/* Level `level` of a stage (its shrink factor and smoothing sigma). `halo`:
+ * planes of fixed-grid halo the stage needs at this level (sharded only). */
+gr_status gr_level_build(gr_reg_ctx *c, const gr_stage_config *cfg, int level, int halo, gr_level *out);
+/* One process, shrink 1: whether the level reads the context's full-resolution
+ * images (unsmoothed, or smoothed in place at the run's last level) instead of
+ * a copy. memory_plan.c models the same rule. */
+int gr_level_reuses_images(const gr_reg_ctx *c, const gr_stage_config *cfg, int level);
 /* The metric at one level: the fused backend op on one shard, the distributed
  * metric (ring sampler, ordered reductions) on several. res is global; grad_u
  * (may be NULL) on the level's fixed grid / stored planes. disp on the same. */

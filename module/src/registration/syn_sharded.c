@@ -102,7 +102,7 @@ gr_status gr_stage_syn_sharded(gr_reg_ctx *c, const gr_stage_config *cfg, const 
   double loss = 0.0;
   for (int l = 0; l < cfg->levels && s == GR_OK; ++l) {
     gr_level lv;
-    s = gr_level_build(c, cfg->shrink[l], cfg->sigma_vox[l], gr_shard_field_halo(cfg, cfg->learning_rate[l]), &lv);
+    s = gr_level_build(c, cfg, l, gr_shard_field_halo(cfg, cfg->learning_rate[l]), &lv);
     if (s != GR_OK) break;
     const int64_t n = lv.fs.nloc;
     for (int k = 0; k < 2 && s == GR_OK; ++k) {

@@ -125,7 +125,7 @@ gr_status gr_stage_syn(gr_reg_ctx *c, const gr_stage_config *cfg, const gr_affin
   double loss = 0.0;
   for (int l = 0; l < cfg->levels && s == GR_OK; ++l) {
     gr_level lv;
-    s = gr_level_build(c, cfg->shrink[l], cfg->sigma_vox[l], 0, &lv);
+    s = gr_level_build(c, cfg, l, 0, &lv);
     if (s != GR_OK) break;
     s = syn_level_alloc(be, &lv, &ugrid, cfg->adam_moments_bf16, &b);
     ugrid = lv.fgrid;
