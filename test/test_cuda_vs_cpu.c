@@ -27,6 +27,9 @@
  *     padding, zero backgrounds) stay exact (see the kernel's header: a
  *     shifted variant failed there with 1e-2). Radii 1 and 4 are checked too,
  *     and the double kernel (GIGAREG_CUDA_LNCC=double) with the tolerances above;
+ *   LNCC's field gradient alone (greedy/SyN iterations): the lean variant
+ *     (no warped-image buffer) within the fast path's tolerances and bitwise
+ *     the variant with the buffer, at radii 1, 2 (masks) and 3;
  *   determinism: two GPU runs of MI, LNCC and NCC give bitwise equal values
  *     and gradients;
  *   registrations (3 levels, fixed iteration counts): greedy LNCC and rigid
@@ -712,6 +715,61 @@ static void test_metrics(const metric_case *mono, const metric_case *multi) {
     }
 }
 
+/* The fast LNCC's field gradient without the affine one (greedy and SyN
+ * iterations): the lean variant (W and dL/dW in grad_u's planes, grad W
+ * sampled again; forced with GIGAREG_CUDA_LNCC_LEAN=1, taken automatically
+ * when W's buffer does not fit) against the CPU with the fast path's
+ * tolerances, and bit for bit against the variant with W's own buffer
+ * (GIGAREG_CUDA_LNCC_LEAN=0): which one runs must never change a result. */
+static float *gpu_lncc_grad(const gr_metric_spec *spec, const metric_case *mc, const char *lean, gr_metric_result *r) {
+  const int64_t n = mc->fg->n[0] * mc->fg->n[1] * mc->fg->n[2];
+  float *gd = g_gpu->ops->alloc(g_gpu, (size_t)n * 3 * sizeof(float));
+  float *gh = malloc((size_t)n * 3 * sizeof(float));
+  setenv("GIGAREG_CUDA_LNCC_LEAN", lean, 1);
+  GR_CHECK_OK(g_gpu->ops->fill(g_gpu, gd, NAN, 3 * n));
+  GR_CHECK_OK(g_gpu->ops->metric(g_gpu, spec, mc->fg, mc->F->d, mc->FM ? mc->FM->d : NULL, mc->mg, mc->M->d,
+                                 mc->MM ? mc->MM->d : NULL, mc->T, mc->U ? mc->U->d : NULL, r, gd));
+  unsetenv("GIGAREG_CUDA_LNCC_LEAN");
+  GR_CHECK_OK(g_gpu->ops->download(g_gpu, gh, gd, (size_t)n * 3 * sizeof(float)));
+  g_gpu->ops->free(g_gpu, gd);
+  return gh;
+}
+
+static void test_lncc_lean(const metric_case *mono, const metric_case *multi) {
+  fprintf(stderr, "LNCC field gradient alone: lean variant vs CPU, and bitwise vs W in its own buffer\n");
+  for (int pair = 0; pair < 2; ++pair)
+    for (int vi = 0; vi < 3; ++vi) {
+      metric_case mc = pair ? *multi : *mono;
+      if (vi != 2) mc.FM = mc.MM = NULL;
+      gr_metric_spec spec;
+      memset(&spec, 0, sizeof spec);
+      spec.kind = GR_METRIC_LNCC;
+      spec.lncc_radius = vi == 0 ? 3 : vi == 1 ? 1 : 2;
+      spec.fixed_max = spec.moving_max = 1.0;
+      spec.want_field_grad = 1;
+      char label[96];
+      snprintf(label, sizeof label, "LNCC lean %s r%d%s", pair ? "T1/PD oblique" : "T1/T1 warped", spec.lncc_radius,
+               vi == 2 ? " masks" : "");
+      g_tol_value = 1e-4;
+      g_tol_grad = 1e-3;
+      setenv("GIGAREG_CUDA_LNCC_LEAN", "1", 1);
+      check_metric(label, &spec, &mc);
+      unsetenv("GIGAREG_CUDA_LNCC_LEAN");
+      g_tol_value = 1e-5;
+      gr_metric_result r1, r0;
+      float *g1 = gpu_lncc_grad(&spec, &mc, "1", &r1), *g0 = gpu_lncc_grad(&spec, &mc, "0", &r0);
+      const int64_t n3 = 3 * mc.fg->n[0] * mc.fg->n[1] * mc.fg->n[2];
+      int64_t nd = 0;
+      for (int64_t i = 0; i < n3; ++i) nd += memcmp(&g1[i], &g0[i], sizeof g1[i]) != 0;
+      fprintf(stderr, "  %-40s lean vs own W buffer: value %a vs %a, %lld of %lld grad_u values differ\n", label,
+              r1.value, r0.value, (long long)nd, (long long)n3);
+      GR_CHECK(nd == 0 && memcmp(&r1.value, &r0.value, sizeof r1.value) == 0 && r1.n_valid == r0.n_valid,
+               "%s: the lean variant is not bitwise the buffered one", label);
+      free(g1);
+      free(g0);
+    }
+}
+
 /* GIGAREG_CUDA_EXACT=1: LNCC (value, N, affine and field gradients) bitwise the CPU's. */
 static void test_exact_lncc(const metric_case *mono, const metric_case *multi) {
   fprintf(stderr, "exact LNCC (GIGAREG_CUDA_EXACT=1, bitwise the CPU)\n");
@@ -979,6 +1037,7 @@ int main(void) {
   const metric_case mono = {&fg, &fg, &T1, &FM, &T1W, &T1M, &U, NULL};
   const metric_case multi = {&fg, &mg, &T1, &FM, &PD, &MM, &U, &T};
   test_metrics(&mono, &multi);
+  test_lncc_lean(&mono, &multi);
   test_exact_lncc(&mono, &multi);
   test_determinism(&multi);
 

@@ -490,7 +490,10 @@ __global__ void __launch_bounds__(kFastTX *TY, TY >= 16 ? 2 : 3)
 #pragma unroll
           for (int q = 0; q < 4; ++q) S[q] += ring[k][q];
         const double f = (double)(ol.f - cf), w = (double)(ol.w - cw);
-        const double dw = -inv_N * (f * (double)S[0] - (double)S[1] - w * (double)S[2] + (double)S[3]);
+        const double dw0 = -inv_N * (f * (double)S[0] - (double)S[1] - w * (double)S[2] + (double)S[3]);
+        /* the field gradient alone takes dL/dW rounded to float, as the lean
+         * variant stores it: both variants give grad_u bit for bit */
+        const double dw = GRAD_U && !AFF ? (double)(float)dw0 : dw0;
         const double d[3] = {dw * (double)ol.g[0], dw * (double)ol.g[1], dw * (double)ol.g[2]};
         if (LEAN) a.dw[v] = (float)dw;
         else if (GRAD_U) grad_u_store(a.map, a.grad_u, v, d);
@@ -680,10 +683,14 @@ gr_status metric_lncc_fast(const MetricCall &c, gr_metric_result *res) {
   const bool sample64 = env_set("GIGAREG_CUDA_LNCC_SAMPLE64");
   /* Lean (the field gradient without the affine one): W lives in grad_u's
    * first plane and dL/dW in its second, grad W is sampled again by a third
-   * kernel: no warped-image buffer (4 B/voxel less at the metric's peak).
-   * GIGAREG_CUDA_LNCC_LEAN=0: W in its own buffer, grad W staged (for comparisons). */
+   * kernel: no warped-image buffer (4 B/voxel less at the metric's peak, ~13%
+   * more time: 17.0 vs 15.1 ms per 512^3 iteration). Taken when W's buffer
+   * cannot be allocated; both variants give the same grad_u bit for bit, so
+   * the choice never changes a result. GIGAREG_CUDA_LNCC_LEAN=1 / 0 forces
+   * it / the buffer (measurements; memory_plan.c models the lean need). */
   const char *lean_env = getenv("GIGAREG_CUDA_LNCC_LEAN");
-  const bool lean = gu && !c.want_affine && !(lean_env && strcmp(lean_env, "0") == 0);
+  const bool can_lean = gu && !c.want_affine && !(lean_env && strcmp(lean_env, "0") == 0);
+  bool lean = can_lean && lean_env && strcmp(lean_env, "1") == 0;
 
   int TY = 0;
   size_t smem = 0;
@@ -691,8 +698,14 @@ gr_status metric_lncc_fast(const MetricCall &c, gr_metric_result *res) {
   if (s != GR_OK) return s;
 
   LnccLaunch L;
-  s = lncc_launch_begin(c, r, kFastTX, TY, lean ? 0 : 4, kFastK, masks,
-                        lean ? "LNCC partials" : "LNCC warped image (float) and partials", &L);
+  if (!lean) {
+    s = lncc_launch_begin(c, r, kFastTX, TY, 4, kFastK, masks, "LNCC warped image (float) and partials", &L);
+    if (s == GR_ERR_NOMEM && can_lean) {
+      gr_clear_error();
+      lean = true;
+    }
+  }
+  if (lean) s = lncc_launch_begin(c, r, kFastTX, TY, 0, kFastK, masks, "LNCC partials", &L);
   float *W = lean ? c.im.grad_u : (float *)L.W;
   if (s == GR_OK) s = warp_launch(c, sample64, lean, st, W, L);
 
