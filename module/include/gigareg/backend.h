@@ -41,6 +41,12 @@ typedef struct gr_metric_spec {
   double moving_min, moving_max;
   int want_affine_grad;   /* fill result.grad_affine */
   int want_field_grad;    /* write grad_u */
+  /* 16-bit images (backends with pack_u16 only; NULL: float images): when
+   * set, the metric reads this image instead of the float one (`fixed` /
+   * `moving` may then be NULL), value q * (1 / 65535) in float
+   * (kernels/u16.h), exactly what the float image rounded by gr_u16_round
+   * holds: the metric's result is bitwise the float call's on that image. */
+  const uint16_t *fixed_u16, *moving_u16;
 } gr_metric_spec;
 
 typedef struct gr_metric_result {
@@ -310,6 +316,12 @@ typedef struct gr_backend_ops {
    * undefined afterwards (a backend may smooth it in place). */
   gr_status (*adam_moments_smoothed)(gr_backend *be, const gr_grid *g, float *grad, const double sigma_vox[3],
                                      gr_moments mom, double b1, double b2, double eps, int t, double *max_vox);
+
+  /* ---- 16-bit images (appended; NULL: the backend keeps images in float and
+   * the driver rounds them to the same values instead) ----
+   * dst[i] = gr_u16_quantize(src[i]) (kernels/u16.h) for n voxels; the metric
+   * then reads dst through gr_metric_spec.fixed_u16 / moving_u16. */
+  gr_status (*pack_u16)(gr_backend *be, int64_t n, const float *src, uint16_t *dst);
 } gr_backend_ops;
 
 struct gr_backend {
