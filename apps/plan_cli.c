@@ -103,6 +103,16 @@ static int bf16_stages(plan_inputs *in) {
   return changed;
 }
 
+/* The deformable stages of in with 16-bit images; 0 when all have them already. */
+static int u16_stages(plan_inputs *in) {
+  int changed = 0;
+  for (int k = 0; k < in->nstages; ++k) {
+    gr_stage_config *c = &in->stages[k];
+    if ((c->kind == GR_STAGE_GREEDY || c->kind == GR_STAGE_SYN) && !c->image_u16) c->image_u16 = changed = 1;
+  }
+  return changed;
+}
+
 /* What-ifs for a plan that does not fit (or for sizing a bigger machine). */
 static void print_alternatives(const plan_inputs *in, const gr_memory_plan_options *base, size_t budget,
                                int have_budget) {
@@ -130,13 +140,13 @@ static void print_alternatives(const plan_inputs *in, const gr_memory_plan_optio
            "fit with float moments switches to them by itself): %s (%zu bytes)%s\n",
            gr_memory_format_bytes(gr_memory_plan_need(p), b1, sizeof b1), gr_memory_plan_need(p),
            have_budget ? (gr_memory_plan_need(p) <= budget ? "  fits" : "  does not fit") : "");
-  o.image_bytes = 2;
-  if (gr_memory_plan_compute(&in->fixed, &in->moving, in->stages, in->nstages, &o, p) == GR_OK)
-    printf("  fp16 images and 8-bit masks (not available in this build: the backends are float32): %s%s\n",
-           gr_memory_format_bytes(gr_memory_plan_need(p), b1, sizeof b1),
-           have_budget ? (gr_memory_plan_need(p) <= budget ? "  would fit" : "  would not fit") : "");
+  alt = *in;
+  if (u16_stages(&alt) && gr_memory_plan_compute(&in->fixed, &in->moving, alt.stages, alt.nstages, &o, p) == GR_OK)
+    printf("  16-bit images ((GigaRegImageStorage \"uint16\") in the deformable stages; stored in 16 bits by the "
+           "CUDA backend in greedy LNCC/MI stages): %s (%zu bytes)%s\n",
+           gr_memory_format_bytes(gr_memory_plan_need(p), b1, sizeof b1), gr_memory_plan_need(p),
+           have_budget ? (gr_memory_plan_need(p) <= budget ? "  fits" : "  does not fit") : "");
   if (have_budget) {
-    o.image_bytes = 4;
     o.ranks = 1;
     const int n = gr_memory_plan_min_ranks(&in->fixed, &in->moving, in->stages, in->nstages, &o, budget,
                                            GR_PLAN_MAX_RANKS);

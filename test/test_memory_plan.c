@@ -231,12 +231,15 @@ static void cuda_cases(void) {
   const double sf[3] = {1.0, 1.0, 1.2}, sm[3] = {1.0, 1.05, 1.25};
   gr_image *f = make_image(nf, sf, 0.0), *m = make_image(nm, sm, 2.5);
   const double s421[3] = {4, 2, 1};
-  gr_stage_config cfg[3];
-  const gr_stage_kind kinds[3] = {GR_STAGE_RIGID, GR_STAGE_GREEDY, GR_STAGE_SYN};
-  const gr_metric_kind metrics[3] = {GR_METRIC_MI, GR_METRIC_LNCC, GR_METRIC_LNCC};
-  for (int k = 0; k < 3 && f && m && comm; ++k) {
+  /* the last two: 16-bit images, packed by the CUDA backend */
+  gr_stage_config cfg[5];
+  const gr_stage_kind kinds[5] = {GR_STAGE_RIGID, GR_STAGE_GREEDY, GR_STAGE_SYN, GR_STAGE_GREEDY, GR_STAGE_GREEDY};
+  const gr_metric_kind metrics[5] = {GR_METRIC_MI, GR_METRIC_LNCC, GR_METRIC_LNCC, GR_METRIC_LNCC, GR_METRIC_MI};
+  const char *names[5] = {"rigid", "greedy", "syn", "greedy LNCC 16-bit", "greedy MI 16-bit"};
+  for (int k = 0; k < 5 && f && m && comm; ++k) {
     gr_stage_config_defaults(kinds[k], &cfg[k]);
     cfg[k].metric.kind = metrics[k];
+    cfg[k].image_u16 = k >= 3;
     set_levels(&cfg[k], 3, s421, 5);
     gr_memory_budget b0, b1;
     GR_CHECK_OK(gr_memory_budget_query(GR_DEVICE_CUDA, 0, &b0));
@@ -254,8 +257,8 @@ static void cuda_cases(void) {
     GR_CHECK_OK(gr_memory_plan_compute(&f->geom, &m->geom, &cfg[k], 1, &po, plan));
     const double measured = (double)be->bytes_peak, planned = (double)plan->device_peak;
     const double pool = b0.available > b1.available ? (double)(b0.available - b1.available) : 0.0;
-    printf("CUDA %-6s measured peak %11.0f  planned %11.0f (%+.2f%%)  device free dropped by %11.0f (cudaMemGetInfo)\n",
-           k == 0 ? "rigid" : k == 1 ? "greedy" : "syn", measured, planned, 100.0 * (planned - measured) / measured, pool);
+    printf("CUDA %-18s measured peak %11.0f  planned %11.0f (%+.2f%%)  device free dropped by %11.0f (cudaMemGetInfo)\n",
+           names[k], measured, planned, 100.0 * (planned - measured) / measured, pool);
     GR_CHECK(fabs(planned - measured) <= 0.10 * measured, "CUDA stage %d: planned %.0f vs measured %.0f", k, planned,
              measured);
     /* The drop in free device memory is the caching pool the run grew (blocks an
@@ -338,6 +341,12 @@ int main(void) {
   check_case("greedy LNCC, bf16 moments", f, m, NULL, NULL, &greedy16, 1);
   check_case("syn LNCC, bf16 moments", f, m, NULL, NULL, &syn16, 1);
   check_sharded("greedy LNCC, bf16 moments", f, m, &greedy16, 1, 2);
+  /* 16-bit images on the CPU: rounded in place, or in copies where a later stage needs them unrounded */
+  gr_stage_config u16[2] = {greedy, greedy_mi};
+  u16[0].image_u16 = u16[1].image_u16 = 1;
+  check_case("greedy LNCC, 16-bit images", f, m, NULL, NULL, u16, 1);
+  check_case("greedy LNCC -> MI, 16-bit images", f, m, fm, NULL, u16, 2);
+  check_sharded("greedy LNCC, 16-bit images", f, m, u16, 1, 2);
   test_bf16_saving(f, m, &greedy, &greedy16);
 
   check_sharded("greedy LNCC", f, m, &greedy, 1, 2);

@@ -35,6 +35,9 @@ typedef struct gr_stage_config {
   double adam_beta1, adam_beta2, adam_eps;
   int adam_moments_bf16;          /* deformable: Adam moments stored as bfloat16 (GigaRegAdamMoments
                                    * "bfloat16"): 12 instead of 24 B/voxel; default 0 (float) */
+  int image_u16;                  /* deformable: the level images rounded to 16 bits (GigaRegImageStorage
+                                   * "uint16", kernels/u16.h) and, where the backend can (CUDA, greedy,
+                                   * LNCC or MI, one process), stored so: 2 instead of 4 B/voxel each */
   int convergence_window;         /* iterations over which the loss slope is tested (default 10) */
   double convergence_tol;         /* stop when the relative slope is > -tol (default 1e-6) */
   gr_init_kind init;              /* only used when the stage is the first linear stage */

@@ -52,6 +52,8 @@ gr_status cpu_metric_empty(const cpu_metric_ctx *m) {
 
 static gr_status check_args(const gr_metric_spec *spec, const gr_grid *fg, const float *fixed, const gr_grid *mg,
                             const float *moving, const gr_metric_result *res, const float *grad_u) {
+  if (spec && (spec->fixed_u16 || spec->moving_u16)) /* the driver rounds float images for this backend instead */
+    return gr_error(GR_ERR_UNSUPPORTED, "cpu metric: 16-bit images need a backend with pack_u16");
   if (!spec || !fg || !mg || !fixed || !moving || !res)
     return gr_error(GR_ERR_INVALID_ARG, "cpu metric: NULL spec, grid, image or result pointer");
   if (spec->want_field_grad && !grad_u)

@@ -347,6 +347,34 @@ static sbuf level_image(pctx *c, const gr_geometry *full, const int64_t full_n[3
   return out;
 }
 
+/* pyramid.c quantize_one: a level image (borrowed: the context's buffer ctx)
+ * packed to 16 bits, the float freed (the context's too at its last use); or
+ * rounded through a host copy, in a float copy of its own when borrowed and
+ * needed later unrounded. */
+static void level_quantize(pctx *c, sbuf *img, int borrowed, sbuf *ctx, const int64_t n[3], int h, int pack,
+                           int last) {
+  sim *s = &c->s;
+  if (pack) {
+    const sbuf q = gbuf(s, n, h, 2, GR_MEM_IMAGES);
+    s_alloc(s, &q);
+    if (!borrowed) {
+      s_free(s, img);
+    } else if (last) {
+      s_free(s, ctx);
+      ctx->main = ctx->halo = 0;
+    }
+    *img = q;
+    return;
+  }
+  if (borrowed && !last) {
+    *img = gbuf(s, n, h, 4, GR_MEM_IMAGES);
+    s_alloc(s, img);
+  }
+  const size_t hb = (size_t)nvox3(n) * 4; /* round_u16_via_host */
+  h_alloc(s, hb);
+  h_free(s, hb);
+}
+
 /* pyramid.c smooth_in_place: the full-resolution image smoothed where it is */
 static void smooth_full_in_place(pctx *c, const gr_geometry *full, const int64_t full_n[3], double sigma) {
   if (!(sigma > 0.0)) return;
@@ -381,6 +409,13 @@ static void level_build(pctx *c, int k, const gr_stage_config *cfg, int l, pleve
   L->m = mreuse ? none : level_image(c, c->mg, c->mn, L->mn, L->h, cfg->sigma_vox[l], c->ib, GR_MEM_IMAGES);
   if (c->s.o->fixed_mask) L->fm = one && full ? none : level_image(c, c->fg, c->fn, L->fn, L->h, 0.0, c->mb, GR_MEM_MASKS);
   if (c->s.o->moving_mask) L->mm = full ? none : level_image(c, c->mg, c->mn, L->mn, L->h, 0.0, c->mb, GR_MEM_MASKS);
+  if (cfg->image_u16) {
+    const int last = k == c->nstages - 1 && l == cfg->levels - 1;
+    const gr_metric_kind mk = cfg->metric.kind;
+    const int pack = c->s.cuda && one && cfg->kind == GR_STAGE_GREEDY && (mk == GR_METRIC_LNCC || mk == GR_METRIC_MI);
+    level_quantize(c, &L->f, reuse, &c->fnorm, L->fn, L->h, pack, last);
+    level_quantize(c, &L->m, mreuse, &c->mnorm, L->mn, L->h, pack, last);
+  }
 }
 
 static void level_release(pctx *c, plevel *L) {

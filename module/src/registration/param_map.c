@@ -548,6 +548,15 @@ static gr_status map_deformable(gr_map_ctx *c) {
     else
       return bad(c, GR_ERR_PARAM, "GigaRegAdamMoments", prec, "is not \"float\" or \"bfloat16\"");
   }
+  if (has(c, "GigaRegImageStorage")) {
+    const char *st16 = str_or(c, "GigaRegImageStorage", "float");
+    if (strcmp(st16, "uint16") == 0)
+      st->image_u16 = 1;
+    else if (strcmp(st16, "float") == 0)
+      st->image_u16 = 0;
+    else
+      return bad(c, GR_ERR_PARAM, "GigaRegImageStorage", st16, "is not \"float\" or \"uint16\"");
+  }
   if (has(c, "GigaRegFieldSigma")) {
     s = gr_param_get_double(c->m, "GigaRegFieldSigma", 0, &st->field_sigma_vox);
     if (s != GR_OK) return s;
@@ -720,6 +729,7 @@ static const gr_key_reason gr_reasons[] = {
     {"GigaRegLNCCRadius", "only used with Metric \"GigaRegLocalNormalizedCorrelation\""},
     {"GigaRegFieldSigma", "only used by deformable stages"},
     {"GigaRegAdamMoments", "only used by deformable stages"},
+    {"GigaRegImageStorage", "only used by deformable stages"},
     {"NumberOfParameters", WHY_TP}, {"TransformParameters", WHY_TP}, {"InitialTransformParametersFileName", WHY_TP},
     {"InitialTransformParameterFileName", WHY_TP}, {"Size", WHY_TP}, {"Index", WHY_TP}, {"Spacing", WHY_TP},
     {"Origin", WHY_TP}, {"Direction", WHY_TP}, {"DeformationFieldFileName", WHY_TP},

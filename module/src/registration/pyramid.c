@@ -1,6 +1,8 @@
 #include <math.h>
 #include <string.h>
+#include <stdlib.h>
 #include "registration/reg_internal.h"
+#include "kernels/u16.h"
 
 static double min_spacing(const gr_geometry *g) {
   return fmin(g->spacing[0], fmin(g->spacing[1], g->spacing[2]));
@@ -188,7 +190,7 @@ static gr_status smooth_in_place(gr_backend *be, const gr_geometry *geom, const 
   return be->ops->smooth(be, grid, img, 1, sv);
 }
 
-gr_status gr_level_build(gr_reg_ctx *c, const gr_stage_config *cfg, int level, int halo, gr_level *l) {
+static gr_status level_build_float(gr_reg_ctx *c, const gr_stage_config *cfg, int level, int halo, gr_level *l) {
   const double shrink = cfg->shrink[level], sigma_vox = cfg->sigma_vox[level];
   memset(l, 0, sizeof *l);
   gr_geometry_shrink(c->fixed_geom, shrink, &l->fgeom);
@@ -249,9 +251,85 @@ int gr_level_reuses_images(const gr_reg_ctx *c, const gr_stage_config *cfg, int 
   return c->stage == c->nstages - 1 && level == cfg->levels - 1;
 }
 
+/* ---- 16-bit level images --------------------------------------------------------- */
+/* A float buffer of n voxels rounded to the 16-bit grid through the host (the
+ * backends without pack_u16, Grid Parallel slabs, and stages that resample the
+ * level images). */
+static gr_status round_u16_via_host(gr_backend *be, float *x, int64_t n) {
+  if (n <= 0) return GR_OK;
+  float *h = malloc((size_t)n * sizeof(float));
+  if (!h) return gr_error(GR_ERR_NOMEM, "cannot allocate %lld bytes to round an image to 16 bits", (long long)n * 4);
+  gr_status s = be->ops->download(be, h, x, (size_t)n * sizeof(float));
+  for (int64_t i = 0; s == GR_OK && i < n; ++i) h[i] = gr_u16_round(h[i]);
+  if (s == GR_OK) s = be->ops->upload(be, x, h, (size_t)n * sizeof(float));
+  free(h);
+  return s;
+}
+
+/* One level image (bit `bit` of borrowed; *ctx_buf the context's buffer it may
+ * borrow). last: no later level reads the context's buffer. */
+static gr_status quantize_one(gr_reg_ctx *c, gr_level *l, int bit, float **img, uint16_t **img16, float **ctx_buf,
+                              int64_t n, int pack, int last) {
+  gr_backend *be = c->be;
+  const int borrowed = (l->borrowed & (1 << bit)) != 0;
+  gr_status s = GR_OK;
+  if (pack) {
+    *img16 = be->ops->alloc(be, ((size_t)n * sizeof(uint16_t) + 3) / 4 * 4);
+    if (!*img16) return GR_ERR_NOMEM;
+    s = be->ops->pack_u16(be, n, *img, *img16);
+    if (s != GR_OK) return s;
+    if (!borrowed) {
+      be->ops->free(be, *img);
+    } else if (last) { /* the context's image is dead after this level */
+      be->ops->free(be, *ctx_buf);
+      *ctx_buf = NULL;
+      l->borrowed &= ~(1 << bit);
+    }
+    *img = NULL;
+    return GR_OK;
+  }
+  if (borrowed && !last) { /* a rounded copy: later levels read the context's image unrounded */
+    float *copy = be->ops->alloc(be, (size_t)n * sizeof(float));
+    if (!copy) return GR_ERR_NOMEM;
+    s = be->ops->copy(be, copy, *img, (size_t)n * sizeof(float));
+    if (s != GR_OK) {
+      be->ops->free(be, copy);
+      return s;
+    }
+    *img = copy;
+    l->borrowed &= ~(1 << bit);
+  }
+  return round_u16_via_host(be, *img, n);
+}
+
+static gr_status level_quantize(gr_reg_ctx *c, const gr_stage_config *cfg, int level, gr_level *l) {
+  if (!cfg->image_u16) return GR_OK;
+  const gr_metric_kind k = cfg->metric.kind;
+  const int pack = c->be->ops->pack_u16 && !l->sharded && cfg->kind == GR_STAGE_GREEDY &&
+                   (k == GR_METRIC_LNCC || k == GR_METRIC_MI);
+  const int last = c->stage == c->nstages - 1 && level == cfg->levels - 1;
+  gr_status s = quantize_one(c, l, 0, &l->f, &l->f16, &c->fixed_norm, l->nf, pack, last);
+  if (s == GR_OK) s = quantize_one(c, l, 1, &l->m, &l->m16, &c->moving_norm, l->nm, pack, last);
+  return s;
+}
+
+gr_status gr_level_build(gr_reg_ctx *c, const gr_stage_config *cfg, int level, int halo, gr_level *l) {
+  gr_status s = level_build_float(c, cfg, level, halo, l);
+  if (s == GR_OK) s = level_quantize(c, cfg, level, l);
+  if (s != GR_OK) gr_level_release(c->be, l);
+  return s;
+}
+
 gr_status gr_level_metric(gr_reg_ctx *c, const gr_level *lv, const gr_metric_spec *spec, const gr_affine *T,
                           const float *disp, gr_metric_result *res, float *grad_u) {
   gr_backend *be = c->be;
+  if (lv->f16 || lv->m16) {
+    gr_metric_spec s16 = *spec;
+    s16.fixed_u16 = lv->f16;
+    s16.moving_u16 = lv->m16;
+    return be->ops->metric(be, &s16, &lv->fgrid, lv->f, lv->fmask, &lv->mgrid, lv->m, lv->mmask, T, disp, res,
+                           grad_u);
+  }
   if (!lv->sharded)
     return be->ops->metric(be, spec, &lv->fgrid, lv->f, lv->fmask, &lv->mgrid, lv->m, lv->mmask, T, disp, res, grad_u);
   const gr_dist_metric_args a = {spec, &lv->fs, lv->f, lv->fmask, &lv->mgrid, lv->m, lv->mmask, T, disp};
@@ -265,4 +343,7 @@ void gr_level_release(gr_backend *be, gr_level *l) {
     *bufs[i] = NULL;
   }
   l->borrowed = 0;
+  if (l->f16) be->ops->free(be, l->f16);
+  if (l->m16) be->ops->free(be, l->m16);
+  l->f16 = l->m16 = NULL;
 }

@@ -41,6 +41,7 @@ typedef struct gr_level {
   float *f, *m, *fmask, *mmask;      /* backend memory; masks may be NULL */
   int borrowed;                      /* bits 0..3: f, m, fmask, mmask are the context's full-resolution
                                       * buffers (not freed by gr_level_release) */
+  uint16_t *f16, *m16;               /* 16-bit images (gr_level_quantize), read instead of f / m */
   int64_t nf, nm;
   int sharded;
   gr_shard fs;
@@ -48,12 +49,20 @@ typedef struct gr_level {
 } gr_level;
 
 /* Level `level` of a stage (its shrink factor and smoothing sigma). `halo`:
- * planes of fixed-grid halo the stage needs at this level (sharded only). */
+ * planes of fixed-grid halo the stage needs at this level (sharded only).
+ * cfg->image_u16: the level's images rounded to 16 bits (kernels/u16.h). Packed
+ * into f16 / m16 (float copies freed, the context's full-resolution images too
+ * when this is their last use) where the backend has pack_u16 and the stage
+ * reads them through gr_level_metric alone (greedy, LNCC or MI, one process);
+ * otherwise the float images are rounded in place (or, when the level borrows
+ * images a later level needs unrounded, in a rounded copy): the same values,
+ * so results do not depend on which. */
 gr_status gr_level_build(gr_reg_ctx *c, const gr_stage_config *cfg, int level, int halo, gr_level *out);
 /* One process, shrink 1: whether the level reads the context's full-resolution
  * images (unsmoothed, or smoothed in place at the run's last level) instead of
  * a copy. memory_plan.c models the same rule. */
 int gr_level_reuses_images(const gr_reg_ctx *c, const gr_stage_config *cfg, int level);
+
 /* The metric at one level: the fused backend op on one shard, the distributed
  * metric (ring sampler, ordered reductions) on several. res is global; grad_u
  * (may be NULL) on the level's fixed grid / stored planes. disp on the same. */
