@@ -23,7 +23,9 @@
  * Usage: bench_gpu [max_size] [timed_iterations]
  * (GR_BENCH_MIN_SIZE=n skips the sizes below n, GR_BENCH_SKIP_R2=1 the LNCC r2
  * runs, GR_BENCH_SIZES="512 1145" times those edge lengths instead of the
- * default list, GR_BENCH_BF16=1 stores the Adam moments as bfloat16, GR_BENCH_ONLY=lncc|mi times one loss;
+ * default list, GR_BENCH_BF16=1 stores the Adam moments as bfloat16, GR_BENCH_U16=1 stores the fixed and
+ * moving images as 16 bit (pack_u16, read through gr_metric_spec.fixed_u16 / moving_u16; the float
+ * copies are freed before the iterations, so peak B/voxel shows the 4 B/voxel saved), GR_BENCH_ONLY=lncc|mi times one loss;
  * GIGAREG_CUDA_LNCC=double times the double LNCC kernel instead of the fp32 one.) */
 #include <cuda_runtime_api.h>
 #include <math.h>
@@ -49,6 +51,7 @@ static int g_fused; /* the fused update (adam_moments + adam_compose), as the dr
 static int g_smooth_to; /* the field smoothing out of place (backend smooth_to), as the driver runs it */
 static int g_smooth_moments; /* the gradient smoothing inside the moments pass (adam_moments_smoothed), likewise */
 static int g_bf16;  /* GR_BENCH_BF16=1: Adam moments stored as bfloat16 (GigaRegAdamMoments "bfloat16") */
+static int g_u16;   /* GR_BENCH_U16=1: fixed and moving stored as 16 bit (GigaRegImageStorage "uint16") */
 
 static double op_bytes(int op, gr_metric_kind k) {
   if (g_fused) {
@@ -60,7 +63,9 @@ static double op_bytes(int op, gr_metric_kind k) {
   }
   switch (op) {
     case OP_METRIC: /* LNCC: warp (u 12 + M 4 + W 8) + fused (F 4 + W 8 + u 12 + M 4 + grad 12);
-                       MI: histogram (u 12 + F 4 + M 4) + gradient (u 12 + F 4 + M 4 + grad 12) */
+                       MI: histogram (u 12 + F 4 + M 4) + gradient (u 12 + F 4 + M 4 + grad 12);
+                       16-bit images: F and M 2 B per read instead of 4 */
+      if (g_u16) return k == GR_METRIC_LNCC ? 60.0 : 44.0;
       return k == GR_METRIC_LNCC ? 64.0 : 52.0;
     case OP_SMOOTH_G: return 48.0; /* 3 components x (xy pass 8 + z pass 8) */
     case OP_ADAM: return 72.0;     /* read g, m, v; write m, v, dir */
@@ -187,6 +192,7 @@ static void run_size(int n, gr_metric_kind kind, int radius, int iters) {
   gr_backend *be = NULL;
   float *F = NULL, *M = NULL, *u = NULL, *scratch = NULL, *grad = NULL, *m = NULL, *v = NULL, *step = NULL,
         *w = NULL, *ut = NULL;
+  uint16_t *F16 = NULL, *M16 = NULL;
   cudaEvent_t ev[NOPS + 1];
   for (int i = 0; i <= NOPS; ++i) cudaEventCreate(&ev[i]);
   double *t_iter = calloc((size_t)iters, sizeof(double));
@@ -224,6 +230,31 @@ static void run_size(int n, gr_metric_kind kind, int radius, int iters) {
   spec.want_affine_grad = 0;
   TRY(be->ops->minmax(be, nv, F, NULL, &spec.fixed_min, &spec.fixed_max));
   TRY(be->ops->minmax(be, nv, M, NULL, &spec.moving_min, &spec.moving_max));
+  if (g_u16) {
+    /* The textures lie in [0, 1.5): scaled by 1/max into [0, 1] (the driver's images are min/max
+     * normalised), packed, and the float images freed. MI's ranges become [0, 1], the 16-bit
+     * grid's, which holds every packed value. */
+    const float sf = (float)(1.0 / spec.fixed_max), sm = (float)(1.0 / spec.moving_max);
+    F16 = be->ops->alloc(be, (size_t)nv * sizeof(uint16_t));
+    M16 = be->ops->alloc(be, (size_t)nv * sizeof(uint16_t));
+    if (!F16 || !M16) TRY(GR_ERR_NOMEM);
+    w = be->ops->alloc(be, ib); /* scaled copy, reused for both images */
+    if (!w) TRY(GR_ERR_NOMEM);
+    TRY(be->ops->fill(be, w, 0.0f, nv));
+    TRY(be->ops->axpy(be, nv, sf, F, w));
+    TRY(be->ops->pack_u16(be, nv, w, F16));
+    TRY(be->ops->fill(be, w, 0.0f, nv));
+    TRY(be->ops->axpy(be, nv, sm, M, w));
+    TRY(be->ops->pack_u16(be, nv, w, M16));
+    be->ops->free(be, w);
+    be->ops->free(be, F);
+    be->ops->free(be, M);
+    w = F = M = NULL;
+    spec.fixed_min = spec.moving_min = 0.0;
+    spec.fixed_max = spec.moving_max = 1.0;
+    spec.fixed_u16 = F16; /* F and M are NULL: the metric reads these */
+    spec.moving_u16 = M16;
+  }
 
   /* ---- the driver's buffers (gr_field_opt_init + greedy_stage.c) ---- */
   u = be->ops->alloc(be, fb);
@@ -363,6 +394,9 @@ static void run_size(int n, gr_metric_kind kind, int radius, int iters) {
       if (*dead[i]) be->ops->free(be, *dead[i]);
       *dead[i] = NULL;
     }
+    if (F16) be->ops->free(be, F16);
+    if (M16) be->ops->free(be, M16);
+    F16 = M16 = NULL;
   }
   R->epe0 = R->epe1 = NAN;
   w = be->ops->alloc(be, fb);
@@ -400,6 +434,8 @@ done:
     float *all[] = {F, M, u, scratch, grad, m, v, step, w, ut};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; ++i)
       if (all[i]) be->ops->free(be, all[i]);
+    if (F16) be->ops->free(be, F16);
+    if (M16) be->ops->free(be, M16);
     gr_backend_destroy(be);
   }
   for (int i = 0; i <= NOPS; ++i) cudaEventDestroy(ev[i]);
@@ -454,14 +490,20 @@ int main(int argc, char **argv) {
       g_smooth_to = g_fused && probe->ops->smooth_to && !getenv("GR_BENCH_NO_SMOOTH_TO");
       g_smooth_moments = g_fused && probe->ops->adam_moments_smoothed && !getenv("GR_BENCH_NO_SMOOTH_MOMENTS");
       g_bf16 = g_fused && getenv("GR_BENCH_BF16") && atoi(getenv("GR_BENCH_BF16")) != 0;
+      g_u16 = getenv("GR_BENCH_U16") && atoi(getenv("GR_BENCH_U16")) != 0;
+      if (g_u16 && !probe->ops->pack_u16) {
+        fprintf(stderr, "bench_gpu: GR_BENCH_U16=1 but the backend has no pack_u16\n");
+        gr_backend_destroy(probe);
+        return 1;
+      }
       gr_backend_destroy(probe);
     }
     if (g_fused) op_names[OP_ADAM] = "adam moments";
     if (g_fused) op_names[OP_SCALE] = "(scale: fused)";
     if (g_fused) op_names[OP_COMPOSE] = "adam compose";
   }
-  fprintf(stderr, "update: %s%s\n", g_fused ? "fused (adam_moments + adam_compose)" : "unfused (adam_direction, fill+axpy, compose)",
-          g_bf16 ? ", bfloat16 Adam moments" : "");
+  fprintf(stderr, "update: %s%s%s\n", g_fused ? "fused (adam_moments + adam_compose)" : "unfused (adam_direction, fill+axpy, compose)",
+          g_bf16 ? ", bfloat16 Adam moments" : "", g_u16 ? ", 16-bit images" : "");
   struct cudaDeviceProp prop;
   cudaGetDeviceProperties(&prop, 0);
   int drv = 0, rt = 0;
@@ -491,7 +533,7 @@ int main(int argc, char **argv) {
     const int n = sizes[si];
     if (n > max_n) break;
     if (getenv("GR_BENCH_MIN_SIZE") && n < atoi(getenv("GR_BENCH_MIN_SIZE"))) continue; /* e.g. profiling one size */
-    /* bytes per voxel needed: images 8 + fields (fused 48, 36 with bf16 moments; unfused 72) + scratch
+    /* bytes per voxel needed: images 8 (4 in 16 bit) + fields (fused 48, 36 with bf16 moments; unfused 72) + scratch
      * (LNCC's warped image 4 or, not at the same time, a smoothing plane 4 where the smoothing is not fused)
      * + 1 slack */
     const char *only = getenv("GR_BENCH_ONLY"); /* "lncc" or "mi": one loss (profiling) */
@@ -499,8 +541,9 @@ int main(int argc, char **argv) {
     const double fields = g_fused ? (g_bf16 ? 36.0 : 48.0) : 72.0;
     const double smooth = g_smooth_moments && g_smooth_to && n % 4 == 0 ? 0.0 : 4.0; /* the march needs rows of float4s */
     const double n3d = (double)n * n * n;
-    const int fit_lncc = (8.0 + fields + 4.0 + 1.0) * n3d <= 0.97 * (double)free0;
-    const int fit_mi = (8.0 + fields + smooth + 1.0) * n3d <= 0.97 * (double)free0;
+    const double images = g_u16 ? 4.0 : 8.0; /* F + M (the set-up's float copies are gone before the fields exist) */
+    const int fit_lncc = (images + fields + 4.0 + 1.0) * n3d <= 0.97 * (double)free0;
+    const int fit_mi = (images + fields + smooth + 1.0) * n3d <= 0.97 * (double)free0;
     if ((lncc && !fit_lncc) || (mi && !fit_mi)) {
       fprintf(stderr, "== %d^3 %s skipped: does not fit %.1f GB free\n", n, lncc && !fit_lncc ? "LNCC" : "MI", free0 / 1e9);
       row *R = &rows[nrows++];
@@ -516,9 +559,9 @@ int main(int argc, char **argv) {
     if (mi) run_size(n, GR_METRIC_MI, 0, iters);
   }
 
-  printf("\nUpdate path: %s%s\n", g_fused ? "fused (adam_moments + adam_compose: no direction or scratch field)"
-                                          : "unfused (adam_direction, fill + axpy, compose)",
-         g_bf16 ? "; Adam moments in bfloat16" : "");
+  printf("\nUpdate path: %s%s%s\n", g_fused ? "fused (adam_moments + adam_compose: no direction or scratch field)"
+                                            : "unfused (adam_direction, fill + axpy, compose)",
+         g_bf16 ? "; Adam moments in bfloat16" : "", g_u16 ? "; fixed and moving images in 16 bit" : "");
   printf("\n## CUDA backend on %s (driver %d.%d, runtime %d.%d, %d SMs, %.0f GiB)\n\n", prop.name, drv / 1000,
          (drv % 1000) / 10, rt / 1000, (rt % 1000) / 10, prop.multiProcessorCount, total / 1073741824.0);
   printf("Copy probe (device-to-device, %zu MiB, read + write): %.3f ms = %.2f TB/s\n\n", copy_bytes >> 20, copy_ms,

@@ -30,6 +30,15 @@
  *   LNCC's field gradient alone (greedy/SyN iterations): the lean variant
  *     (no warped-image buffer) within the fast path's tolerances and bitwise
  *     the variant with the buffer, at radii 1, 2 (masks) and 3;
+ *   16-bit images: pack_u16 equals gr_u16_quantize for every value (out of
+ *     range, 0, 1, NaN, the half steps, the T1 image); every metric path with
+ *     16-bit fixed and moving images, and with either alone, is bitwise (value,
+ *     n_valid, grad_affine, every grad_u float) the GPU call on float images
+ *     holding gr_u16_round of the data: LNCC's fast path at r = 1, 2, 3 (field
+ *     gradient alone, lean and buffered; with the affine; masks; value only),
+ *     MI's (gradients, masks, value only), and the paths given float copies
+ *     (MSE, NCC, LNCC r5, LNCC's affine alone, GIGAREG_CUDA_LNCC=double,
+ *     GIGAREG_CUDA_LNCC_SAMPLE64=1, GIGAREG_CUDA_EXACT=1);
  *   determinism: two GPU runs of MI, LNCC and NCC give bitwise equal values
  *     and gradients;
  *   registrations (3 levels, fixed iteration counts): greedy LNCC and rigid
@@ -41,6 +50,7 @@
 #include <stdint.h>
 #include "gr_test.h"
 #include "registration/reg_internal.h"
+#include "kernels/u16.h"
 #ifdef GIGAREG_HAVE_CUDA
 #include "kernels/cuda_entry.h"
 #endif
@@ -770,6 +780,243 @@ static void test_lncc_lean(const metric_case *mono, const metric_case *multi) {
     }
 }
 
+/* ---- 16-bit images (gr_metric_spec.fixed_u16 / moving_u16, op pack_u16) --------------------
+ * The contract: a metric on 16-bit images is bitwise the same metric on float
+ * images holding gr_u16_round of the data. Here the 16-bit images are packed
+ * on the GPU from the float data and the reference images are rounded on the
+ * host, so pack_u16, the fast paths' 16-bit reads and the dispatcher's float
+ * copies for the other paths are all checked against the shared rule. */
+static uint16_t *gpu_pack(const dual *x) {
+  uint16_t *q = g_gpu->ops->alloc(g_gpu, (size_t)x->n * sizeof(uint16_t));
+  GR_CHECK(q != NULL, "gpu alloc of %lld uint16: %s", (long long)x->n, gr_last_error());
+  if (q) GR_CHECK_OK(g_gpu->ops->pack_u16(g_gpu, x->n, x->d, q));
+  return q;
+}
+
+static dual rounded_dual(const dual *x) {
+  float *h = malloc((size_t)x->n * sizeof(float));
+  for (int64_t i = 0; i < x->n; ++i) h[i] = gr_u16_round(x->h[i]);
+  dual r = dual_from_host(h, x->n);
+  free(h);
+  return r;
+}
+
+/* Values of pack_u16 (GPU) that differ from gr_u16_quantize (host). */
+static int64_t pack_diffs(const float *h, const float *d, int64_t n) {
+  uint16_t *q = g_gpu->ops->alloc(g_gpu, (size_t)n * sizeof(uint16_t));
+  uint16_t *back = malloc((size_t)n * sizeof(uint16_t));
+  GR_CHECK_OK(g_gpu->ops->pack_u16(g_gpu, n, d, q));
+  GR_CHECK_OK(g_gpu->ops->download(g_gpu, back, q, (size_t)n * sizeof(uint16_t)));
+  int64_t nd = 0;
+  for (int64_t i = 0; i < n; ++i) nd += back[i] != gr_u16_quantize(h[i]);
+  g_gpu->ops->free(g_gpu, q);
+  free(back);
+  return nd;
+}
+
+static void test_pack_u16(const dual *T1) {
+  fprintf(stderr, "pack_u16 (GPU) vs gr_u16_quantize (host)\n");
+  GR_CHECK(g_gpu->ops->pack_u16 != NULL, "the CUDA backend has no pack_u16");
+  if (!g_gpu->ops->pack_u16) return;
+  /* the edges: out of range, exactly 0 and 1, signed zeros, NaN, infinities,
+   * the half steps (k + 1/2) / 65535 and their float neighbours, the float
+   * just below 1; then uniform values on [-0.25, 1.25) (an odd count: the
+   * grid-stride loop's tail) */
+  const int64_t n = 1000003;
+  float *h = malloc((size_t)n * sizeof(float));
+  int64_t k = 0;
+  const float edge[] = {0.0f, -0.0f, 1.0f, -1.0f, 2.0f, -1e-30f, 1e-30f, 1e-45f, NAN, -NAN, INFINITY, -INFINITY,
+                        nextafterf(1.0f, 0.0f), nextafterf(1.0f, 2.0f), nextafterf(0.0f, 1.0f), 1e6f, -1e6f};
+  for (size_t i = 0; i < sizeof edge / sizeof edge[0]; ++i) h[k++] = edge[i];
+  for (int q = 0; q < 65535 && k + 3 <= n; q += 7) {
+    const float half = (float)(((double)q + 0.5) / 65535.0);
+    h[k++] = half;
+    h[k++] = nextafterf(half, 0.0f);
+    h[k++] = nextafterf(half, 1.0f);
+  }
+  uint32_t seed = 12345u;
+  for (int64_t i = k; i < n; ++i) {
+    seed = seed * 1664525u + 1013904223u;
+    h[i] = (float)((double)(seed >> 8) * (1.5 / 16777216.0) - 0.25);
+  }
+  dual x = dual_from_host(h, n);
+  free(h);
+  const int64_t nd = pack_diffs(x.h, x.d, n);
+  fprintf(stderr, "  %-44s %lld of %lld values differ\n", "edges, half steps, uniform [-0.25, 1.25)", (long long)nd,
+          (long long)n);
+  GR_CHECK(nd == 0, "pack_u16: %lld values differ from gr_u16_quantize", (long long)nd);
+  dual_free(&x);
+  const int64_t nt = pack_diffs(T1->h, T1->d, T1->n);
+  fprintf(stderr, "  %-44s %lld of %lld values differ\n", "T1 image", (long long)nt, (long long)T1->n);
+  GR_CHECK(nt == 0, "pack_u16 of the T1 image: %lld values differ", (long long)nt);
+  GR_CHECK_OK(g_gpu->ops->pack_u16(g_gpu, 0, NULL, NULL));
+  GR_CHECK(g_gpu->ops->pack_u16(g_gpu, -1, NULL, NULL) == GR_ERR_INVALID_ARG, "pack_u16: negative length accepted");
+  gr_clear_error();
+}
+
+/* The images of one pair in the three forms the comparison needs. */
+typedef struct u16_pair {
+  const dual *F, *M;     /* the float data */
+  dual rF, rM;           /* gr_u16_round of it (host), uploaded */
+  uint16_t *qF, *qM;     /* pack_u16 of it (GPU) */
+} u16_pair;
+
+static void u16_pair_make(u16_pair *p, const metric_case *mc) {
+  p->F = mc->F;
+  p->M = mc->M;
+  p->rF = rounded_dual(mc->F);
+  p->rM = rounded_dual(mc->M);
+  p->qF = gpu_pack(mc->F);
+  p->qM = gpu_pack(mc->M);
+}
+
+static void u16_pair_free(u16_pair *p) {
+  dual_free(&p->rF);
+  dual_free(&p->rM);
+  g_gpu->ops->free(g_gpu, p->qF);
+  g_gpu->ops->free(g_gpu, p->qM);
+}
+
+/* The backend u16_run calls (g_gpu, or one created with GIGAREG_CUDA_EXACT=1). */
+static gr_backend *g_u16_be;
+
+/* One GPU metric call; grad_u (NaN-filled before) downloaded when wanted. */
+static float *u16_run(const gr_metric_spec *spec, const metric_case *mc, const float *F, const float *M,
+                      gr_metric_result *r, gr_status *st) {
+  const int64_t n3 = 3 * mc->fg->n[0] * mc->fg->n[1] * mc->fg->n[2];
+  float *gd = g_gpu->ops->alloc(g_gpu, (size_t)n3 * sizeof(float)), *gh = NULL;
+  GR_CHECK_OK(g_gpu->ops->fill(g_gpu, gd, NAN, n3));
+  *st = g_u16_be->ops->metric(g_u16_be, spec, mc->fg, F, mc->FM ? mc->FM->d : NULL, mc->mg, M, mc->MM ? mc->MM->d : NULL,
+                           mc->T, mc->U ? mc->U->d : NULL, r, gd);
+  if (*st == GR_OK && spec->want_field_grad) gh = download(gd, n3);
+  g_gpu->ops->free(g_gpu, gd);
+  return gh;
+}
+
+/* 16-bit fixed and moving, fixed only, moving only: each bitwise the float
+ * call on the rounded images (value, n_valid, every grad_u float, grad_affine). */
+static void u16_check(const char *label, const gr_metric_spec *spec, const metric_case *mc, const u16_pair *p) {
+  const int64_t n3 = 3 * mc->fg->n[0] * mc->fg->n[1] * mc->fg->n[2];
+  static const char *which[3] = {"F+M 16-bit", "F 16-bit", "M 16-bit"};
+  for (int w = 0; w < 3; ++w) {
+    const int f16 = w != 2, m16 = w != 1;
+    gr_metric_spec s16 = *spec;
+    s16.fixed_u16 = f16 ? p->qF : NULL;
+    s16.moving_u16 = m16 ? p->qM : NULL;
+    gr_metric_result r0, r1;
+    gr_status st0, st1;
+    float *g0 = u16_run(spec, mc, f16 ? p->rF.d : p->F->d, m16 ? p->rM.d : p->M->d, &r0, &st0);
+    /* the float pointer of a 16-bit image is not read: NULL */
+    float *g1 = u16_run(&s16, mc, f16 ? NULL : p->F->d, m16 ? NULL : p->M->d, &r1, &st1);
+    GR_CHECK(st0 == GR_OK && st1 == GR_OK, "%s %s: status float %s, 16-bit %s (%s)", label, which[w],
+             gr_strerror(st0), gr_strerror(st1), gr_last_error());
+    int64_t nd = 0;
+    if (st0 == GR_OK && st1 == GR_OK) {
+      nd += memcmp(&r0.value, &r1.value, sizeof r0.value) != 0;
+      nd += r0.n_valid != r1.n_valid;
+      for (int q = 0; q < 12; ++q) nd += memcmp(&r0.grad_affine[q], &r1.grad_affine[q], sizeof(double)) != 0;
+      if (g0 && g1)
+        for (int64_t i = 0; i < n3; ++i) nd += memcmp(&g0[i], &g1[i], sizeof(float)) != 0;
+    }
+    fprintf(stderr, "  %-40s %-10s value %.12g n %lld: %lld values differ\n", label, which[w], r1.value,
+            (long long)r1.n_valid, (long long)nd);
+    GR_CHECK(nd == 0, "%s %s: %lld of value, n_valid, grad_affine and grad_u differ from the float call on rounded "
+             "images", label, which[w], (long long)nd);
+    free(g0);
+    free(g1);
+  }
+}
+
+static void test_u16_metrics(const metric_case *mono, const metric_case *multi) {
+  fprintf(stderr, "16-bit images: every metric path bitwise the float call on gr_u16_round images\n");
+  if (!g_gpu->ops->pack_u16) return;
+  g_u16_be = g_gpu;
+  gr_backend *ex = NULL; /* GIGAREG_CUDA_EXACT=1: LNCC through the windowed kernel, given float copies */
+  setenv("GIGAREG_CUDA_EXACT", "1", 1);
+  GR_CHECK_OK(gr_backend_create(GR_DEVICE_CUDA, 0, 0, &ex));
+  unsetenv("GIGAREG_CUDA_EXACT");
+  u16_pair pairs[2];
+  u16_pair_make(&pairs[0], mono);
+  u16_pair_make(&pairs[1], multi);
+  for (int pair = 0; pair < 2; ++pair) {
+    const char *pn = pair ? "T1/PD oblique" : "T1/T1 warped";
+    /* LNCC fast path: r 1..3; 0/1 field gradient alone (lean forced / W's own buffer), 2 + affine,
+     * 3 masks + field gradient alone (lean), 4 masks + affine, 5 value only */
+    for (int r = 1; r <= 3; ++r)
+      for (int v = 0; v < 6; ++v) {
+        metric_case mc = pair ? *multi : *mono;
+        if (v != 3 && v != 4) mc.FM = mc.MM = NULL;
+        gr_metric_spec spec;
+        memset(&spec, 0, sizeof spec);
+        spec.kind = GR_METRIC_LNCC;
+        spec.lncc_radius = r;
+        spec.fixed_max = spec.moving_max = 1.0;
+        spec.want_field_grad = v != 5;
+        spec.want_affine_grad = v == 2 || v == 4;
+        static const char *vn[6] = {"grad lean", "grad buffered", "grad+affine", "masks grad lean", "masks grad+affine",
+                                    "value"};
+        char label[96];
+        snprintf(label, sizeof label, "LNCC %s r%d %s", pn, r, vn[v]);
+        if (v == 0 || v == 3) setenv("GIGAREG_CUDA_LNCC_LEAN", "1", 1);
+        if (v == 1) setenv("GIGAREG_CUDA_LNCC_LEAN", "0", 1);
+        u16_check(label, &spec, &mc, &pairs[pair]);
+        unsetenv("GIGAREG_CUDA_LNCC_LEAN");
+      }
+    /* MI fast path: 0 grad_u + affine, 1 masks, 2 value only */
+    for (int v = 0; v < 3; ++v) {
+      metric_case mc = pair ? *multi : *mono;
+      if (v != 1) mc.FM = mc.MM = NULL;
+      gr_metric_spec spec;
+      memset(&spec, 0, sizeof spec);
+      spec.kind = GR_METRIC_MI;
+      spec.mi_bins = 32;
+      spec.fixed_max = spec.moving_max = 1.0;
+      spec.want_field_grad = spec.want_affine_grad = v != 2;
+      char label[96];
+      snprintf(label, sizeof label, "MI %s %s", pn, v == 0 ? "grad+affine" : v == 1 ? "masks" : "value");
+      u16_check(label, &spec, &mc, &pairs[pair]);
+    }
+    /* the float copies (cuda_metric.cu): MSE, NCC, LNCC r5 (double kernel), LNCC affine without grad_u,
+     * GIGAREG_CUDA_LNCC=double, GIGAREG_CUDA_LNCC_SAMPLE64=1; then GIGAREG_CUDA_EXACT=1 (masks) */
+    for (int v = 0; v < 6; ++v) {
+      metric_case mc = pair ? *multi : *mono;
+      mc.FM = mc.MM = NULL;
+      gr_metric_spec spec;
+      memset(&spec, 0, sizeof spec);
+      spec.kind = v == 0 ? GR_METRIC_MSE : v == 1 ? GR_METRIC_NCC : GR_METRIC_LNCC;
+      spec.lncc_radius = v == 2 ? 5 : 2;
+      spec.fixed_max = spec.moving_max = 1.0;
+      spec.want_field_grad = v != 3;
+      spec.want_affine_grad = 1;
+      static const char *vn[6] = {"MSE", "NCC", "LNCC r5", "LNCC affine only", "LNCC [double]", "LNCC [sample64]"};
+      char label[96];
+      snprintf(label, sizeof label, "%s %s", vn[v], pn);
+      if (v == 4) setenv("GIGAREG_CUDA_LNCC", "double", 1);
+      if (v == 5) setenv("GIGAREG_CUDA_LNCC_SAMPLE64", "1", 1);
+      u16_check(label, &spec, &mc, &pairs[pair]);
+      unsetenv("GIGAREG_CUDA_LNCC");
+      unsetenv("GIGAREG_CUDA_LNCC_SAMPLE64");
+    }
+    if (ex) {
+      metric_case mc = pair ? *multi : *mono;
+      gr_metric_spec spec;
+      memset(&spec, 0, sizeof spec);
+      spec.kind = GR_METRIC_LNCC;
+      spec.lncc_radius = 2;
+      spec.fixed_max = spec.moving_max = 1.0;
+      spec.want_field_grad = spec.want_affine_grad = 1;
+      char label[96];
+      snprintf(label, sizeof label, "LNCC %s masks [exact]", pn);
+      g_u16_be = ex;
+      u16_check(label, &spec, &mc, &pairs[pair]);
+      g_u16_be = g_gpu;
+    }
+  }
+  gr_backend_destroy(ex);
+  u16_pair_free(&pairs[0]);
+  u16_pair_free(&pairs[1]);
+}
+
 /* GIGAREG_CUDA_EXACT=1: LNCC (value, N, affine and field gradients) bitwise the CPU's. */
 static void test_exact_lncc(const metric_case *mono, const metric_case *multi) {
   fprintf(stderr, "exact LNCC (GIGAREG_CUDA_EXACT=1, bitwise the CPU)\n");
@@ -1038,6 +1285,8 @@ int main(void) {
   const metric_case multi = {&fg, &mg, &T1, &FM, &PD, &MM, &U, &T};
   test_metrics(&mono, &multi);
   test_lncc_lean(&mono, &multi);
+  test_pack_u16(&T1);
+  test_u16_metrics(&mono, &multi);
   test_exact_lncc(&mono, &multi);
   test_determinism(&multi);
 

@@ -295,6 +295,7 @@ static const gr_backend_ops cuda_ops_table = {
     bspline_grad,    /* bspline_grad */
     smooth_to,       /* smooth_to */
     adam_moments_smoothed, /* adam_moments_smoothed */
+    pack_u16,        /* pack_u16 */
 };
 
 }  // namespace grcu

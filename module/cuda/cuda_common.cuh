@@ -32,6 +32,7 @@
 #include <mutex>
 #include <unordered_map>
 #include "gigareg/backend.h"
+#include "kernels/u16.h"
 
 namespace grcu {
 
@@ -383,7 +384,28 @@ __device__ __forceinline__ void metric_xphys(const WarpMap &m, const float *__re
 struct MetricImages {
   const float *fixed, *fmask, *moving, *mmask, *disp;
   float *grad_u; /* NULL unless the field gradient is wanted */
+  /* 16-bit images (gr_metric_spec.fixed_u16 / moving_u16): when set, read
+   * instead of fixed / moving. Only the LNCC and MI fast paths see them; the
+   * dispatcher (cuda_metric.cu) hands every other path float copies. */
+  const uint16_t *fixed16, *moving16;
 };
+
+/* ---- 16-bit images (kernels/u16.h) --------------------------------------------------- */
+/* gr_u16_value with the product written as __fmul_rn: nvcc's default fmad
+ * would fuse a plain q * scale into a following add or subtract (f - cf, the
+ * lerps), so a 16-bit read would stop being the float the rounded image
+ * holds, which the bitwise contract of gr_metric_spec needs. */
+__device__ __forceinline__ float u16_value(uint16_t q) { return __fmul_rn((float)q, GR_U16_SCALE); }
+
+__device__ __forceinline__ float img_ld(const float *__restrict__ p) { return __ldg(p); }
+__device__ __forceinline__ float img_ld(const uint16_t *__restrict__ p) { return u16_value(__ldg(p)); }
+
+/* Voxel i of an image stored as float (f) or, when q is set, 16-bit. The
+ * branch is uniform (a kernel parameter), so it costs an issue slot, not
+ * divergence. */
+__device__ __forceinline__ float img_load(const float *__restrict__ f, const uint16_t *__restrict__ q, long long i) {
+  return q ? img_ld(q + i) : img_ld(f + i);
+}
 
 /* The MSE/NCC/MI validity rule and sample. Returns true and W (and grad_phys W
  * when g_phys != NULL) for a valid voxel. */

@@ -6,7 +6,8 @@
  * declines (larger radius, planes of 2^31 voxels or more, grad_u overlapping
  * an input);
  * GIGAREG_CUDA_EXACT=1 never reaches here (cuda_metric.cu routes LNCC to the
- * bitwise-CPU windowed kernel).
+ * bitwise-CPU windowed kernel). 16-bit images reach the fast path only
+ * (lncc_reads_u16); cuda_metric.cu gives the double kernel float copies.
  *
  * The double kernel. Local normalised cross-correlation, box window of radius r (cpu_lncc.c
  * semantics: zero-padded warp, in-grid windows, eps = 1e-5, exact gradient
@@ -429,9 +430,19 @@ gr_status lncc_launch_end(const MetricCall &c, LnccLaunch *L, int nparts, bool m
   return GR_OK;
 }
 
+/* The fast path reads 16-bit images itself unless GIGAREG_CUDA_LNCC_SAMPLE64
+ * (its double sample reads float only); the double kernel reads float only. */
+bool lncc_reads_u16(const MetricCall &c) {
+  const int r = c.spec->lncc_radius > 0 ? c.spec->lncc_radius : 2;
+  return lncc_fast_supported(c, r) && !lncc_double_requested() && !lncc_fast_sample64();
+}
+
 gr_status metric_lncc(const MetricCall &c, gr_metric_result *res) {
   const int r = c.spec->lncc_radius > 0 ? c.spec->lncc_radius : 2;
   if (lncc_fast_supported(c, r) && !lncc_double_requested()) return metric_lncc_fast(c, res);
+  if (c.im.fixed16 || c.im.moving16)
+    return gr_error(GR_ERR_INTERNAL, "cuda LNCC: 16-bit images reached the double kernel (cuda_metric.cu dequantises "
+                                     "them for it)");
   gr_backend *be = c.be;
   Impl *imp = impl_of(be);
   cudaStream_t st = imp->stream;

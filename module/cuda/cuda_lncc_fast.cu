@@ -82,6 +82,19 @@
  * W 4 + grad W 12 (+ fixed mask 4 + V 1 with masks); kernel 2 F 4 + W 4 +
  * grad W 12 + grad_u 12 (halo re-reads and the old-plane re-reads of the
  * running sums hit L2): ~64 B/voxel.
+ * 16-bit images (gr_metric_spec.fixed_u16 / moving_u16, the storage that
+ * takes a greedy iteration's peak from 44 to 40 B/voxel): the moving gather
+ * and F read 2 B instead of 4, ~60 B/voxel. Each read converts with
+ * u16_value (cuda_common.cuh), so the result is bitwise that of float images
+ * holding the rounded values. The warp kernel is templated on the moving
+ * storage (M16, cuda_lncc_warp.cuh: a runtime branch per sample serialised
+ * its two voxels' gathers); the fused kernel reads F through img_load's
+ * uniform branch instead, as a template parameter would double its 32
+ * heavy instantiations (CI compile time), and ptxas gives every variant the
+ * same occupancy with it (sm_90: registers within the launch bounds, spill
+ * bytes equal or fewer; one more batch of loads to keep in flight, not a
+ * longer chain). The SAMPLE64 option reads float only: cuda_metric.cu hands
+ * it float copies.
  * Extra memory: W 4 B/voxel (+1 validity byte with masks), 13 doubles per
  * block; nothing else at full resolution. */
 #include <stdlib.h>
@@ -101,6 +114,7 @@ constexpr int kFastK = 13; /* sum cc + 12 affine */
 struct FastArgs {
   WarpMap map;
   const float *fixed, *disp, *W;
+  const uint16_t *fixed16;         /* 16-bit fixed image (read instead of fixed when set) */
   const unsigned char *V;          /* validity (masks only) */
   const unsigned long long *count; /* device N (masks only) */
   double inv_n;                    /* 1/N when there are no masks */
@@ -187,20 +201,25 @@ struct ZLoads {
   float nf[T::KZ], nw[T::KZ], of[T::KZ], ow[T::KZ];
 };
 
+/* The fixed image through img_load: a uniform branch per load. Hoisting one
+ * branch around the whole batch (two copies of the loop) compiled to more
+ * spills in the affine variants (ptxas, sm_90: r = 3 TY = 16 200 -> 220 B of
+ * spill loads; the per-load form: 200 -> 196), and the loads stay one batch
+ * either way: nothing between them waits on a loaded value. */
 template <class T>
 __device__ __forceinline__ void zsum_load(const FastArgs &a, const int (&zo)[T::KZ], int p, int pw_begin,
                                           ZLoads<T> &L) {
   const long long nxy = a.map.f.nxy;
   const int pold = p - T::R;
   const bool add = p < a.map.f.n[2], sub = pold >= pw_begin;
-  const float *fn = a.fixed + (add ? p : 0) * nxy, *wn = a.W + (add ? p : 0) * nxy;
-  const float *fo = a.fixed + (sub ? pold : 0) * nxy, *wo = a.W + (sub ? pold : 0) * nxy;
+  const long long on = (add ? p : 0) * nxy, oo = (sub ? pold : 0) * nxy;
+  const float *wn = a.W + on, *wo = a.W + oo;
 #pragma unroll
   for (int k = 0; k < T::KZ; ++k) {
     const bool in = zo[k] >= 0;
-    L.nf[k] = in && add ? __ldg(fn + zo[k]) : 0.0f;
+    L.nf[k] = in && add ? img_load(a.fixed, a.fixed16, on + zo[k]) : 0.0f;
     L.nw[k] = in && add ? __ldg(wn + zo[k]) : 0.0f;
-    L.of[k] = in && sub ? __ldg(fo + zo[k]) : 0.0f;
+    L.of[k] = in && sub ? img_load(a.fixed, a.fixed16, oo + zo[k]) : 0.0f;
     L.ow[k] = in && sub ? __ldg(wo + zo[k]) : 0.0f;
   }
 }
@@ -341,7 +360,7 @@ struct OutLoads {
 
 template <bool STAGED>
 __device__ __forceinline__ void out_load(const FastArgs &a, long long v, OutLoads &o) {
-  o.f = __ldg(a.fixed + v);
+  o.f = img_load(a.fixed, a.fixed16, v);
   o.w = __ldg(a.W + v);
   o.g[0] = STAGED ? a.grad_u[v] : 0.0f;
   o.g[1] = STAGED ? a.grad_u[a.map.f.nvox + v] : 0.0f;
@@ -397,7 +416,7 @@ __global__ void __launch_bounds__(kFastTX *TY, TY >= 16 ? 2 : 3)
   const int cxi = x0 + kFastTX / 2 < nx ? x0 + kFastTX / 2 : nx - 1;
   const int cyi = y0 + TY / 2 < ny ? y0 + TY / 2 : ny - 1;
   const long long cvo = (long long)z0 * nxy + (long long)cyi * nx + cxi;
-  const float cf = __ldg(a.fixed + cvo), cw = __ldg(a.W + cvo);
+  const float cf = img_load(a.fixed, a.fixed16, cvo), cw = __ldg(a.W + cvo);
 
   __shared__ double inv_N; /* 1/N, read at each gradient voxel: kept out of the registers */
   if (tid == 0) {
@@ -585,16 +604,26 @@ bool lncc_fast_supported(const MetricCall &c, int r) {
   if (!g) return !c.want_affine;
   const size_t gb = (size_t)c.map.f.nvox * 3 * sizeof(float), fb = (size_t)c.map.f.nvox * sizeof(float);
   const size_t mb = (size_t)c.map.m.nvox * sizeof(float);
+  const size_t fb16 = (size_t)c.map.f.nvox * sizeof(uint16_t), mb16 = (size_t)c.map.m.nvox * sizeof(uint16_t);
   return !overlaps(g, gb, c.im.fixed, fb) && !overlaps(g, gb, c.im.fmask, fb) && !overlaps(g, gb, c.im.moving, mb) &&
-         !overlaps(g, gb, c.im.mmask, mb) && !overlaps(g, gb, c.im.disp, 3 * fb);
+         !overlaps(g, gb, c.im.mmask, mb) && !overlaps(g, gb, c.im.disp, 3 * fb) &&
+         !overlaps(g, gb, c.im.fixed16, fb16) && !overlaps(g, gb, c.im.moving16, mb16);
 }
 
+template <bool M, bool S, bool M16>
+static void warp_launch_mode(int mode, const MetricCall &c, dim3 grid, cudaStream_t st, float *W, const LnccLaunch &L,
+                             const WarpGradStage &gs) {
+  const dim3 block(kBX, kBY);
+  if (mode == kWarpStage) lncc_warp_f32_kernel<M, S, kWarpStage, M16><<<grid, block, 0, st>>>(c.map, c.im, W, L.V, L.count, gs);
+  else lncc_warp_f32_kernel<M, S, kWarpW, M16><<<grid, block, 0, st>>>(c.map, c.im, W, L.V, L.count, gs);
+}
+
+/* S (the double sample) never sees a 16-bit moving image: metric_lncc_fast refuses it. */
 template <bool M, bool S>
 static void warp_launch_ms(int mode, const MetricCall &c, dim3 grid, cudaStream_t st, float *W, const LnccLaunch &L,
                            const WarpGradStage &gs) {
-  const dim3 block(kBX, kBY);
-  if (mode == kWarpStage) lncc_warp_f32_kernel<M, S, kWarpStage><<<grid, block, 0, st>>>(c.map, c.im, W, L.V, L.count, gs);
-  else lncc_warp_f32_kernel<M, S, kWarpW><<<grid, block, 0, st>>>(c.map, c.im, W, L.V, L.count, gs);
+  if (!S && c.im.moving16) warp_launch_mode<M, S, !S>(mode, c, grid, st, W, L, gs);
+  else warp_launch_mode<M, S, false>(mode, c, grid, st, W, L, gs);
 }
 
 static WarpGradStage warp_stage(const MetricCall &c) {
@@ -624,8 +653,9 @@ static gr_status warp_launch(const MetricCall &c, bool sample64, bool lean, cuda
 static gr_status gather_launch(const MetricCall &c, bool sample64, cudaStream_t st) {
   const WarpGradStage gs = warp_stage(c);
   const dim3 grid = voxel_grid(c.map.f.n), block(kBX, kBY);
-  if (sample64) lncc_warp_f32_kernel<false, true, kWarpGather><<<grid, block, 0, st>>>(c.map, c.im, nullptr, nullptr, nullptr, gs);
-  else lncc_warp_f32_kernel<false, false, kWarpGather><<<grid, block, 0, st>>>(c.map, c.im, nullptr, nullptr, nullptr, gs);
+  if (sample64) lncc_warp_f32_kernel<false, true, kWarpGather, false><<<grid, block, 0, st>>>(c.map, c.im, nullptr, nullptr, nullptr, gs);
+  else if (c.im.moving16) lncc_warp_f32_kernel<false, false, kWarpGather, true><<<grid, block, 0, st>>>(c.map, c.im, nullptr, nullptr, nullptr, gs);
+  else lncc_warp_f32_kernel<false, false, kWarpGather, false><<<grid, block, 0, st>>>(c.map, c.im, nullptr, nullptr, nullptr, gs);
   const cudaError_t e = cudaGetLastError();
   return e == cudaSuccess ? GR_OK : device_error(e, "LNCC fast gather kernel");
 }
@@ -634,6 +664,9 @@ static bool env_set(const char *name) {
   const char *e = getenv(name);
   return e && *e && strcmp(e, "0") != 0;
 }
+
+/* GIGAREG_CUDA_LNCC_SAMPLE64=1: W interpolated in double (the older arithmetic), for comparisons */
+bool lncc_fast_sample64() { return env_set("GIGAREG_CUDA_LNCC_SAMPLE64"); }
 
 /* Tile height (16 or 8): among those whose shared memory fits, the most
  * useful resident threads per SM (threads x output/halo-tile ratio), with a
@@ -679,8 +712,10 @@ gr_status metric_lncc_fast(const MetricCall &c, gr_metric_result *res) {
   const bool gu = c.im.grad_u != nullptr;
   const bool masks = c.im.fmask || c.im.mmask;
   const long long nvox = c.map.f.nvox;
-  /* GIGAREG_CUDA_LNCC_SAMPLE64=1: W interpolated in double (the older arithmetic), for comparisons */
-  const bool sample64 = env_set("GIGAREG_CUDA_LNCC_SAMPLE64");
+  const bool sample64 = lncc_fast_sample64();
+  if (sample64 && c.im.moving16)
+    return gr_error(GR_ERR_INTERNAL, "cuda LNCC (fast): the double sample (GIGAREG_CUDA_LNCC_SAMPLE64) got a 16-bit "
+                                     "moving image (cuda_metric.cu dequantises it for that path)");
   /* Lean (the field gradient without the affine one): W lives in grad_u's
    * first plane and dL/dW in its second, grad W is sampled again by a third
    * kernel: no warped-image buffer (4 B/voxel less at the metric's peak, ~13%
@@ -713,6 +748,7 @@ gr_status metric_lncc_fast(const MetricCall &c, gr_metric_result *res) {
     FastArgs args;
     args.map = c.map;
     args.fixed = c.im.fixed;
+    args.fixed16 = c.im.fixed16;
     args.disp = c.im.disp;
     args.W = W;
     args.V = L.V;

@@ -34,25 +34,28 @@ __device__ __forceinline__ bool axis_zero_f(double c, long long n, AxisF &a) {
 
 __device__ __forceinline__ float lerp2f(float w0, float a, float w1, float b) { return fmaf(w1, b, w0 * a); }
 
-/* The 8 corners in tri_offsets' order (x fastest, then y, then z). */
-__device__ __forceinline__ void corners_f(const float *__restrict__ img, const Dims &d, const AxisF a[3], float v[8]) {
+/* The 8 corners in tri_offsets' order (x fastest, then y, then z); P: float
+ * or uint16_t storage (img_ld, cuda_common.cuh). */
+template <typename P>
+__device__ __forceinline__ void corners_f(const P *__restrict__ img, const Dims &d, const AxisF a[3], float v[8]) {
   const long long z0 = (long long)a[2].i0 * d.nxy, z1 = (long long)a[2].i1 * d.nxy;
   const long long y0 = (long long)a[1].i0 * d.n[0], y1 = (long long)a[1].i1 * d.n[0];
-  v[0] = __ldg(img + z0 + y0 + a[0].i0);
-  v[1] = __ldg(img + z0 + y0 + a[0].i1);
-  v[2] = __ldg(img + z0 + y1 + a[0].i0);
-  v[3] = __ldg(img + z0 + y1 + a[0].i1);
-  v[4] = __ldg(img + z1 + y0 + a[0].i0);
-  v[5] = __ldg(img + z1 + y0 + a[0].i1);
-  v[6] = __ldg(img + z1 + y1 + a[0].i0);
-  v[7] = __ldg(img + z1 + y1 + a[0].i1);
+  v[0] = img_ld(img + z0 + y0 + a[0].i0);
+  v[1] = img_ld(img + z0 + y0 + a[0].i1);
+  v[2] = img_ld(img + z0 + y1 + a[0].i0);
+  v[3] = img_ld(img + z0 + y1 + a[0].i1);
+  v[4] = img_ld(img + z1 + y0 + a[0].i0);
+  v[5] = img_ld(img + z1 + y0 + a[0].i1);
+  v[6] = img_ld(img + z1 + y1 + a[0].i0);
+  v[7] = img_ld(img + z1 + y1 + a[0].i1);
 }
 
 /* The axes and the 8 corner values at the snapped continuous index c
  * (false: outside, ZERO). Split from the interpolation so that a caller can
  * do other work while the loads are in flight. */
-__device__ __forceinline__ bool tri_corners_f(const float *__restrict__ img, const Dims &d, const double c[3],
-                                              AxisF a[3], float v[8]) {
+template <typename P>
+__device__ __forceinline__ bool tri_corners_f(const P *__restrict__ img, const Dims &d, const double c[3], AxisF a[3],
+                                              float v[8]) {
   bool ok = true;
 #pragma unroll
   for (int k = 0; k < 3; ++k) ok = axis_zero_f(c[k], d.n[k], a[k]) && ok;

@@ -3,12 +3,13 @@
  * validity byte and the valid count N (integer atomics).
  *   lncc_warp_kernel<MASKS, double> (cuda_lncc.cu): evaluated and stored in
  *     double;
- *   lncc_warp_f32_kernel<MASKS, SAMPLE64, MODE> (cuda_lncc_fast.cu): the
+ *   lncc_warp_f32_kernel<MASKS, SAMPLE64, MODE, M16> (cuda_lncc_fast.cu): the
  *     index in double, the interpolation in fp32 (cuda_lncc_sample.cuh),
  *     stored as float; MODE: grad W staged in grad_u, or the lean path's
  *     gather (see WarpMode);
  *     SAMPLE64: the interpolation in double as cuda_common.cuh (the older
- *     arithmetic, for comparisons). Two voxels per thread and step (z and
+ *     arithmetic, for comparisons); M16: the moving image stored as 16 bit
+ *     (2 B per corner load instead of 4). Two voxels per thread and step (z and
  *     z + gridDim.z), their displacement loads and corner gathers issued
  *     together: the kernel is latency bound on these. */
 #ifndef GIGAREG_CUDA_LNCC_WARP_CUH
@@ -78,8 +79,15 @@ struct WarpGradStage {
 
 /* W and, with GRADW, grad W at the snapped continuous index c. SAMPLE64: the
  * double interpolation of cuda_common.cuh (the arithmetic the fused kernel's
- * gather used before the staging), rounded to float. */
-template <bool SAMPLE64, bool GRADW>
+ * gather used before the staging), rounded to float; it reads the float
+ * moving image only (a measurement option: with a 16-bit moving image the
+ * dispatcher hands this path a float copy). M16: the 16-bit moving image.
+ * A template parameter, not a runtime branch: a branch around each sample's
+ * loads puts the first voxel's arithmetic between the two voxels' gathers
+ * (other blocks), which the kernel, latency bound on them, issues together;
+ * the branch form compiled to 64 instead of 76 registers for the W variant
+ * (ptxas, sm_90), the overlap lost. The float variants are the code of before. */
+template <bool SAMPLE64, bool GRADW, bool M16>
 __device__ __forceinline__ float lncc_sample_w(const WarpMap &m, const MetricImages &im, const WarpGradStage &st,
                                                const double c[3], float gp[3]) {
   if (SAMPLE64) {
@@ -93,7 +101,8 @@ __device__ __forceinline__ float lncc_sample_w(const WarpMap &m, const MetricIma
   }
   AxisF a[3];
   float cv[8];
-  const bool ok = tri_corners_f(im.moving, m.m, c, a, cv);
+  static_assert(!(SAMPLE64 && M16), "the double sample reads float images");
+  const bool ok = M16 ? tri_corners_f(im.moving16, m.m, c, a, cv) : tri_corners_f(im.moving, m.m, c, a, cv);
   if (GRADW) {
     float gi[3];
     tri_grad_f(a, cv, ok, gi);
@@ -120,7 +129,7 @@ __device__ __forceinline__ void lncc_warp_store(const WarpMap &m, float *__restr
   }
 }
 
-template <bool MASKS, bool SAMPLE64, int MODE>
+template <bool MASKS, bool SAMPLE64, int MODE, bool M16>
 __device__ __forceinline__ void lncc_warp_f32_body(const WarpMap &m, const MetricImages &im, float *__restrict__ W,
                                                    unsigned char *__restrict__ V, unsigned long long *__restrict__ count,
                                                    const WarpGradStage &st) {
@@ -142,8 +151,8 @@ __device__ __forceinline__ void lncc_warp_f32_body(const WarpMap &m, const Metri
     metric_index(m, im.disp, i, j, k, v, c);
     metric_index(m, im.disp, i, j, k2, v2, c2);
     float g[3], g2[3];
-    const float w = lncc_sample_w<SAMPLE64, GRADW>(m, im, st, c, g);
-    const float w2 = lncc_sample_w<SAMPLE64, GRADW>(m, im, st, c2, g2);
+    const float w = lncc_sample_w<SAMPLE64, GRADW, M16>(m, im, st, c, g);
+    const float w2 = lncc_sample_w<SAMPLE64, GRADW, M16>(m, im, st, c2, g2);
     lncc_warp_store<MODE>(m, W, st, v, w, g, dw);
     if (two) lncc_warp_store<MODE>(m, W, st, v2, w2, g2, dw2);
     if (MASKS) {
@@ -160,12 +169,12 @@ __device__ __forceinline__ void lncc_warp_f32_body(const WarpMap &m, const Metri
   if (MASKS) warp_count_add(count, cnt);
 }
 
-template <bool MASKS, bool SAMPLE64, int MODE>
+template <bool MASKS, bool SAMPLE64, int MODE, bool M16>
 __global__ void __launch_bounds__(kBlock) lncc_warp_f32_kernel(const WarpMap m, const MetricImages im,
                                                                float *__restrict__ W, unsigned char *__restrict__ V,
                                                                unsigned long long *__restrict__ count,
                                                                const WarpGradStage st) {
-  lncc_warp_f32_body<MASKS, SAMPLE64, MODE>(m, im, W, V, count, st);
+  lncc_warp_f32_body<MASKS, SAMPLE64, MODE, M16>(m, im, W, V, count, st);
 }
 
 }  // namespace grcu

@@ -1,5 +1,8 @@
 /* metric: argument checks (as cpu_metric.c), the warp map shared by every
- * metric, and dispatch to cuda_mse.cu / cuda_ncc.cu / cuda_lncc.cu / cuda_mi.cu.
+ * metric, and dispatch to cuda_mse.cu / cuda_ncc.cu / cuda_lncc.cu / cuda_mi.cu;
+ * 16-bit images (gr_metric_spec.fixed_u16 / moving_u16) go to the LNCC and MI
+ * fast paths as they are, to every other path as float copies
+ * (metric_u16_fallback).
  * Semantics (value, n_valid, grad_affine, grad_u, GR_ERR_EMPTY) are those of
  * cpu_metric.c; each metric file states its passes and scratch. */
 #include <stdlib.h>
@@ -95,10 +98,46 @@ static gr_status metric_lncc_exact(gr_backend *be, const gr_metric_spec *spec, c
   return s;
 }
 
+/* A call with 16-bit images whose path reads float images only (MSE, NCC,
+ * the double LNCC kernel, GIGAREG_CUDA_EXACT, LNCC SAMPLE64, MI off the fast
+ * grid): the 16-bit images are unpacked into float scratch (the floats a
+ * 16-bit read gives, cuda_u16.cu) and the float call runs on them, so the
+ * result is the float call's on the rounded images by construction. These
+ * paths are measurement options or off the registration's hot path; the
+ * copies cost 4 B/voxel each while the call runs. */
+static gr_status metric_u16_fallback(gr_backend *be, const gr_metric_spec *spec, const gr_grid *fixed_grid,
+                                     const float *fixed, const float *fixed_mask, const gr_grid *moving_grid,
+                                     const float *moving, const float *moving_mask, const gr_affine *T,
+                                     const float *disp, gr_metric_result *res, float *grad_u) {
+  const long long nf = dims_of(fixed_grid).nvox, nm = dims_of(moving_grid).nvox;
+  float *f32 = nullptr, *m32 = nullptr;
+  gr_status s = GR_OK;
+  if (spec->fixed_u16) {
+    f32 = (float *)scratch_alloc(be, (size_t)nf * sizeof(float),
+                                 "float copy of the 16-bit fixed image (metric path without 16-bit reads)");
+    s = f32 ? u16_unpack(be, nf, spec->fixed_u16, f32) : GR_ERR_NOMEM;
+  }
+  if (s == GR_OK && spec->moving_u16) {
+    m32 = (float *)scratch_alloc(be, (size_t)nm * sizeof(float),
+                                 "float copy of the 16-bit moving image (metric path without 16-bit reads)");
+    s = m32 ? u16_unpack(be, nm, spec->moving_u16, m32) : GR_ERR_NOMEM;
+  }
+  if (s == GR_OK) {
+    gr_metric_spec sp = *spec;
+    sp.fixed_u16 = sp.moving_u16 = nullptr;
+    s = metric(be, &sp, fixed_grid, f32 ? f32 : fixed, fixed_mask, moving_grid, m32 ? m32 : moving, moving_mask, T, disp,
+               res, grad_u);
+  }
+  /* stream order: the pool hands the blocks out again only to later work */
+  if (f32) scratch_free(be, f32);
+  if (m32) scratch_free(be, m32);
+  return s;
+}
+
 gr_status metric(gr_backend *be, const gr_metric_spec *spec, const gr_grid *fixed_grid, const float *fixed,
                  const float *fixed_mask, const gr_grid *moving_grid, const float *moving, const float *moving_mask,
                  const gr_affine *T, const float *disp, gr_metric_result *res, float *grad_u) {
-  if (!spec || !fixed_grid || !moving_grid || !fixed || !moving || !res)
+  if (!spec || !fixed_grid || !moving_grid || !(fixed || spec->fixed_u16) || !(moving || spec->moving_u16) || !res)
     return gr_error(GR_ERR_INVALID_ARG, "cuda metric: NULL spec, grid, image or result pointer");
   if (spec->want_field_grad && !grad_u)
     return gr_error(GR_ERR_INVALID_ARG, "cuda metric: want_field_grad set but grad_u is NULL");
@@ -109,9 +148,6 @@ gr_status metric(gr_backend *be, const gr_metric_spec *spec, const gr_grid *fixe
   memset(res, 0, sizeof *res);
   gr_status s = enter(be);
   if (s != GR_OK) return s;
-  if (spec->kind == GR_METRIC_LNCC && impl_of(be)->exact)
-    return metric_lncc_exact(be, spec, fixed_grid, fixed, fixed_mask, moving_grid, moving, moving_mask, T, disp, res,
-                             spec->want_field_grad ? grad_u : nullptr);
   MetricCall c;
   c.be = be;
   c.spec = spec;
@@ -122,7 +158,20 @@ gr_status metric(gr_backend *be, const gr_metric_spec *spec, const gr_grid *fixe
   c.im.mmask = moving_mask;
   c.im.disp = disp;
   c.im.grad_u = spec->want_field_grad ? grad_u : nullptr;
+  c.im.fixed16 = spec->fixed_u16;
+  c.im.moving16 = spec->moving_u16;
   c.want_affine = spec->want_affine_grad != 0;
+  const bool exact_lncc = spec->kind == GR_METRIC_LNCC && impl_of(be)->exact;
+  if (c.im.fixed16 || c.im.moving16) {
+    const bool direct = !exact_lncc && ((spec->kind == GR_METRIC_LNCC && lncc_reads_u16(c)) ||
+                                        (spec->kind == GR_METRIC_MI && mi_reads_u16(c)));
+    if (!direct)
+      return metric_u16_fallback(be, spec, fixed_grid, fixed, fixed_mask, moving_grid, moving, moving_mask, T, disp,
+                                 res, grad_u);
+  }
+  if (exact_lncc)
+    return metric_lncc_exact(be, spec, fixed_grid, fixed, fixed_mask, moving_grid, moving, moving_mask, T, disp, res,
+                             spec->want_field_grad ? grad_u : nullptr);
   switch (spec->kind) {
     case GR_METRIC_MSE: return metric_mse(c, res);
     case GR_METRIC_NCC: return metric_ncc(c, res);

@@ -798,6 +798,9 @@ gr_status metric_region(gr_backend *be, const gr_metric_spec *spec, gr_metric_re
                         const float *moving_mask, const gr_affine *T, const float *disp, gr_metric_result *res,
                         float *grad_u) {
   if (!reg) return gr_error(GR_ERR_INVALID_ARG, "cuda metric_region: NULL region");
+  if (spec && (spec->fixed_u16 || spec->moving_u16)) /* the driver keeps sharded (windowed) images in float */
+    return gr_error(GR_ERR_UNSUPPORTED, "cuda metric_region: 16-bit images (gr_metric_spec.fixed_u16 / moving_u16) "
+                                        "are not supported on a window; pass float images");
   const float *mv = reg->pre_w ? fixed : moving;
   if (!spec || !fixed_grid || !moving_grid || !fixed || !mv || !res)
     return gr_error(GR_ERR_INVALID_ARG, "cuda metric_region: NULL spec, grid, image or result pointer");

@@ -20,6 +20,15 @@
  * moving grid allows (bitwise metric_warp, fewer instructions), else from
  * metric_warp itself.
  * No per-voxel scratch: B^2 histogram + B^2 log table + 12 doubles per block.
+ * 16-bit images (gr_metric_spec.fixed_u16 / moving_u16): the fast sample
+ * reads F and the eight moving corners as 16 bit (2 B instead of 4 per read,
+ * the passes' F + M traffic halved: 52 -> 44 B/voxel with the field
+ * gradient), converted by u16_value so the result is bitwise the float call's
+ * on the rounded images. A uniform branch, not a template parameter: the
+ * corners are loaded together in either branch and their use follows the
+ * join, and ptxas gives the float kernels the same registers within 8 and
+ * no new spills. metric_warp (other grids) reads float only; cuda_metric.cu
+ * then hands the passes float copies.
  *
  * H100, 512^3, against the 64-bit-atomic version (same card and call): bench
  * pair histogram pass 5.74 -> 1.94 ms, gradient pass 3.21 -> 2.33 ms; bench_gpu
@@ -200,6 +209,12 @@ __global__ void __launch_bounds__(kBlock) mi_grad_kernel(const WarpMap m, const 
   if (AFF) block_sum_to_partials<12>(acc, part);
 }
 
+/* The fast sample reads 16-bit images; metric_warp (other grids) reads float only. */
+bool mi_reads_u16(const MetricCall &c) {
+  MiGrid q;
+  return mi_grid_make(c.map.m, &q);
+}
+
 gr_status metric_mi(const MetricCall &c, gr_metric_result *res) {
   MiSetup s;
   gr_status st = gr_mi_setup_make(c.spec, c.map.f.nvox, "cuda", &s);
@@ -223,6 +238,11 @@ gr_status metric_mi(const MetricCall &c, gr_metric_result *res) {
   const bool smem_hist = bb * 8 <= kMiSmemLimit;
   MiGrid q = {};
   const bool fast = mi_grid_make(c.map.m, &q);
+  if (!fast && (c.im.fixed16 || c.im.moving16)) {
+    scratch_free(be, mem);
+    return gr_error(GR_ERR_INTERNAL, "cuda MI: 16-bit images reached the generic sample (cuda_metric.cu dequantises "
+                                     "them for it)");
+  }
   cudaError_t e = cudaMemsetAsync(d_hist, 0, (bb + 1) * 8, stream);
   if (e == cudaSuccess) {
     const size_t shm = smem_hist ? bb * 8 : 0;

@@ -14,7 +14,8 @@
  *     per-voxel conversions.
  * Every remaining operation is metric_warp's, in its order. The generic
  * metric_warp stays the path for other grids (the MI kernels are templated on
- * which one they use). */
+ * which one they use). The fast sample also reads 16-bit fixed and moving
+ * images (cuda_mi.cu); metric_warp reads float only. */
 #ifndef GIGAREG_CUDA_MI_SAMPLE_CUH
 #define GIGAREG_CUDA_MI_SAMPLE_CUH
 
@@ -68,7 +69,7 @@ struct MiVoxel {
 
 __device__ __forceinline__ MiVoxel mi_voxel_load(const WarpMap &m, const MetricImages &im, long long v) {
   MiVoxel x;
-  x.f = __ldg(im.fixed + v);
+  x.f = img_load(im.fixed, im.fixed16, v);
   x.ux = x.uy = x.uz = 0.0f;
   if (im.disp) {
     x.ux = __ldg(im.disp + v);
@@ -76,6 +77,21 @@ __device__ __forceinline__ MiVoxel mi_voxel_load(const WarpMap &m, const MetricI
     x.uz = __ldg(im.disp + 2 * m.f.nvox + v);
   }
   return x;
+}
+
+/* The 8 corners of the cell whose lower corner p0 points at, in tri_offsets'
+ * order; P: float or uint16_t storage (img_ld, cuda_common.cuh). */
+template <typename P>
+__device__ __forceinline__ void mi_corners(const P *__restrict__ p0, const MiGrid &q, float v[8]) {
+  const P *p1 = p0 + q.nx, *p2 = p0 + q.nxy, *p3 = p2 + q.nx;
+  v[0] = img_ld(p0);
+  v[1] = img_ld(p0 + 1);
+  v[2] = img_ld(p1);
+  v[3] = img_ld(p1 + 1);
+  v[4] = img_ld(p2);
+  v[5] = img_ld(p2 + 1);
+  v[6] = img_ld(p3);
+  v[7] = img_ld(p3 + 1);
 }
 
 /* metric_warp for a grid accepted by mi_grid_make: the validity rule, W and
@@ -107,10 +123,11 @@ __device__ __forceinline__ bool mi_sample_fast(const WarpMap &m, const MiGrid &q
   if (!inside) return false;
   if (im.mmask && !(__ldg(im.mmask + nearest_offset(m.m, c, true)) > 0.5f)) return false;
   const MiAxis1 ax = mi_axis(c[0], q.top[0]), ay = mi_axis(c[1], q.top[1]), az = mi_axis(c[2], q.top[2]);
-  const float *p0 = im.moving + (az.i0 * q.nxy + ay.i0 * q.nx + ax.i0);
-  const float *p1 = p0 + q.nx, *p2 = p0 + q.nxy, *p3 = p2 + q.nx;
-  const double v0 = __ldg(p0), v1 = __ldg(p0 + 1), v2 = __ldg(p1), v3 = __ldg(p1 + 1);
-  const double v4 = __ldg(p2), v5 = __ldg(p2 + 1), v6 = __ldg(p3), v7 = __ldg(p3 + 1);
+  const int o = az.i0 * q.nxy + ay.i0 * q.nx + ax.i0;
+  float cv[8];
+  if (im.moving16) mi_corners(im.moving16 + o, q, cv);
+  else mi_corners(im.moving + o, q, cv);
+  const double v0 = cv[0], v1 = cv[1], v2 = cv[2], v3 = cv[3], v4 = cv[4], v5 = cv[5], v6 = cv[6], v7 = cv[7];
   const double l00 = lerp2(ax.w0, v0, ax.w1, v1), l10 = lerp2(ax.w0, v2, ax.w1, v3);
   const double l01 = lerp2(ax.w0, v4, ax.w1, v5), l11 = lerp2(ax.w0, v6, ax.w1, v7);
   const double ly0 = lerp2(ay.w0, l00, ay.w1, l10), ly1 = lerp2(ay.w0, l01, ay.w1, l11);
@@ -134,7 +151,7 @@ __device__ __forceinline__ bool mi_sample(const WarpMap &m, const MiGrid &q, con
   return metric_warp(m, im, i, j, k, v, w, GRAD ? g_phys : nullptr);
 }
 
-/* The fixed value of voxel v: streamed with x on the fast path. */
+/* The fixed value of voxel v: streamed with x on the fast path (float images only off it). */
 template <bool FAST>
 __device__ __forceinline__ float mi_fixed_value(const MetricImages &im, long long v, const MiVoxel &x) {
   return FAST ? x.f : __ldg(im.fixed + v);

@@ -17,6 +17,8 @@
  *   cuda_optim.cu    - adam_direction, adam_moments, adam_moments_smoothed (cuda_adam.cuh: the shared
  *                      direction rule; cuda_smooth_xyz.cuh: the fused Gaussian march it runs the moments behind)
  *   cuda_bspline.cu  - bspline_field, bspline_grad (kernels/bspline_eval.h: the arithmetic the CPU shares)
+ *   cuda_u16.cu      - pack_u16 (16-bit image storage, kernels/u16.h) and the dequantising copy the
+ *                      metric dispatcher gives paths without 16-bit reads
  * Every op checks its arguments like the CPU reference, enqueues its kernels on
  * the backend's stream and returns; ops that return a host value (metric,
  * minmax, adam_direction's max) wait for their own result. */
@@ -49,6 +51,7 @@ gr_status bspline_field(gr_backend *be, const gr_grid *g, const gr_bspline *bs, 
 gr_status bspline_grad(gr_backend *be, const gr_grid *g, const gr_bspline *bs, const float *grad_u, double *dcoef);
 gr_status jacobian_det(gr_backend *be, const gr_grid *g, const float *u, float *out);
 gr_status invert(gr_backend *be, const gr_grid *g, const float *u, float *inv, int iterations);
+gr_status pack_u16(gr_backend *be, int64_t n, const float *src, uint16_t *dst);
 
 /* ---- metric internals (cuda_metric.cu dispatches to these) ------------------------ */
 struct MetricCall {
@@ -85,8 +88,15 @@ gr_status lncc_launch_end(const MetricCall &c, LnccLaunch *L, int nparts, bool m
 /* cuda_lncc_fast.cu: the fp32 LNCC (metric_lncc's default for radius 1..4,
  * planes of fewer than 2^31 voxels and a grad_u that overlaps no input). */
 bool lncc_fast_supported(const MetricCall &c, int r);
+bool lncc_fast_sample64(); /* GIGAREG_CUDA_LNCC_SAMPLE64 set */
 gr_status metric_lncc_fast(const MetricCall &c, gr_metric_result *res);
 gr_status metric_mi(const MetricCall &c, gr_metric_result *res);
+/* Whether metric_lncc / metric_mi will read c.im.fixed16 / moving16 directly
+ * (the fast paths); otherwise cuda_metric.cu hands them float copies. */
+bool lncc_reads_u16(const MetricCall &c);
+bool mi_reads_u16(const MetricCall &c);
+/* cuda_u16.cu: dst[i] = the float that 16-bit src[i] stands for (u16_value). */
+gr_status u16_unpack(gr_backend *be, long long n, const uint16_t *src, float *dst);
 /* The GR_ERR_EMPTY report shared by all metrics (same text as the CPU's). */
 gr_status metric_empty(const MetricCall &c);
 /* grad_u *= scale (float(double(g) * scale), as the CPU's cpu_grad_u_scale). */
