@@ -11,7 +11,7 @@
 # holds a whole image). Environment: MG_LOSSES (default "lncc mi"), MG_TIMEOUT
 # (seconds per run, default 400), MG_ONLY=multi|single (only the G-GPU or the
 # one-GPU runs), MG_BF16=1 (bfloat16 Adam moments in every run: 1024^3 on one
-# 80 GB card needs them).
+# 80 GB card needs them), MG_U16=1 (16-bit images: GigaRegImageStorage "uint16").
 set -u
 B=$1; W=$2; G=$3; SIZES=$4; SMAX=${5:-768}
 GR=$B/bin/gigareg
@@ -51,6 +51,9 @@ for S in $SIZES; do
     if [ $loss = lncc ]; then M=$D/moving_uni.nii; P=bench/params/multi_gpu_lncc.txt; else M=$D/moving_multi.nii; P=bench/params/multi_gpu_mi.txt; fi
     if [ "${MG_BF16:-0}" = 1 ]; then # bfloat16 Adam moments in every run (so 1 GPU and G GPUs do the same arithmetic)
       { cat "$P"; echo '(GigaRegAdamMoments "bfloat16")'; } > "$W/params_${loss}_bf16.txt"; P=$W/params_${loss}_bf16.txt
+    fi
+    if [ "${MG_U16:-0}" = 1 ]; then # 16-bit images in every run
+      { cat "$P"; echo '(GigaRegImageStorage "uint16")'; } > "$W/params_${loss}_u16.txt"; P=$W/params_${loss}_u16.txt
     fi
     echo "== ${N}x${N}x${NZ} $loss"
     [ "${MG_ONLY:-}" != single ] && run_one "$G GPUs (NCCL)" "$D/out_${loss}_$G" mpirun --oversubscribe -np "$G" $GR -f "$D/fixed.nii" -m "$M" -p $P -comm nccl -slabs -comm-stats

@@ -391,11 +391,11 @@ struct MetricImages {
 };
 
 /* ---- 16-bit images (kernels/u16.h) --------------------------------------------------- */
-/* gr_u16_value with the product written as __fmul_rn: nvcc's default fmad
- * would fuse a plain q * scale into a following add or subtract (f - cf, the
- * lerps), so a 16-bit read would stop being the float the rounded image
+/* gr_u16_value writes its product __fmul_rn on the device: nvcc's default
+ * fmad would fuse a plain q * scale into a following add or subtract (f - cf,
+ * the lerps), so a 16-bit read would stop being the float the rounded image
  * holds, which the bitwise contract of gr_metric_spec needs. */
-__device__ __forceinline__ float u16_value(uint16_t q) { return __fmul_rn((float)q, GR_U16_SCALE); }
+__device__ __forceinline__ float u16_value(uint16_t q) { return gr_u16_value(q); }
 
 __device__ __forceinline__ float img_ld(const float *__restrict__ p) { return __ldg(p); }
 __device__ __forceinline__ float img_ld(const uint16_t *__restrict__ p) { return u16_value(__ldg(p)); }

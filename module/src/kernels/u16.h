@@ -29,8 +29,16 @@ GR_U16_FN uint16_t gr_u16_quantize(float x) {
   return (uint16_t)floor((double)x * 65535.0 + 0.5);
 }
 
-/* The float a stored value stands for (one multiplication: no contraction). */
-GR_U16_FN float gr_u16_value(uint16_t q) { return (float)q * GR_U16_SCALE; }
+/* The float a stored value stands for. On the device the product is written
+ * __fmul_rn: nvcc would otherwise fuse it into a following add or subtract
+ * (default fmad) and the caller would compute with a value no image holds. */
+GR_U16_FN float gr_u16_value(uint16_t q) {
+#ifdef __CUDA_ARCH__
+  return __fmul_rn((float)q, GR_U16_SCALE);
+#else
+  return (float)q * GR_U16_SCALE;
+#endif
+}
 
 /* The float a 16-bit store of x reads back as. */
 GR_U16_FN float gr_u16_round(float x) { return gr_u16_value(gr_u16_quantize(x)); }
