@@ -93,22 +93,14 @@ static gr_status gather(const gr_cli_args *a, FILE *warn, plan_inputs *in) {
   return s;
 }
 
-/* The deformable stages of in with bfloat16 Adam moments; 0 when all have them already. */
-static int bf16_stages(plan_inputs *in) {
+/* The deformable stages of in switched to 16-bit storage (moments: bfloat16
+ * Adam moments; else 16-bit images); 0 when all had it already. */
+static int stages_16bit(plan_inputs *in, int moments) {
   int changed = 0;
   for (int k = 0; k < in->nstages; ++k) {
     gr_stage_config *c = &in->stages[k];
-    if ((c->kind == GR_STAGE_GREEDY || c->kind == GR_STAGE_SYN) && !c->adam_moments_bf16) c->adam_moments_bf16 = changed = 1;
-  }
-  return changed;
-}
-
-/* The deformable stages of in with 16-bit images; 0 when all have them already. */
-static int u16_stages(plan_inputs *in) {
-  int changed = 0;
-  for (int k = 0; k < in->nstages; ++k) {
-    gr_stage_config *c = &in->stages[k];
-    if ((c->kind == GR_STAGE_GREEDY || c->kind == GR_STAGE_SYN) && !c->image_u16) c->image_u16 = changed = 1;
+    int *flag = moments ? &c->adam_moments_bf16 : &c->image_u16;
+    if ((c->kind == GR_STAGE_GREEDY || c->kind == GR_STAGE_SYN) && !*flag) *flag = changed = 1;
   }
   return changed;
 }
@@ -135,13 +127,13 @@ static void print_alternatives(const plan_inputs *in, const gr_memory_plan_optio
            gr_memory_format_bytes(gr_memory_plan_need(p), b1, sizeof b1),
            have_budget ? (gr_memory_plan_need(p) <= budget ? "  fits" : "  does not fit") : "");
   alt = *in;
-  if (bf16_stages(&alt) && gr_memory_plan_compute(&in->fixed, &in->moving, alt.stages, alt.nstages, &o, p) == GR_OK)
+  if (stages_16bit(&alt, 1) && gr_memory_plan_compute(&in->fixed, &in->moving, alt.stages, alt.nstages, &o, p) == GR_OK)
     printf("  bfloat16 Adam moments ((GigaRegAdamMoments \"bfloat16\") in the deformable stages; a run that does not "
            "fit with float moments switches to them by itself): %s (%zu bytes)%s\n",
            gr_memory_format_bytes(gr_memory_plan_need(p), b1, sizeof b1), gr_memory_plan_need(p),
            have_budget ? (gr_memory_plan_need(p) <= budget ? "  fits" : "  does not fit") : "");
   alt = *in;
-  if (u16_stages(&alt) && gr_memory_plan_compute(&in->fixed, &in->moving, alt.stages, alt.nstages, &o, p) == GR_OK)
+  if (stages_16bit(&alt, 0) && gr_memory_plan_compute(&in->fixed, &in->moving, alt.stages, alt.nstages, &o, p) == GR_OK)
     printf("  16-bit images ((GigaRegImageStorage \"uint16\") in the deformable stages; stored in 16 bits by the "
            "CUDA backend in greedy LNCC/MI stages): %s (%zu bytes)%s\n",
            gr_memory_format_bytes(gr_memory_plan_need(p), b1, sizeof b1), gr_memory_plan_need(p),
@@ -262,7 +254,7 @@ static int fits_with_bf16(const gr_cli_args *a, const plan_inputs *in, const gr_
   plan_inputs *alt = malloc(sizeof *alt);
   gr_memory_plan *p = malloc(sizeof *p);
   if (alt) *alt = *in;
-  int ok = alt && p && bf16_stages(alt) &&
+  int ok = alt && p && stages_16bit(alt, 1) &&
            gr_memory_plan_compute(&alt->fixed, &alt->moving, alt->stages, nstages, o, p) == GR_OK &&
            gr_memory_plan_check(p, dev, host, 1) == GR_OK;
   if (!ok) gr_clear_error();

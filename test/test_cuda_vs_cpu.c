@@ -615,6 +615,20 @@ static const char *metric_name(gr_metric_kind k) {
   return k == GR_METRIC_MSE ? "MSE" : k == GR_METRIC_NCC ? "NCC" : k == GR_METRIC_LNCC ? "LNCC" : "MI";
 }
 
+/* A metric spec for the test images (intensities in [0, 1]): kind, LNCC radius,
+ * 32 MI bins, which gradients are wanted. */
+static gr_metric_spec spec_of(gr_metric_kind kind, int radius, int field_grad, int affine_grad) {
+  gr_metric_spec s;
+  memset(&s, 0, sizeof s);
+  s.kind = kind;
+  s.lncc_radius = radius;
+  s.mi_bins = 32;
+  s.fixed_max = s.moving_max = 1.0;
+  s.want_field_grad = field_grad;
+  s.want_affine_grad = affine_grad;
+  return s;
+}
+
 /* Tolerances of check_metric: value relative, grad_u and grad_affine relative L2. */
 static double g_tol_value = 1e-5, g_tol_grad = 1e-3;
 
@@ -668,16 +682,9 @@ static void test_metrics(const metric_case *mono, const metric_case *multi) {
     for (int pair = 0; pair < 2; ++pair) {
       for (int variant = 0; variant < 4; ++variant) {
         metric_case mc = pair ? *multi : *mono;
-        gr_metric_spec spec;
-        memset(&spec, 0, sizeof spec);
-        spec.kind = kinds[ki];
-        spec.lncc_radius = variant == 3 ? 3 : 2;
-        spec.mi_bins = variant == 3 ? 48 : 32;
-        spec.fixed_min = spec.moving_min = 0.0;
-        spec.fixed_max = spec.moving_max = 1.0;
         /* 0: grad_u + affine, with u; 1: masks, grad_u + affine; 2: value only, no u; 3: affine only, other radius/bins */
-        spec.want_field_grad = variant <= 1;
-        spec.want_affine_grad = variant != 2;
+        gr_metric_spec spec = spec_of(kinds[ki], variant == 3 ? 3 : 2, variant <= 1, variant != 2);
+        spec.mi_bins = variant == 3 ? 48 : 32;
         if (variant != 1) mc.FM = mc.MM = NULL;
         if (variant == 2) mc.U = NULL;
         char label[96];
@@ -706,14 +713,8 @@ static void test_metrics(const metric_case *mono, const metric_case *multi) {
     for (int ri = 0; ri < 5; ++ri) {
       metric_case mc = pair ? *multi : *mono;
       if (ri != 1) mc.FM = mc.MM = NULL;
-      gr_metric_spec spec;
-      memset(&spec, 0, sizeof spec);
-      spec.kind = GR_METRIC_LNCC;
       const int radius[5] = {1, 4, 1, 2, 4};
-      spec.lncc_radius = radius[ri];
-      spec.fixed_max = spec.moving_max = 1.0;
-      spec.want_field_grad = ri < 2;
-      spec.want_affine_grad = 1;
+      const gr_metric_spec spec = spec_of(GR_METRIC_LNCC, radius[ri], ri < 2, 1);
       char label[96];
       snprintf(label, sizeof label, "LNCC %s r%d%s", pair ? "T1/PD oblique" : "T1/T1 warped", spec.lncc_radius,
                ri == 1 ? " masks" : ri >= 2 ? " affine" : "");
@@ -751,12 +752,7 @@ static void test_lncc_lean(const metric_case *mono, const metric_case *multi) {
     for (int vi = 0; vi < 3; ++vi) {
       metric_case mc = pair ? *multi : *mono;
       if (vi != 2) mc.FM = mc.MM = NULL;
-      gr_metric_spec spec;
-      memset(&spec, 0, sizeof spec);
-      spec.kind = GR_METRIC_LNCC;
-      spec.lncc_radius = vi == 0 ? 3 : vi == 1 ? 1 : 2;
-      spec.fixed_max = spec.moving_max = 1.0;
-      spec.want_field_grad = 1;
+      const gr_metric_spec spec = spec_of(GR_METRIC_LNCC, vi == 0 ? 3 : vi == 1 ? 1 : 2, 1, 0);
       char label[96];
       snprintf(label, sizeof label, "LNCC lean %s r%d%s", pair ? "T1/PD oblique" : "T1/T1 warped", spec.lncc_radius,
                vi == 2 ? " masks" : "");
@@ -946,13 +942,7 @@ static void test_u16_metrics(const metric_case *mono, const metric_case *multi) 
       for (int v = 0; v < 6; ++v) {
         metric_case mc = pair ? *multi : *mono;
         if (v != 3 && v != 4) mc.FM = mc.MM = NULL;
-        gr_metric_spec spec;
-        memset(&spec, 0, sizeof spec);
-        spec.kind = GR_METRIC_LNCC;
-        spec.lncc_radius = r;
-        spec.fixed_max = spec.moving_max = 1.0;
-        spec.want_field_grad = v != 5;
-        spec.want_affine_grad = v == 2 || v == 4;
+        const gr_metric_spec spec = spec_of(GR_METRIC_LNCC, r, v != 5, v == 2 || v == 4);
         static const char *vn[6] = {"grad lean", "grad buffered", "grad+affine", "masks grad lean", "masks grad+affine",
                                     "value"};
         char label[96];
@@ -966,12 +956,7 @@ static void test_u16_metrics(const metric_case *mono, const metric_case *multi) 
     for (int v = 0; v < 3; ++v) {
       metric_case mc = pair ? *multi : *mono;
       if (v != 1) mc.FM = mc.MM = NULL;
-      gr_metric_spec spec;
-      memset(&spec, 0, sizeof spec);
-      spec.kind = GR_METRIC_MI;
-      spec.mi_bins = 32;
-      spec.fixed_max = spec.moving_max = 1.0;
-      spec.want_field_grad = spec.want_affine_grad = v != 2;
+      const gr_metric_spec spec = spec_of(GR_METRIC_MI, 0, v != 2, v != 2);
       char label[96];
       snprintf(label, sizeof label, "MI %s %s", pn, v == 0 ? "grad+affine" : v == 1 ? "masks" : "value");
       u16_check(label, &spec, &mc, &pairs[pair]);
@@ -981,13 +966,8 @@ static void test_u16_metrics(const metric_case *mono, const metric_case *multi) 
     for (int v = 0; v < 6; ++v) {
       metric_case mc = pair ? *multi : *mono;
       mc.FM = mc.MM = NULL;
-      gr_metric_spec spec;
-      memset(&spec, 0, sizeof spec);
-      spec.kind = v == 0 ? GR_METRIC_MSE : v == 1 ? GR_METRIC_NCC : GR_METRIC_LNCC;
-      spec.lncc_radius = v == 2 ? 5 : 2;
-      spec.fixed_max = spec.moving_max = 1.0;
-      spec.want_field_grad = v != 3;
-      spec.want_affine_grad = 1;
+      const gr_metric_kind kind = v == 0 ? GR_METRIC_MSE : v == 1 ? GR_METRIC_NCC : GR_METRIC_LNCC;
+      const gr_metric_spec spec = spec_of(kind, v == 2 ? 5 : 2, v != 3, 1);
       static const char *vn[6] = {"MSE", "NCC", "LNCC r5", "LNCC affine only", "LNCC [double]", "LNCC [sample64]"};
       char label[96];
       snprintf(label, sizeof label, "%s %s", vn[v], pn);
@@ -999,12 +979,7 @@ static void test_u16_metrics(const metric_case *mono, const metric_case *multi) 
     }
     if (ex) {
       metric_case mc = pair ? *multi : *mono;
-      gr_metric_spec spec;
-      memset(&spec, 0, sizeof spec);
-      spec.kind = GR_METRIC_LNCC;
-      spec.lncc_radius = 2;
-      spec.fixed_max = spec.moving_max = 1.0;
-      spec.want_field_grad = spec.want_affine_grad = 1;
+      const gr_metric_spec spec = spec_of(GR_METRIC_LNCC, 2, 1, 1);
       char label[96];
       snprintf(label, sizeof label, "LNCC %s masks [exact]", pn);
       g_u16_be = ex;
@@ -1029,12 +1004,7 @@ static void test_exact_lncc(const metric_case *mono, const metric_case *multi) {
     for (int masks = 0; masks < 2; ++masks) {
       metric_case mc = pair ? *multi : *mono;
       if (!masks) mc.FM = mc.MM = NULL;
-      gr_metric_spec spec;
-      memset(&spec, 0, sizeof spec);
-      spec.kind = GR_METRIC_LNCC;
-      spec.lncc_radius = 2;
-      spec.fixed_max = spec.moving_max = 1.0;
-      spec.want_field_grad = spec.want_affine_grad = 1;
+      const gr_metric_spec spec = spec_of(GR_METRIC_LNCC, 2, 1, 1);
       const int64_t n = mc.fg->n[0] * mc.fg->n[1] * mc.fg->n[2];
       float *gh = malloc((size_t)n * 3 * sizeof(float)), *back = malloc((size_t)n * 3 * sizeof(float));
       float *gd = ex->ops->alloc(ex, (size_t)n * 3 * sizeof(float));
@@ -1068,13 +1038,7 @@ static void test_determinism(const metric_case *multi) {
   float *g1 = g_gpu->ops->alloc(g_gpu, (size_t)n * 3 * sizeof(float));
   float *g2 = g_gpu->ops->alloc(g_gpu, (size_t)n * 3 * sizeof(float));
   for (int ki = 0; ki < 3; ++ki) {
-    gr_metric_spec spec;
-    memset(&spec, 0, sizeof spec);
-    spec.kind = kinds[ki];
-    spec.lncc_radius = 2;
-    spec.mi_bins = 32;
-    spec.fixed_max = spec.moving_max = 1.0;
-    spec.want_field_grad = spec.want_affine_grad = 1;
+    const gr_metric_spec spec = spec_of(kinds[ki], 2, 1, 1);
     gr_metric_result r1, r2;
     GR_CHECK_OK(g_gpu->ops->metric(g_gpu, &spec, multi->fg, multi->F->d, NULL, multi->mg, multi->M->d, NULL, multi->T,
                                    multi->U->d, &r1, g1));

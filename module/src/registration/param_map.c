@@ -92,6 +92,19 @@ static gr_status bad(const gr_map_ctx *c, gr_status code, const char *key, const
   return gr_error(code, "%s: %s: '%.80s' %s", c->origin, key, value, why);
 }
 
+/* A 16-bit storage key ("float" or the 16-bit name): *on set to 0 or 1; absent: unchanged. */
+static gr_status storage_choice(const gr_map_ctx *c, const char *key, const char *name16, int *on) {
+  if (!has(c, key)) return GR_OK;
+  const char *v = str_or(c, key, "float");
+  if (strcmp(v, name16) == 0 || strcmp(v, "float") == 0) {
+    *on = strcmp(v, name16) == 0;
+    return GR_OK;
+  }
+  char why[64];
+  snprintf(why, sizeof why, "is not \"float\" or \"%s\"", name16);
+  return bad(c, GR_ERR_PARAM, key, v, why);
+}
+
 /* ---- per-level arrays -------------------------------------------------------- */
 
 /* Defaults are given for 3 levels; for L levels align them at the finest level
@@ -539,24 +552,9 @@ static gr_status map_deformable(gr_map_ctx *c) {
     }
   }
   if (s != GR_OK) return s;
-  if (has(c, "GigaRegAdamMoments")) {
-    const char *prec = str_or(c, "GigaRegAdamMoments", "float");
-    if (strcmp(prec, "bfloat16") == 0)
-      st->adam_moments_bf16 = 1;
-    else if (strcmp(prec, "float") == 0)
-      st->adam_moments_bf16 = 0;
-    else
-      return bad(c, GR_ERR_PARAM, "GigaRegAdamMoments", prec, "is not \"float\" or \"bfloat16\"");
-  }
-  if (has(c, "GigaRegImageStorage")) {
-    const char *st16 = str_or(c, "GigaRegImageStorage", "float");
-    if (strcmp(st16, "uint16") == 0)
-      st->image_u16 = 1;
-    else if (strcmp(st16, "float") == 0)
-      st->image_u16 = 0;
-    else
-      return bad(c, GR_ERR_PARAM, "GigaRegImageStorage", st16, "is not \"float\" or \"uint16\"");
-  }
+  s = storage_choice(c, "GigaRegAdamMoments", "bfloat16", &st->adam_moments_bf16);
+  if (s == GR_OK) s = storage_choice(c, "GigaRegImageStorage", "uint16", &st->image_u16);
+  if (s != GR_OK) return s;
   if (has(c, "GigaRegFieldSigma")) {
     s = gr_param_get_double(c->m, "GigaRegFieldSigma", 0, &st->field_sigma_vox);
     if (s != GR_OK) return s;
