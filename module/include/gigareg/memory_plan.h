@@ -79,6 +79,7 @@ typedef struct gr_memory_plan {
   int total_peak_phase;
   int halo_planes;           /* largest halo width used (0 for one rank) */
   int float_moment_stages;   /* deformable stages keeping float Adam moments (bfloat16 would save 12 B/voxel) */
+  int float_image_stages;    /* greedy LNCC/MI stages keeping float images (16-bit would save 4 B/voxel on CUDA) */
 } gr_memory_plan;
 
 /* Fills *out. stages are what gr_register would get (after

@@ -715,9 +715,13 @@ gr_status gr_memory_plan_compute(const gr_geometry *fixed, const gr_geometry *mo
   memset(out, 0, sizeof *out);
   out->opt = *opt;
   out->nstages = nstages;
-  for (int k = 0; k < nstages; ++k)
-    out->float_moment_stages +=
-        (stages[k].kind == GR_STAGE_GREEDY || stages[k].kind == GR_STAGE_SYN) && !stages[k].adam_moments_bf16;
+  for (int k = 0; k < nstages; ++k) {
+    const int deformable = stages[k].kind == GR_STAGE_GREEDY || stages[k].kind == GR_STAGE_SYN;
+    const gr_metric_kind mk = stages[k].metric.kind;
+    out->float_moment_stages += deformable && !stages[k].adam_moments_bf16;
+    out->float_image_stages += stages[k].kind == GR_STAGE_GREEDY && !stages[k].image_u16 &&
+                               (mk == GR_METRIC_LNCC || mk == GR_METRIC_MI);
+  }
   pctx c;
   memset(&c, 0, sizeof c);
   c.s.plan = out;
@@ -967,13 +971,16 @@ gr_status gr_memory_plan_check(const gr_memory_plan *p, const gr_memory_budget *
   else if (min_ranks == 0 && short_of == device) snprintf(fit, sizeof fit, "; no rank count up to the planner's limit fits");
   else fit[0] = '\0';
   const char *bf16 = p->float_moment_stages ? "; (GigaRegAdamMoments \"bfloat16\") saves 12 B per field voxel" : "";
+  const char *u16 = cuda && p->opt.ranks <= 1 && p->float_image_stages
+                        ? "; (GigaRegImageStorage \"uint16\") saves 4 B per full-resolution voxel in greedy LNCC/MI stages"
+                        : "";
   if (short_of == device)
     return gr_error(GR_ERR_NOMEM,
                     "not enough memory: the memory planner needs %s (%zu bytes) %s at its peak in %s (%s), "
-                    "but %s (%zu bytes) are available (%s)%s%s; see gigareg --plan",
+                    "but %s (%zu bytes) are available (%s)%s%s%s; see gigareg --plan",
                     gr_memory_format_bytes(short_need, a, sizeof a), short_need, where, phase, parts,
                     gr_memory_format_bytes(short_of->available, b, sizeof b), short_of->available, short_of->source, fit,
-                    bf16);
+                    bf16, u16);
   return gr_error(GR_ERR_NOMEM,
                   "not enough host memory: the memory planner needs %s (%zu bytes) of CPU RAM for images and results "
                   "beside the GPU, but %s (%zu bytes) are available (%s); see gigareg --plan",
