@@ -411,8 +411,7 @@ static void level_build(pctx *c, int k, const gr_stage_config *cfg, int l, pleve
   if (c->s.o->moving_mask) L->mm = full ? none : level_image(c, c->mg, c->mn, L->mn, L->h, 0.0, c->mb, GR_MEM_MASKS);
   if (cfg->image_u16) {
     const int last = k == c->nstages - 1 && l == cfg->levels - 1;
-    const gr_metric_kind mk = cfg->metric.kind;
-    const int pack = c->s.cuda && one && cfg->kind == GR_STAGE_GREEDY && (mk == GR_METRIC_LNCC || mk == GR_METRIC_MI);
+    const int pack = c->s.cuda && one && gr_stage_reads_u16(cfg);
     level_quantize(c, &L->f, reuse, &c->fnorm, L->fn, L->h, pack, last);
     level_quantize(c, &L->m, mreuse, &c->mnorm, L->mn, L->h, pack, last);
   }
@@ -717,10 +716,8 @@ gr_status gr_memory_plan_compute(const gr_geometry *fixed, const gr_geometry *mo
   out->nstages = nstages;
   for (int k = 0; k < nstages; ++k) {
     const int deformable = stages[k].kind == GR_STAGE_GREEDY || stages[k].kind == GR_STAGE_SYN;
-    const gr_metric_kind mk = stages[k].metric.kind;
     out->float_moment_stages += deformable && !stages[k].adam_moments_bf16;
-    out->float_image_stages += stages[k].kind == GR_STAGE_GREEDY && !stages[k].image_u16 &&
-                               (mk == GR_METRIC_LNCC || mk == GR_METRIC_MI);
+    out->float_image_stages += gr_stage_reads_u16(&stages[k]) && !stages[k].image_u16;
   }
   pctx c;
   memset(&c, 0, sizeof c);
