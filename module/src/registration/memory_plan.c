@@ -411,7 +411,7 @@ static void level_build(pctx *c, int k, const gr_stage_config *cfg, int l, pleve
   if (c->s.o->moving_mask) L->mm = full ? none : level_image(c, c->mg, c->mn, L->mn, L->h, 0.0, c->mb, GR_MEM_MASKS);
   if (cfg->image_u16) {
     const int last = k == c->nstages - 1 && l == cfg->levels - 1;
-    const int pack = c->s.cuda && one && gr_stage_reads_u16(cfg);
+    const int pack = c->s.cuda && one && gr_stage_reads_u16(cfg, nvox3(L->mn));
     level_quantize(c, &L->f, reuse, &c->fnorm, L->fn, L->h, pack, last);
     level_quantize(c, &L->m, mreuse, &c->mnorm, L->mn, L->h, pack, last);
   }
@@ -717,7 +717,7 @@ gr_status gr_memory_plan_compute(const gr_geometry *fixed, const gr_geometry *mo
   for (int k = 0; k < nstages; ++k) {
     const int deformable = stages[k].kind == GR_STAGE_GREEDY || stages[k].kind == GR_STAGE_SYN;
     out->float_moment_stages += deformable && !stages[k].adam_moments_bf16;
-    out->float_image_stages += gr_stage_reads_u16(&stages[k]) && !stages[k].image_u16;
+    out->float_image_stages += gr_stage_reads_u16(&stages[k], gr_geometry_nvox(moving)) && !stages[k].image_u16;
   }
   pctx c;
   memset(&c, 0, sizeof c);

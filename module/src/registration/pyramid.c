@@ -302,15 +302,15 @@ static gr_status quantize_one(gr_reg_ctx *c, gr_level *l, int bit, float **img, 
   return round_u16_via_host(be, *img, n);
 }
 
-int gr_stage_reads_u16(const gr_stage_config *cfg) {
+int gr_stage_reads_u16(const gr_stage_config *cfg, int64_t moving_nvox) {
   const int r = cfg->metric.lncc_radius > 0 ? cfg->metric.lncc_radius : 2;
-  return cfg->kind == GR_STAGE_GREEDY &&
-         (cfg->metric.kind == GR_METRIC_MI || (cfg->metric.kind == GR_METRIC_LNCC && r <= 4));
+  const int mi = cfg->metric.kind == GR_METRIC_MI && moving_nvox < ((int64_t)1 << 31);
+  return cfg->kind == GR_STAGE_GREEDY && (mi || (cfg->metric.kind == GR_METRIC_LNCC && r <= 4));
 }
 
 static gr_status level_quantize(gr_reg_ctx *c, const gr_stage_config *cfg, int level, gr_level *l) {
   if (!cfg->image_u16) return GR_OK;
-  const int pack = c->be->ops->pack_u16 && !l->sharded && gr_stage_reads_u16(cfg);
+  const int pack = c->be->ops->pack_u16 && !l->sharded && gr_stage_reads_u16(cfg, l->nm);
   const int last = c->stage == c->nstages - 1 && level == cfg->levels - 1;
   gr_status s = quantize_one(c, l, 0, &l->f, &l->f16, &c->fixed_norm, l->nf, pack, last);
   if (s == GR_OK) s = quantize_one(c, l, 1, &l->m, &l->m16, &c->moving_norm, l->nm, pack, last);

@@ -63,9 +63,10 @@ gr_status gr_level_build(gr_reg_ctx *c, const gr_stage_config *cfg, int level, i
  * a copy. memory_plan.c models the same rule. */
 int gr_level_reuses_images(const gr_reg_ctx *c, const gr_stage_config *cfg, int level);
 /* A stage whose level images a backend with pack_u16 stores in 16 bits: greedy
- * (the metric is all that reads them) with MI or LNCC radius 1..4 (the CUDA
- * metrics that read 16-bit images; the others would need float copies). */
-int gr_stage_reads_u16(const gr_stage_config *cfg);
+ * (the metric is all that reads them) with MI (moving level < 2^31 voxels, its
+ * fast sample's int strides) or LNCC radius 1..4: the CUDA metrics that read
+ * 16-bit images; the others would need float copies on every call. */
+int gr_stage_reads_u16(const gr_stage_config *cfg, int64_t moving_nvox);
 
 /* The metric at one level: the fused backend op on one shard, the distributed
  * metric (ring sampler, ordered reductions) on several. res is global; grad_u
