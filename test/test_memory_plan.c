@@ -297,6 +297,45 @@ static void test_bf16_saving(const gr_image *f, const gr_image *m, const gr_stag
   free(p16);
 }
 
+/* 16-bit images in a CUDA plan (headers only, no GPU needed): 4 B per
+ * full-resolution voxel off a greedy LNCC or MI peak (both images at their
+ * last use are packed, the float copies freed), nothing on the CPU (rounded
+ * in place), and a CUDA plan that does not fit names the option. */
+static void test_u16_saving(const gr_image *f, const gr_image *m, const gr_stage_config *greedy,
+                            const gr_stage_config *greedy_mi) {
+  gr_memory_plan *pf = malloc(sizeof *pf), *pu = malloc(sizeof *pu);
+  for (int dev = 0; dev < 2; ++dev)
+    for (int k = 0; k < 2; ++k) {
+      gr_stage_config st = k ? *greedy_mi : *greedy;
+      gr_memory_plan_options po;
+      gr_memory_plan_options_defaults(&po);
+      po.device = dev ? GR_DEVICE_CUDA : GR_DEVICE_CPU;
+      st.image_u16 = 0;
+      GR_CHECK_OK(gr_memory_plan_compute(&f->geom, &m->geom, &st, 1, &po, pf));
+      st.image_u16 = 1;
+      GR_CHECK_OK(gr_memory_plan_compute(&f->geom, &m->geom, &st, 1, &po, pu));
+      const double saved = ((double)pf->device_peak - (double)pu->device_peak) / (double)gr_image_nvox(f);
+      printf("16-bit images, %s %s plan: peak %zu -> %zu bytes (%.2f B per fixed voxel saved)\n", k ? "MI" : "LNCC",
+             dev ? "CUDA" : "CPU", pf->device_peak, pu->device_peak, saved);
+      /* the moving image is a little smaller than the fixed one here: 2 B/voxel for F + 2 x (nm / nf) for M */
+      const double want = dev ? 2.0 + 2.0 * (double)gr_image_nvox(m) / (double)gr_image_nvox(f) : 0.0;
+      GR_CHECK(fabs(saved - want) < 0.05, "16-bit images save %.3f B/voxel in the %s plan, want %.3f", saved,
+               dev ? "CUDA" : "CPU", want);
+      if (dev && k == 0) {
+        gr_memory_budget tiny = {GR_DEVICE_CUDA, 0, pf->device_peak / 2, pf->device_peak / 2, "test"};
+        GR_CHECK(gr_memory_plan_check(pf, &tiny, NULL, 0) == GR_ERR_NOMEM, "a plan twice the budget fits");
+        GR_CHECK(strstr(gr_last_error(), "(GigaRegImageStorage \"uint16\") saves 4 B") != NULL, "no 16-bit hint: %s",
+                 gr_last_error());
+        GR_CHECK(gr_memory_plan_check(pu, &tiny, NULL, 0) == GR_ERR_NOMEM, "a plan twice the budget fits");
+        GR_CHECK(strstr(gr_last_error(), "GigaRegImageStorage") == NULL, "16-bit hint with 16-bit images: %s",
+                 gr_last_error());
+      }
+    }
+  gr_clear_error();
+  free(pf);
+  free(pu);
+}
+
 int main(void) {
   const int64_t nf[3] = {44, 40, 30}, nm[3] = {48, 38, 26};
   const double sf[3] = {1.0, 1.1, 1.6}, sm[3] = {1.05, 1.2, 1.8};
@@ -348,6 +387,7 @@ int main(void) {
   check_case("greedy LNCC -> MI, 16-bit images", f, m, fm, NULL, u16, 2);
   check_sharded("greedy LNCC, 16-bit images", f, m, u16, 1, 2);
   test_bf16_saving(f, m, &greedy, &greedy16);
+  test_u16_saving(f, m, &greedy, &greedy_mi);
 
   check_sharded("greedy LNCC", f, m, &greedy, 1, 2);
   check_sharded("greedy MI", f, m, &greedy_mi, 1, 3);

@@ -195,6 +195,15 @@ static void test_defaults_and_variants(void) {
   map_text("(Transform \"AffineTransform\")(GigaRegAdamMoments \"bfloat16\")", &r);
   GR_CHECK_OK(r.status);
   HAS_WARNING(&r, "key 'GigaRegAdamMoments' (\"bfloat16\") ignored: only used by deformable stages");
+  GR_CHECK(r.st.image_u16 == 0, "float images by default");
+  map_text("(Transform \"GigaRegGreedyTransform\")(GigaRegImageStorage \"uint16\")", &r);
+  GR_CHECK_OK(r.status);
+  GR_CHECK(r.st.image_u16 == 1 && r.nwarn == 0, "GigaRegImageStorage uint16");
+  map_text("(Transform \"GigaRegGreedyTransform\")(GigaRegImageStorage \"float\")", &r);
+  GR_CHECK(r.status == GR_OK && r.st.image_u16 == 0, "GigaRegImageStorage float");
+  map_text("(Transform \"EulerTransform\")(GigaRegImageStorage \"uint16\")", &r);
+  GR_CHECK_OK(r.status);
+  HAS_WARNING(&r, "key 'GigaRegImageStorage' (\"uint16\") ignored: only used by deformable stages");
   map_text("(Transform \"GigaRegSyNTransform\")(NumberOfResolutions 5)", &r);
   GR_CHECK_OK(r.status);
   GR_CHECK(r.st.kind == GR_STAGE_SYN && r.st.shrink[0] == 16 && r.st.iterations[0] == 200 && r.st.iterations[4] == 50,
@@ -278,6 +287,8 @@ static void test_impossible(void) {
   expect_fail("(Transform \"AffineTransform\")(GigaRegSmoothingSigmas 1 -1 0)", GR_ERR_PARAM, "GigaRegSmoothingSigmas: -1 must be >= 0");
   expect_fail("(Transform \"GigaRegSyNTransform\")(GigaRegAdamMoments \"half\")", GR_ERR_PARAM,
               "GigaRegAdamMoments: 'half' is not \"float\" or \"bfloat16\"");
+  expect_fail("(Transform \"GigaRegGreedyTransform\")(GigaRegImageStorage \"fp16\")", GR_ERR_PARAM,
+              "GigaRegImageStorage: 'fp16' is not \"float\" or \"uint16\"");
   expect_fail("(Transform \"AffineTransform\")(GigaRegLearningRate 0)", GR_ERR_PARAM, "GigaRegLearningRate: 0 must be > 0");
   expect_fail("(Transform \"AffineTransform\")(AutomaticTransformInitializationMethod \"Middle\")", GR_ERR_PARAM,
               "AutomaticTransformInitializationMethod: 'Middle'");
