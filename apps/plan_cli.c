@@ -126,18 +126,18 @@ static void print_alternatives(const plan_inputs *in, const gr_memory_plan_optio
     printf("  coarser field (ImagePyramidSchedule ending in 2 2 2 for the deformable stages): %s%s\n",
            gr_memory_format_bytes(gr_memory_plan_need(p), b1, sizeof b1),
            have_budget ? (gr_memory_plan_need(p) <= budget ? "  fits" : "  does not fit") : "");
-  alt = *in;
-  if (stages_16bit(&alt, 1) && gr_memory_plan_compute(&in->fixed, &in->moving, alt.stages, alt.nstages, &o, p) == GR_OK)
-    printf("  bfloat16 Adam moments ((GigaRegAdamMoments \"bfloat16\") in the deformable stages; a run that does not "
-           "fit with float moments switches to them by itself): %s (%zu bytes)%s\n",
-           gr_memory_format_bytes(gr_memory_plan_need(p), b1, sizeof b1), gr_memory_plan_need(p),
-           have_budget ? (gr_memory_plan_need(p) <= budget ? "  fits" : "  does not fit") : "");
-  alt = *in;
-  if (stages_16bit(&alt, 0) && gr_memory_plan_compute(&in->fixed, &in->moving, alt.stages, alt.nstages, &o, p) == GR_OK)
-    printf("  16-bit images ((GigaRegImageStorage \"uint16\") in the deformable stages; stored in 16 bits by the "
-           "CUDA backend in greedy LNCC/MI stages): %s (%zu bytes)%s\n",
-           gr_memory_format_bytes(gr_memory_plan_need(p), b1, sizeof b1), gr_memory_plan_need(p),
-           have_budget ? (gr_memory_plan_need(p) <= budget ? "  fits" : "  does not fit") : "");
+  static const char *const what16[2] = {
+      "16-bit images ((GigaRegImageStorage \"uint16\") in the deformable stages; stored in 16 bits by the CUDA "
+      "backend in greedy LNCC/MI stages)",
+      "bfloat16 Adam moments ((GigaRegAdamMoments \"bfloat16\") in the deformable stages; a run that does not fit "
+      "with float moments switches to them by itself)"};
+  for (int moments = 1; moments >= 0; --moments) {
+    alt = *in;
+    if (stages_16bit(&alt, moments) &&
+        gr_memory_plan_compute(&in->fixed, &in->moving, alt.stages, alt.nstages, &o, p) == GR_OK)
+      printf("  %s: %s (%zu bytes)%s\n", what16[moments], gr_memory_format_bytes(gr_memory_plan_need(p), b1, sizeof b1),
+             gr_memory_plan_need(p), have_budget ? (gr_memory_plan_need(p) <= budget ? "  fits" : "  does not fit") : "");
+  }
   if (have_budget) {
     o.ranks = 1;
     const int n = gr_memory_plan_min_ranks(&in->fixed, &in->moving, in->stages, in->nstages, &o, budget,

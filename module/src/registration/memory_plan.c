@@ -325,20 +325,22 @@ static int level_halo(const sim *s, const gr_stage_config *c, int l) {
   return h;
 }
 
-/* pyramid.c level_image: the level buffer, then (sigma > 0) a full-resolution
- * copy that is smoothed (sigma in finest-axis voxels) and resampled. */
+/* A smoothed full-resolution copy (pyramid.c level_image's, or the sharded
+ * in-place smoothing's halo copy): the copy and the smoothing's scratch. */
 static void smooth_copy(pctx *c, const gr_geometry *full, const int64_t full_n[3], double sigma, size_t bpv) {
   sim *s = &c->s;
   sbuf tmp = gbuf(s, full_n, c->hfull, bpv, GR_MEM_SCRATCH);
   s_alloc(s, &tmp);
-  const double ms = fmin(full->spacing[0], fmin(full->spacing[1], full->spacing[2]));
-  const double sv[3] = {sigma * ms / full->spacing[0], sigma * ms / full->spacing[1], sigma * ms / full->spacing[2]};
+  double sv[3];
+  gr_level_sigma_vox(full, sigma, sv);
   int64_t ln[3];
   local_dims(s, full_n, c->hfull, ln);
   smooth_scratch(s, ln, sv);
   s_free(s, &tmp);
 }
 
+/* pyramid.c level_image: the level buffer, then (sigma > 0) a full-resolution
+ * copy that is smoothed (sigma in finest-axis voxels) and resampled. */
 static sbuf level_image(pctx *c, const gr_geometry *full, const int64_t full_n[3], const int64_t lvl_n[3], int h,
                         double sigma, size_t bpv, gr_mem_kind kind) {
   sbuf out = gbuf(&c->s, lvl_n, h, bpv, kind);
@@ -378,8 +380,8 @@ static void level_quantize(pctx *c, sbuf *img, int borrowed, sbuf *ctx, const in
 /* pyramid.c smooth_in_place: the full-resolution image smoothed where it is */
 static void smooth_full_in_place(pctx *c, const gr_geometry *full, const int64_t full_n[3], double sigma) {
   if (!(sigma > 0.0)) return;
-  const double ms = fmin(full->spacing[0], fmin(full->spacing[1], full->spacing[2]));
-  const double sv[3] = {sigma * ms / full->spacing[0], sigma * ms / full->spacing[1], sigma * ms / full->spacing[2]};
+  double sv[3];
+  gr_level_sigma_vox(full, sigma, sv);
   smooth_scratch(&c->s, full_n, sv);
 }
 
@@ -395,8 +397,8 @@ static void level_build(pctx *c, int k, const gr_stage_config *cfg, int l, pleve
   geom_dims(&L->mgeom, L->mn);
   L->h = level_halo(&c->s, cfg, l);
   const int one = c->s.o->ranks <= 1, full = cfg->shrink[l] <= 1.0;
-  const int smoothed = cfg->sigma_vox[l] > 0.0;
-  const int mreuse = full && (!smoothed || (k == c->nstages - 1 && l == cfg->levels - 1));
+  const int smoothed = cfg->sigma_vox[l] > 0.0, last = k == c->nstages - 1 && l == cfg->levels - 1;
+  const int mreuse = gr_level_reuses_images(cfg, l, last);
   const int reuse = one && mreuse; /* sharded: only the moving slab (no halo) */
   const sbuf none = {GR_MEM_IMAGES, 0, 0};
   if (reuse) {
@@ -410,7 +412,6 @@ static void level_build(pctx *c, int k, const gr_stage_config *cfg, int l, pleve
   if (c->s.o->fixed_mask) L->fm = one && full ? none : level_image(c, c->fg, c->fn, L->fn, L->h, 0.0, c->mb, GR_MEM_MASKS);
   if (c->s.o->moving_mask) L->mm = full ? none : level_image(c, c->mg, c->mn, L->mn, L->h, 0.0, c->mb, GR_MEM_MASKS);
   if (cfg->image_u16) {
-    const int last = k == c->nstages - 1 && l == cfg->levels - 1;
     const int pack = c->s.cuda && one && gr_stage_reads_u16(cfg, nvox3(L->mn));
     level_quantize(c, &L->f, reuse, &c->fnorm, L->fn, L->h, pack, last);
     level_quantize(c, &L->m, mreuse, &c->mnorm, L->mn, L->h, pack, last);

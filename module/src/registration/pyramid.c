@@ -35,6 +35,20 @@ void gr_geometry_shrink(const gr_geometry *g, double shrink, gr_geometry *out) {
   }
 }
 
+void gr_level_sigma_vox(const gr_geometry *g, double sigma, double sv[3]) {
+  const double ms = min_spacing(g);
+  for (int a = 0; a < 3; ++a) sv[a] = sigma * ms / g->spacing[a];
+}
+
+/* Smooth a full-resolution backend image in place (a level's copy of it, or
+ * the image itself when the level reads it where it is). */
+static gr_status smooth_in_place(gr_backend *be, const gr_geometry *geom, const gr_grid *grid, float *img, double sigma) {
+  if (!(sigma > 0.0)) return GR_OK;
+  double sv[3];
+  gr_level_sigma_vox(geom, sigma, sv);
+  return be->ops->smooth(be, grid, img, 1, sv);
+}
+
 /* Smooth a copy of a full-resolution backend image and resample it onto `dst`. */
 static gr_status level_image(gr_backend *be, const gr_geometry *src_geom, const gr_grid *src_grid, const float *src,
                              double sigma, const gr_grid *dst_grid, gr_interp interp, float **out) {
@@ -49,11 +63,7 @@ static gr_status level_image(gr_backend *be, const gr_geometry *src_geom, const 
     tmp = be->ops->alloc(be, (size_t)nsrc * sizeof(float));
     if (!tmp) return GR_ERR_NOMEM;
     s = be->ops->copy(be, tmp, src, (size_t)nsrc * sizeof(float));
-    /* sigma is in finest-axis voxels; thicker axes get proportionally fewer voxels */
-    const double ms = min_spacing(src_geom);
-    const double sv[3] = {sigma * ms / src_geom->spacing[0], sigma * ms / src_geom->spacing[1],
-                          sigma * ms / src_geom->spacing[2]};
-    if (s == GR_OK) s = be->ops->smooth(be, src_grid, tmp, 1, sv);
+    if (s == GR_OK) s = smooth_in_place(be, src_geom, src_grid, tmp, sigma);
     from = tmp;
   }
   if (s == GR_OK) s = be->ops->resample(be, dst_grid, *out, src_grid, from, 1, NULL, NULL, interp, GR_BOUNDARY_CLAMP);
@@ -80,9 +90,8 @@ static gr_status shard_smooth_halo(gr_reg_ctx *c, const gr_shard *fs, const floa
 static gr_status shard_smooth_in_place(gr_reg_ctx *c, const gr_geometry *src_geom, const gr_grid *src_grid,
                                        float *src_own, double sigma) {
   if (!(sigma > 0.0)) return GR_OK;
-  const double ms = min_spacing(src_geom);
-  const double sv[3] = {sigma * ms / src_geom->spacing[0], sigma * ms / src_geom->spacing[1],
-                        sigma * ms / src_geom->spacing[2]};
+  double sv[3];
+  gr_level_sigma_vox(src_geom, sigma, sv);
   gr_shard fs;
   gr_status s = gr_shard_init(src_grid, c->gp->nranks, c->gp->rank, (int)ceil(3.0 * sv[2]), &fs);
   float *tmp = NULL;
@@ -102,9 +111,8 @@ static gr_status shard_level_image(gr_reg_ctx *c, const gr_geometry *src_geom, c
                                    const float *src_own, double sigma, const gr_grid *dst_grid, int64_t oz0,
                                    int64_t onz, gr_interp interp, float **out) {
   gr_backend *be = c->be;
-  const double ms = min_spacing(src_geom);
-  const double sv[3] = {sigma * ms / src_geom->spacing[0], sigma * ms / src_geom->spacing[1],
-                        sigma * ms / src_geom->spacing[2]};
+  double sv[3];
+  gr_level_sigma_vox(src_geom, sigma, sv);
   const int hs = sigma > 0.0 ? (int)ceil(3.0 * sv[2]) : 0;
   gr_shard fs;
   gr_status s = gr_shard_init(src_grid, c->gp->nranks, c->gp->rank, hs, &fs);
@@ -137,13 +145,18 @@ static gr_status shard_level_image(gr_reg_ctx *c, const gr_geometry *src_geom, c
   return s;
 }
 
+/* No later level of the run reads the context's full-resolution images. */
+static int run_last_level(const gr_reg_ctx *c, const gr_stage_config *cfg, int level) {
+  return c->stage == c->nstages - 1 && level == cfg->levels - 1;
+}
+
 /* The moving level is this rank's slab of the moving grid, the planes the
  * full-resolution moving image holds: at shrink 1 it reads that buffer, as it
  * is or smoothed in place at the run's last level (gr_level_reuses_images);
  * the fixed level holds halo planes besides its own: always a copy. */
 static gr_status level_build_sharded(gr_reg_ctx *c, const gr_stage_config *cfg, int level, int halo, gr_level *l) {
   const double shrink = cfg->shrink[level], sigma_vox = cfg->sigma_vox[level];
-  const int full = shrink <= 1.0, plain = gr_level_reuses_images(c, cfg, level);
+  const int full = shrink <= 1.0, plain = gr_level_reuses_images(cfg, level, run_last_level(c, cfg, level));
   const gr_gp_ctx *gp = c->gp;
   gr_status s = gr_shard_check_planes(&l->fgrid, gp->nranks, "a fixed pyramid level");
   if (s == GR_OK) s = gr_shard_check_planes(&l->mgrid, gp->nranks, "a moving pyramid level");
@@ -181,15 +194,6 @@ static gr_status level_build_sharded(gr_reg_ctx *c, const gr_stage_config *cfg, 
   return s;
 }
 
-/* Smooth a full-resolution backend image in place: the level reads it where it
- * is (its values are those level_image would resample onto the same grid). */
-static gr_status smooth_in_place(gr_backend *be, const gr_geometry *geom, const gr_grid *grid, float *img, double sigma) {
-  if (!(sigma > 0.0)) return GR_OK;
-  const double ms = min_spacing(geom);
-  const double sv[3] = {sigma * ms / geom->spacing[0], sigma * ms / geom->spacing[1], sigma * ms / geom->spacing[2]};
-  return be->ops->smooth(be, grid, img, 1, sv);
-}
-
 static gr_status level_build_float(gr_reg_ctx *c, const gr_stage_config *cfg, int level, int halo, gr_level *l) {
   const double shrink = cfg->shrink[level], sigma_vox = cfg->sigma_vox[level];
   memset(l, 0, sizeof *l);
@@ -213,7 +217,7 @@ static gr_status level_build_float(gr_reg_ctx *c, const gr_stage_config *cfg, in
    * them unsmoothed (the last level of the last stage: gr_level_reuses_images).
    * Masks are never smoothed. */
   const int full = shrink <= 1.0;
-  const int reuse = gr_level_reuses_images(c, cfg, level);
+  const int reuse = gr_level_reuses_images(cfg, level, run_last_level(c, cfg, level));
   if (reuse) {
     s = c->norm_consumed ? gr_error(GR_ERR_INTERNAL, "pyramid: the full-resolution images were already smoothed")
                          : smooth_in_place(be, c->fixed_geom, &c->fixed_grid, c->fixed_norm, sigma_vox);
@@ -245,10 +249,9 @@ static gr_status level_build_float(gr_reg_ctx *c, const gr_stage_config *cfg, in
   return GR_OK;
 }
 
-int gr_level_reuses_images(const gr_reg_ctx *c, const gr_stage_config *cfg, int level) {
+int gr_level_reuses_images(const gr_stage_config *cfg, int level, int last_of_run) {
   if (cfg->shrink[level] > 1.0) return 0;
-  if (!(cfg->sigma_vox[level] > 0.0)) return 1;
-  return c->stage == c->nstages - 1 && level == cfg->levels - 1;
+  return !(cfg->sigma_vox[level] > 0.0) || last_of_run;
 }
 
 /* ---- 16-bit level images --------------------------------------------------------- */
@@ -311,7 +314,7 @@ int gr_stage_reads_u16(const gr_stage_config *cfg, int64_t moving_nvox) {
 static gr_status level_quantize(gr_reg_ctx *c, const gr_stage_config *cfg, int level, gr_level *l) {
   if (!cfg->image_u16) return GR_OK;
   const int pack = c->be->ops->pack_u16 && !l->sharded && gr_stage_reads_u16(cfg, l->nm);
-  const int last = c->stage == c->nstages - 1 && level == cfg->levels - 1;
+  const int last = run_last_level(c, cfg, level);
   gr_status s = quantize_one(c, l, 0, &l->f, &l->f16, &c->fixed_norm, l->nf, pack, last);
   if (s == GR_OK) s = quantize_one(c, l, 1, &l->m, &l->m16, &c->moving_norm, l->nm, pack, last);
   return s;
@@ -327,15 +330,13 @@ gr_status gr_level_build(gr_reg_ctx *c, const gr_stage_config *cfg, int level, i
 gr_status gr_level_metric(gr_reg_ctx *c, const gr_level *lv, const gr_metric_spec *spec, const gr_affine *T,
                           const float *disp, gr_metric_result *res, float *grad_u) {
   gr_backend *be = c->be;
-  if (lv->f16 || lv->m16) {
+  if (!lv->sharded) { /* the level's 16-bit images, if packed (never for sharded levels) */
     gr_metric_spec s16 = *spec;
     s16.fixed_u16 = lv->f16;
     s16.moving_u16 = lv->m16;
     return be->ops->metric(be, &s16, &lv->fgrid, lv->f, lv->fmask, &lv->mgrid, lv->m, lv->mmask, T, disp, res,
                            grad_u);
   }
-  if (!lv->sharded)
-    return be->ops->metric(be, spec, &lv->fgrid, lv->f, lv->fmask, &lv->mgrid, lv->m, lv->mmask, T, disp, res, grad_u);
   const gr_dist_metric_args a = {spec, &lv->fs, lv->f, lv->fmask, &lv->mgrid, lv->m, lv->mmask, T, disp};
   return gr_dist_metric(be, c->comm, &a, res, grad_u, NULL);
 }

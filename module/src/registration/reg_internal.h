@@ -58,10 +58,14 @@ typedef struct gr_level {
  * images a later level needs unrounded, in a rounded copy): the same values,
  * so results do not depend on which. */
 gr_status gr_level_build(gr_reg_ctx *c, const gr_stage_config *cfg, int level, int halo, gr_level *out);
-/* One process, shrink 1: whether the level reads the context's full-resolution
- * images (unsmoothed, or smoothed in place at the run's last level) instead of
- * a copy. memory_plan.c models the same rule. */
-int gr_level_reuses_images(const gr_reg_ctx *c, const gr_stage_config *cfg, int level);
+/* Shrink 1: whether the level reads the context's full-resolution images
+ * (unsmoothed, or smoothed in place when last_of_run: no later level of the
+ * run reads them) instead of a copy; sharded, the moving slab only.
+ * memory_plan.c models it with the same function. */
+int gr_level_reuses_images(const gr_stage_config *cfg, int level, int last_of_run);
+/* A pyramid smoothing sigma given in finest-axis voxels, per axis of g:
+ * thicker axes get proportionally fewer voxels. */
+void gr_level_sigma_vox(const gr_geometry *g, double sigma, double sv[3]);
 /* A stage whose level images a backend with pack_u16 stores in 16 bits: greedy
  * (the metric is all that reads them) with MI (moving level < 2^31 voxels, its
  * fast sample's int strides) or LNCC radius 1..4: the CUDA metrics that read
