@@ -27,6 +27,8 @@
  *     padding, zero backgrounds) stay exact (see the kernel's header: a
  *     shifted variant failed there with 1e-2). Radii 1 and 4 are checked too,
  *     and the double kernel (GIGAREG_CUDA_LNCC=double) with the tolerances above;
+ *   the metrics on a second head (ch2, mricron-data, when installed) with the
+ *     same tolerances;
  *   LNCC's field gradient alone (greedy/SyN iterations): the lean variant
  *     (no warped-image buffer) within the fast path's tolerances and bitwise
  *     the variant with the buffer, at radii 1, 2 (masks) and 3;
@@ -126,9 +128,9 @@ static int64_t compare(const char *label, const float *gpu_dev, const float *cpu
 }
 
 /* ---- data ------------------------------------------------------------------------ */
-static gr_image *load_shrunk(const char *name, double shrink) {
+static gr_image *load_shrunk(const char *dir, const char *name, double shrink) {
   char path[512];
-  gr_test_path(path, sizeof path, GR_TEST_DATA_DIR, name);
+  gr_test_path(path, sizeof path, dir, name);
   gr_image *img = NULL;
   if (!gr_test_file_exists(path) || gr_image_read(path, &img) != GR_OK) return NULL;
   gr_geometry g;
@@ -992,6 +994,60 @@ static void test_u16_metrics(const metric_case *mono, const metric_case *multi) 
   u16_pair_free(&pairs[1]);
 }
 
+/* The metrics on a second head, Colin27's ch2 (Debian mricron-data, the
+ * configured GR_MRICRON_DIR; its cases are reported SKIPPED when it is not
+ * installed): ch2 against itself warped by a smooth field, with an oblique
+ * affine and a displacement, with and without masks, the field gradient alone
+ * too; the tolerances of test_metrics (MI bitwise). */
+static void test_ch2(double shrink) {
+  gr_image *ch2 = load_shrunk(GR_MRICRON_DIR, "ch2.nii.gz", shrink);
+  if (!ch2) {
+    fprintf(stderr, "ch2: %s/ch2.nii.gz not found (mricron-data): its cases SKIPPED\n", GR_MRICRON_DIR);
+    return;
+  }
+  normalise01(ch2);
+  const int64_t n = gr_image_nvox(ch2);
+  fprintf(stderr, "metrics on ch2 %lldx%lldx%lld\n", (long long)ch2->geom.size[0], (long long)ch2->geom.size[1],
+          (long long)ch2->geom.size[2]);
+  gr_grid g;
+  gr_grid_from_geometry(&ch2->geom, &g);
+  float *w = make_field(&ch2->geom, 1.5, 13), *mv = malloc((size_t)n * sizeof(float));
+  g_cpu->ops->resample(g_cpu, &g, mv, &g, ch2->data, 1, NULL, w, GR_INTERP_LINEAR, GR_BOUNDARY_ZERO);
+  float *u = make_field(&ch2->geom, 2.0, 7), *fm = threshold(ch2, 0.1f);
+  float *mm = malloc((size_t)n * sizeof(float));
+  for (int64_t i = 0; i < n; ++i) mm[i] = mv[i] > 0.1f ? 1.0f : 0.0f;
+  dual F = dual_from_host(ch2->data, n), M = dual_from_host(mv, n), U = dual_from_host(u, 3 * n);
+  dual FM = dual_from_host(fm, n), MM = dual_from_host(mm, n);
+  double c[3];
+  gr_geometry_center(&ch2->geom, c);
+  const double p[6] = {-0.04, 0.06, 0.03, -1.5, 2.0, 1.0};
+  gr_affine T;
+  gr_euler_to_affine(p, c, &T);
+  const gr_metric_kind kinds[4] = {GR_METRIC_MSE, GR_METRIC_NCC, GR_METRIC_LNCC, GR_METRIC_MI};
+  for (int ki = 0; ki < 4; ++ki)
+    for (int v = 0; v < 3; ++v) { /* 0: grad_u + affine; 1: masks, grad_u + affine; 2: grad_u alone */
+      const metric_case mc = {&g, &g, &F, v == 1 ? &FM : NULL, &M, v == 1 ? &MM : NULL, &U, &T};
+      const gr_metric_spec spec = spec_of(kinds[ki], 2, 1, v != 2);
+      char label[96];
+      snprintf(label, sizeof label, "%s ch2 %s", metric_name(kinds[ki]),
+               v == 0 ? "grad+affine" : v == 1 ? "masks" : "grad");
+      if (kinds[ki] == GR_METRIC_LNCC) g_tol_value = 1e-4; /* the fast fp32 path, as in test_metrics */
+      check_metric(label, &spec, &mc);
+      g_tol_value = 1e-5;
+    }
+  dual_free(&F);
+  dual_free(&M);
+  dual_free(&U);
+  dual_free(&FM);
+  dual_free(&MM);
+  free(w);
+  free(mv);
+  free(u);
+  free(fm);
+  free(mm);
+  gr_image_destroy(ch2);
+}
+
 /* GIGAREG_CUDA_EXACT=1: LNCC (value, N, affine and field gradients) bitwise the CPU's. */
 static void test_exact_lncc(const metric_case *mono, const metric_case *multi) {
   fprintf(stderr, "exact LNCC (GIGAREG_CUDA_EXACT=1, bitwise the CPU)\n");
@@ -1194,8 +1250,8 @@ int main(void) {
    * development (e.g. under a CUDA emulator); CTest uses the defaults. */
   const char *env_shrink = getenv("GR_CUDA_TEST_SHRINK");
   const double shrink = env_shrink && atof(env_shrink) >= 1.0 ? atof(env_shrink) : 2.0;
-  gr_image *t1 = load_shrunk("chris_t1.nii.gz", shrink);
-  gr_image *pd = load_shrunk("chris_PD.nii.gz", shrink);
+  gr_image *t1 = load_shrunk(GR_TEST_DATA_DIR, "chris_t1.nii.gz", shrink);
+  gr_image *pd = load_shrunk(GR_TEST_DATA_DIR, "chris_PD.nii.gz", shrink);
   if (!t1 || !pd) GR_SKIP("chris_t1 / chris_PD missing");
   gr_image *t1_raw = NULL;
   gr_image_clone(t1, &t1_raw);
@@ -1248,6 +1304,7 @@ int main(void) {
   const metric_case mono = {&fg, &fg, &T1, &FM, &T1W, &T1M, &U, NULL};
   const metric_case multi = {&fg, &mg, &T1, &FM, &PD, &MM, &U, &T};
   test_metrics(&mono, &multi);
+  test_ch2(shrink);
   test_lncc_lean(&mono, &multi);
   test_pack_u16(&T1);
   test_u16_metrics(&mono, &multi);
